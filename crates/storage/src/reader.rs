@@ -1,0 +1,294 @@
+//! Listing partitions (pruned by time) and reading data files back.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use otel_audit_event::Record;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use sha2::{Digest, Sha256};
+
+use arrow_array::RecordBatch;
+
+use crate::batch::batch_to_records;
+use crate::error::{DecodeError, ReadError};
+use crate::layout::{DataFile, Partition, parse_date_dir, parse_hour_dir};
+use crate::store::Store;
+use crate::writer::FooterMeta;
+
+/// A half-open time range `[from, to)` over the collector's receive time.
+/// Either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive end.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    /// Everything.
+    pub fn all() -> Self {
+        TimeRange::default()
+    }
+
+    /// Whether neither end is set.
+    pub fn is_unbounded(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    /// Whether the hour `[start, end)` overlaps the range.
+    pub fn overlaps(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| end > f) && self.to.is_none_or(|t| start < t)
+    }
+
+    /// Whether `t` is in the range.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| t < to)
+    }
+}
+
+/// A data file found in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    /// Its identity from the path.
+    pub file: DataFile,
+    /// Its path relative to the store root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What a listing found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Data files, sorted by path.
+    pub files: Vec<ListedFile>,
+    /// Objects inside the partition tree that are not data files (relative paths).
+    pub unexpected: Vec<String>,
+}
+
+fn store_err(store: &Store, path: &Path) -> impl FnOnce(object_store::Error) -> ReadError {
+    let url = store.url().to_owned();
+    let path = path.to_string();
+    move |source| ReadError::Store { url, path, source }
+}
+
+async fn list_dir(store: &Store, dir: &Path) -> Result<(Vec<Path>, Vec<ObjectMeta>), ReadError> {
+    let prefix = (!dir.as_ref().is_empty()).then_some(dir);
+    let r = store
+        .object_store()
+        .list_with_delimiter(prefix)
+        .await
+        .map_err(store_err(store, dir))?;
+    Ok((r.common_prefixes, r.objects))
+}
+
+fn last_segment(p: &Path) -> String {
+    p.parts()
+        .last()
+        .map(|s| s.as_ref().to_owned())
+        .unwrap_or_default()
+}
+
+/// Lists the data files whose hour partition overlaps `range`, pruning by the
+/// `tenant=/date=/hour=` directories so only matching partitions are listed.
+/// Top-level names starting with `_` (such as `_digests/`) are not data.
+pub async fn list_files(store: &Store, range: &TimeRange) -> Result<Listing, ReadError> {
+    let root = store.prefix().clone();
+    let (tenants, top_objects) = list_dir(store, &root).await?;
+    let mut listing = Listing::default();
+    for o in top_objects {
+        let name = last_segment(&o.location);
+        if !name.starts_with('_') && !name.starts_with('.') {
+            listing
+                .unexpected
+                .push(store.relative(&o.location).unwrap_or(name));
+        }
+    }
+    let mut hour_dirs: Vec<Path> = Vec::new();
+    for t in tenants {
+        let seg = last_segment(&t);
+        if seg.starts_with('_') || seg.starts_with('.') {
+            continue;
+        }
+        if !seg.starts_with("tenant=") {
+            listing
+                .unexpected
+                .push(store.relative(&t).unwrap_or(seg) + "/");
+            continue;
+        }
+        let (dates, objs) = list_dir(store, &t).await?;
+        listing
+            .unexpected
+            .extend(objs.iter().filter_map(|o| store.relative(&o.location)));
+        for d in dates {
+            let Some(date) = parse_date_dir(&last_segment(&d)) else {
+                listing
+                    .unexpected
+                    .push(store.relative(&d).unwrap_or_default() + "/");
+                continue;
+            };
+            let day = Partition {
+                tenant: String::new(),
+                date,
+                hour: 0,
+            };
+            if range.overlaps(day.start(), day.start() + chrono::Duration::days(1)) {
+                hour_dirs.push(d);
+            }
+        }
+    }
+    // Dates → hours → files, listed concurrently: on S3 each level is a request.
+    let hours: Vec<(Vec<Path>, Vec<ObjectMeta>)> = stream::iter(hour_dirs)
+        .map(|d| async move { list_dir(store, &d).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut file_dirs = Vec::new();
+    for (hs, objs) in hours {
+        listing
+            .unexpected
+            .extend(objs.iter().filter_map(|o| store.relative(&o.location)));
+        for h in hs {
+            let Some(hour) = parse_hour_dir(&last_segment(&h)) else {
+                listing
+                    .unexpected
+                    .push(store.relative(&h).unwrap_or_default() + "/");
+                continue;
+            };
+            let rel = store.relative(&h).unwrap_or_default();
+            let date = rel
+                .split('/')
+                .nth(1)
+                .and_then(parse_date_dir)
+                .expect("parent was parsed as a date");
+            let p = Partition {
+                tenant: String::new(),
+                date,
+                hour,
+            };
+            if range.overlaps(p.start(), p.end()) {
+                file_dirs.push(h);
+            }
+        }
+    }
+    let files: Vec<(Vec<Path>, Vec<ObjectMeta>)> = stream::iter(file_dirs)
+        .map(|d| async move { list_dir(store, &d).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    for (subdirs, objs) in files {
+        for s in subdirs {
+            listing
+                .unexpected
+                .push(store.relative(&s).unwrap_or_default() + "/");
+        }
+        for o in objs {
+            let rel = store.relative(&o.location).unwrap_or_default();
+            match DataFile::parse(&rel) {
+                Ok(file) => listing.files.push(ListedFile {
+                    file,
+                    path: rel,
+                    size: o.size,
+                }),
+                Err(_) => listing.unexpected.push(rel),
+            }
+        }
+    }
+    listing.files.sort_by(|a, b| a.path.cmp(&b.path));
+    listing.unexpected.sort();
+    Ok(listing)
+}
+
+/// Fetches a file's bytes.
+pub async fn fetch(store: &Store, path: &str) -> Result<Bytes, ReadError> {
+    let loc = store.location(path);
+    store
+        .object_store()
+        .get(&loc)
+        .await
+        .map_err(store_err(store, &loc))?
+        .bytes()
+        .await
+        .map_err(store_err(store, &loc))
+}
+
+/// A decoded data file.
+#[derive(Debug, Clone)]
+pub struct DecodedFile {
+    /// What the footer says, or which key is missing or malformed.
+    pub footer: Result<FooterMeta, String>,
+    /// The rows, as stored.
+    pub batches: Vec<RecordBatch>,
+    /// SHA-256 of the file's bytes.
+    pub sha256: [u8; 32],
+}
+
+/// Decodes a data file's bytes. CPU-bound.
+pub fn decode(bytes: Bytes) -> Result<DecodedFile, DecodeError> {
+    let sha256 = Sha256::digest(&bytes).into();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let footer =
+        FooterMeta::from_key_values(builder.metadata().file_metadata().key_value_metadata());
+    crate::schema::check_schema(builder.schema()).map_err(DecodeError::Schema)?;
+    let batches = builder
+        .with_batch_size(64 * 1024)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DecodedFile {
+        footer,
+        batches,
+        sha256,
+    })
+}
+
+/// Reads only the footer metadata of a data file's bytes.
+pub fn footer_of(bytes: Bytes) -> Result<FooterMeta, String> {
+    let r = SerializedFileReader::new(bytes).map_err(|e| e.to_string())?;
+    FooterMeta::from_key_values(r.metadata().file_metadata().key_value_metadata())
+}
+
+/// Reads one data file's records.
+pub async fn read_file(store: &Store, path: &str) -> Result<Vec<Record>, ReadError> {
+    let bytes = fetch(store, path).await?;
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let decoded = decode(bytes)?;
+        let mut out = Vec::new();
+        for b in &decoded.batches {
+            out.extend(batch_to_records(b)?);
+        }
+        Ok::<_, DecodeError>(out)
+    })
+    .await
+    .expect("decoding task panicked")
+    .map_err(|source| ReadError::Decode { path: p, source })
+}
+
+/// Streams the records of every data file overlapping `range`, file by file in
+/// path order (tenant, date, hour, chain, seq), keeping only rows received in
+/// the range.
+pub fn read_records<'a>(
+    store: &'a Store,
+    range: TimeRange,
+) -> impl futures::Stream<Item = Result<Record, ReadError>> + 'a {
+    stream::once(async move { list_files(store, &range).await })
+        .map_ok(move |listing| {
+            stream::iter(listing.files)
+                .map(move |f| async move { read_file(store, &f.path).await })
+                .buffered(4)
+                .map_ok(move |records| {
+                    stream::iter(
+                        records
+                            .into_iter()
+                            .filter(move |r| range.contains(r.received_at))
+                            .map(Ok),
+                    )
+                })
+                .try_flatten()
+        })
+        .try_flatten()
+}
