@@ -88,6 +88,9 @@ pub struct Problem {
     /// The row index in the file (0-based, in stored order).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
+    /// The last row of a run of consecutive rows with the same problem, inclusive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_end: Option<u64>,
     /// The seq concerned (first of a range).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -106,8 +109,10 @@ impl fmt::Display for Problem {
         } else if let Some(c) = &self.chain_id {
             write!(f, " chain {c}")?;
         }
-        if let Some(r) = self.row {
-            write!(f, " row {r}")?;
+        match (self.row, self.row_end) {
+            (Some(a), Some(b)) if a != b => write!(f, " rows {a}..={b}")?,
+            (Some(a), _) => write!(f, " row {a}")?,
+            _ => {}
         }
         match (self.seq, self.seq_end) {
             (Some(a), Some(b)) if a != b => write!(f, " seq {a}..={b}")?,
@@ -337,11 +342,24 @@ impl Verifier {
         seq: Option<(u64, u64)>,
         detail: String,
     ) {
+        // Consecutive rows with the same problem are one finding, not thousands of lines.
+        if let (Some(last), Some(row), Some((lo, hi))) = (self.problems.last_mut(), row, seq) {
+            let follows = last.kind == kind
+                && last.path.as_deref() == path
+                && last.row_end.or(last.row).map(|r| r + 1) == Some(row as u64)
+                && last.seq_end.map(|s| s + 1) == Some(lo);
+            if follows {
+                last.row_end = Some(row as u64);
+                last.seq_end = Some(hi);
+                return;
+            }
+        }
         self.problems.push(Problem {
             kind,
             chain_id: Some(chain.to_owned()),
             path: path.map(str::to_owned),
             row: row.map(|r| r as u64),
+            row_end: None,
             seq: seq.map(|s| s.0),
             seq_end: seq.map(|s| s.1),
             detail,
@@ -492,11 +510,14 @@ impl Verifier {
         let mut order: Vec<(usize, RowLink)> = content.rows.iter().copied().enumerate().collect();
         if order.windows(2).any(|w| w[1].1.seq < w[0].1.seq) {
             order.sort_by_key(|(_, r)| r.seq);
-            let moved: Vec<(usize, i64)> = order
+            // Stored rows that do not hold the seq their position should.
+            let moved: Vec<(usize, i64)> = content
+                .rows
                 .iter()
+                .zip(&order)
                 .enumerate()
-                .filter(|(pos, (orig, _))| pos != orig)
-                .map(|(_, (orig, r))| (*orig, r.seq))
+                .filter(|(_, (stored, (_, sorted)))| stored.seq != sorted.seq)
+                .map(|(row, (stored, _))| (row, stored.seq))
                 .collect();
             let (first_row, first_seq) = moved[0];
             let shown: Vec<String> = moved
@@ -739,6 +760,7 @@ impl Verifier {
                         chain_id: Some(chain.to_owned()),
                         path: Some(prev.path.clone()),
                         row: prev.computed.as_ref().map(|c| c.row_count),
+                        row_end: None,
                         seq: Some(lo),
                         seq_end: Some(end),
                         detail: format!(
@@ -818,6 +840,7 @@ pub async fn verify(
             chain_id: None,
             path: Some(u.clone()),
             row: None,
+            row_end: None,
             seq: None,
             seq_end: None,
             detail: "not a data file of this store's layout".into(),
@@ -918,6 +941,7 @@ impl Verifier {
             chain_id: Some(copy.listed.file.chain_id.clone()),
             path: Some(copy.listed.path.clone()),
             row: None,
+            row_end: None,
             seq: Some(copy.listed.file.first_seq),
             seq_end: None,
             detail: if identical {
