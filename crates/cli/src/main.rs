@@ -306,10 +306,10 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
             .transpose()?,
         to: a.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
     };
-    if let (Some(f), Some(t)) = (range.from, range.to) {
-        if f >= t {
-            bail!("--from must be before --to");
-        }
+    if let (Some(f), Some(t)) = (range.from, range.to)
+        && f >= t
+    {
+        bail!("--from must be before --to");
     }
     let store = Store::open(&a.store, &a.s3.options())?;
     let opts = VerifyOptions {

@@ -185,10 +185,8 @@ impl AuditEvent {
         )?;
         opt("gen_ai_agent_name", &g.agent_name, MAX_SHORT_BYTES)?;
         opt("gen_ai_tool_name", &g.tool_name, MAX_SHORT_BYTES)?;
-        if let Some(t) = g.temperature {
-            if !t.is_finite() {
-                return Err(invalid("gen_ai_temperature", "must be a finite number"));
-            }
+        if g.temperature.is_some_and(|t| !t.is_finite()) {
+            return Err(invalid("gen_ai_temperature", "must be a finite number"));
         }
         count(
             "safety_detectors",

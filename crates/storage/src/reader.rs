@@ -88,7 +88,7 @@ async fn list_dir(store: &Store, dir: &Path) -> Result<(Vec<Path>, Vec<ObjectMet
 
 fn last_segment(p: &Path) -> String {
     p.parts()
-        .last()
+        .next_back()
         .map(|s| s.as_ref().to_owned())
         .unwrap_or_default()
 }

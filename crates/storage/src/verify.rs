@@ -690,10 +690,8 @@ impl Verifier {
             cw.summary.last_seq = Some(seq);
             cw.summary.head_hash = Some(r.hash);
         }
-        if first_in_file {
-            if let Some(prev) = cw.prev_file.take() {
-                self.finish_file(&chain, prev);
-            }
+        if first_in_file && let Some(prev) = cw.prev_file.take() {
+            self.finish_file(&chain, prev);
         }
         cw.check_start = false;
         let rows: Vec<(u64, [u8; 32], [u8; 32])> = content
@@ -751,11 +749,12 @@ impl Verifier {
         seq: u64,
     ) {
         let (mut lo, mut hi) = (pseq + 1, seq - 1);
-        if let Some(prev) = cw.prev_file.as_mut() {
-            if let Ok(f) = &prev.footer {
-                if f.last_seq >= lo {
-                    let end = f.last_seq.min(hi);
-                    self.problems.push(Problem {
+        if let Some(prev) = cw.prev_file.as_mut()
+            && let Ok(f) = &prev.footer
+            && f.last_seq >= lo
+        {
+            let end = f.last_seq.min(hi);
+            self.problems.push(Problem {
                         kind: ProblemKind::MissingRows,
                         chain_id: Some(chain.to_owned()),
                         path: Some(prev.path.clone()),
@@ -768,10 +767,8 @@ impl Verifier {
                             f.last_seq
                         ),
                     });
-                    prev.row_problem = true;
-                    lo = end + 1;
-                }
-            }
+            prev.row_problem = true;
+            lo = end + 1;
         }
         if name_first <= hi && lo <= hi {
             let from = name_first.max(lo);

@@ -1,0 +1,153 @@
+//! Chain hashing, Parquet writing and verification on the synthetic workload.
+//!
+//! `cargo bench -p otel-audit-cli --bench pipeline`. Each group has a baseline
+//! measured in the same run (plain chained SHA-256 of 512-byte blocks; Parquet
+//! zstd(3) of the same rows with default writer settings) so figures can be
+//! read as ratios on a noisy machine. Bytes per event are printed once.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_main};
+use otel_audit_cli::synth::{SynthSpec, generate};
+use otel_audit_event::{Chain, Record};
+use otel_audit_storage::{WriterOptions, encode_file, records_to_batch, scan_batch};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+
+const N: u64 = 100_000;
+
+/// One chain, one partition: what a single collector file holds.
+fn workload() -> Vec<Record> {
+    let spec = SynthSpec {
+        events: N,
+        tenants: 1,
+        chains_per_tenant: 1,
+        hours: 1,
+        ..SynthSpec::default()
+    };
+    generate(&spec).expect("valid workload")
+}
+
+fn bench(c: &mut Criterion) {
+    let records = workload();
+    let events: Vec<_> = records
+        .iter()
+        .map(|r| (r.received_at, r.event.clone()))
+        .collect();
+
+    let mut g = c.benchmark_group("chain");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("baseline_sha256_512B_chained", |b| {
+        let block = [0x5au8; 512];
+        b.iter(|| {
+            let mut prev = [0u8; 32];
+            for _ in 0..N {
+                let mut h = Sha256::new();
+                h.update(prev);
+                h.update(block);
+                prev = h.finalize().into();
+            }
+            black_box(prev)
+        })
+    });
+    g.bench_function("append_validate_encode_hash", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |events| {
+                let mut chain = Chain::new("collector-1.acme", "acme").unwrap();
+                for (t, e) in events {
+                    black_box(chain.append(t, e).unwrap());
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let encoded = encode_file(&records, &WriterOptions::default()).unwrap();
+    let batch = records_to_batch(&records).unwrap();
+    let baseline_bytes = {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .build();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        buf.len()
+    };
+    eprintln!(
+        "bytes/event: otel-audit writer {:.1}, baseline zstd(3) defaults {:.1}",
+        encoded.bytes.len() as f64 / N as f64,
+        baseline_bytes as f64 / N as f64
+    );
+
+    let mut g = c.benchmark_group("write");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("baseline_parquet_zstd3_defaults", |b| {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .build();
+        b.iter(|| {
+            let batch = records_to_batch(&records).unwrap();
+            let mut buf = Vec::new();
+            let mut w =
+                ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone())).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("encode_file", |b| {
+        b.iter(|| {
+            black_box(
+                encode_file(&records, &WriterOptions::default())
+                    .unwrap()
+                    .bytes
+                    .len(),
+            )
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("verify");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("baseline_decode_only", |b| {
+        b.iter(|| {
+            let r = ParquetRecordBatchReaderBuilder::try_new(encoded.bytes.clone())
+                .unwrap()
+                .build()
+                .unwrap();
+            black_box(r.map(|b| b.unwrap().num_rows()).sum::<usize>())
+        })
+    });
+    g.bench_function("decode_and_rehash", |b| {
+        b.iter(|| {
+            let r = ParquetRecordBatchReaderBuilder::try_new(encoded.bytes.clone())
+                .unwrap()
+                .build()
+                .unwrap();
+            let mut links = Vec::with_capacity(N as usize);
+            for batch in r {
+                scan_batch(&batch.unwrap(), &mut links).unwrap();
+            }
+            assert!(links.iter().all(|l| l.hash_ok));
+            black_box(links.len())
+        })
+    });
+    g.finish();
+}
+
+// The macro generates an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench);
+}
+
+criterion_main!(group::benches);
