@@ -114,7 +114,10 @@ pub async fn list_files(store: &Store, range: &TimeRange) -> Result<Listing, Rea
         if seg.starts_with('_') || seg.starts_with('.') {
             continue;
         }
-        if !seg.starts_with("tenant=") {
+        let valid_tenant = seg.strip_prefix("tenant=").is_some_and(|t| {
+            otel_audit_event::check_path_token(t, otel_audit_event::MAX_TENANT_BYTES).is_ok()
+        });
+        if !valid_tenant {
             listing
                 .unexpected
                 .push(store.relative(&t).unwrap_or(seg) + "/");

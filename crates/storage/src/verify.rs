@@ -609,8 +609,29 @@ impl Verifier {
             }
             match cw.last {
                 None => {
+                    let name_first = file.listed.file.first_seq;
+                    if cw.check_start && name_first > 0 {
+                        self.push(
+                            ProblemKind::MissingFile,
+                            &chain,
+                            None,
+                            None,
+                            Some((0, name_first - 1)),
+                            format!("the chain's oldest file starts at seq {name_first}, not 0"),
+                        );
+                    }
+                    // Whatever came before, a file's rows start at the seq its name gives.
+                    if seq > name_first {
+                        self.push(
+                            ProblemKind::MissingRows,
+                            &chain,
+                            Some(&path),
+                            Some(row),
+                            Some((name_first, seq - 1)),
+                            format!("the file is named for seq {name_first} but its first row is seq {seq}"),
+                        );
+                    }
                     if cw.check_start {
-                        self.gap_at_start(&chain, &path, file.listed.file.first_seq, row, seq);
                         if seq == 0 && r.prev_hash != GENESIS_HASH {
                             self.push(
                                 ProblemKind::BrokenLink,
@@ -709,29 +730,6 @@ impl Verifier {
             name_first_seq: file.listed.file.first_seq,
             row_problem,
         });
-    }
-
-    fn gap_at_start(&mut self, chain: &str, path: &str, name_first: u64, row: usize, seq: u64) {
-        if name_first > 0 {
-            self.push(
-                ProblemKind::MissingFile,
-                chain,
-                None,
-                None,
-                Some((0, name_first - 1)),
-                format!("the chain's oldest file starts at seq {name_first}, not 0"),
-            );
-        }
-        if seq > name_first {
-            self.push(
-                ProblemKind::MissingRows,
-                chain,
-                Some(path),
-                Some(row),
-                Some((name_first, seq - 1)),
-                format!("the file is named for seq {name_first} but its first row is seq {seq}"),
-            );
-        }
     }
 
     /// Seqs `pseq+1 ..= seq-1` are missing between the previous file's last

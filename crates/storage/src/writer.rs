@@ -107,21 +107,30 @@ impl FooterMeta {
                 .copied()
                 .ok_or_else(|| format!("{key} is missing"))
         };
+        // Only the canonical spelling is accepted: the footer is evidence, and
+        // "0727", "+55" or upper-case hex are not what a writer of this format emits.
         let num = |key: &str| -> Result<u64, String> {
-            get(key)?
-                .parse()
-                .map_err(|_| format!("{key} is not a number"))
+            let v = get(key)?;
+            let canonical = !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit())
+                && (v == "0" || !v.starts_with('0'));
+            canonical
+                .then(|| v.parse().ok())
+                .flatten()
+                .ok_or_else(|| format!("{key} {v:?} is not a plain decimal number"))
         };
         let h = |key: &str| -> Result<[u8; 32], String> {
+            let v = get(key)?;
             let mut out = [0u8; 32];
-            hex::decode_to_slice(get(key)?, &mut out)
-                .map_err(|_| format!("{key} is not 64 hex digits"))?;
+            let lower = v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if !lower || hex::decode_to_slice(v, &mut out).is_err() {
+                return Err(format!("{key} is not 64 lower-case hex digits"));
+            }
             Ok(out)
         };
         Ok(FooterMeta {
-            format_version: get(meta::FORMAT_VERSION)?
-                .parse()
-                .map_err(|_| format!("{} is not a number", meta::FORMAT_VERSION))?,
+            format_version: u32::try_from(num(meta::FORMAT_VERSION)?)
+                .map_err(|_| format!("{} is out of range", meta::FORMAT_VERSION))?,
             chain_id: get(meta::CHAIN_ID)?.to_owned(),
             first_seq: num(meta::FIRST_SEQ)?,
             last_seq: num(meta::LAST_SEQ)?,
