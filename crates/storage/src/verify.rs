@@ -631,18 +631,15 @@ impl Verifier {
                             format!("the file is named for seq {name_first} but its first row is seq {seq}"),
                         );
                     }
-                    if cw.check_start {
-                        if seq == 0 && r.prev_hash != GENESIS_HASH {
-                            self.push(
-                                ProblemKind::BrokenLink,
-                                &chain,
-                                Some(&path),
-                                Some(row),
-                                Some((0, 0)),
-                                "the first row of the chain does not link to the genesis hash"
-                                    .into(),
-                            );
-                        }
+                    if cw.check_start && seq == 0 && r.prev_hash != GENESIS_HASH {
+                        self.push(
+                            ProblemKind::BrokenLink,
+                            &chain,
+                            Some(&path),
+                            Some(row),
+                            Some((0, 0)),
+                            "the first row of the chain does not link to the genesis hash".into(),
+                        );
                     }
                 }
                 Some((pseq, phash)) if seq == pseq + 1 => {
