@@ -11,8 +11,8 @@ use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use otel_audit_cli::synth::{SynthSpec, generate};
 use otel_audit_storage::{
-    Progress, Store, StoreOptions, TimeRange, VerifyError, VerifyOptions, VerifyReport,
-    WriteOutcome, WriterOptions, split_runs, verify, write_file,
+    Progress, Store, StoreOptions, TimeRange, VerifyOptions, VerifyReport, WriteOutcome,
+    WriterOptions, split_runs, verify, write_file,
 };
 
 /// Exit code: the store is intact / the command succeeded.
@@ -320,11 +320,7 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     let t0 = Instant::now();
     let result = verify(&store, &opts, &pb).await;
     pb.0.finish_and_clear();
-    let report = match result {
-        Ok(r) => r,
-        Err(VerifyError::Read(e)) => return Err(e.into()),
-        Err(e) => return Err(e.into()),
-    };
+    let report = result?;
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
         #[derive(serde::Serialize)]

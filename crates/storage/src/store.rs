@@ -143,11 +143,10 @@ impl Store {
 
     /// The object path of `relative` (a `/`-separated path below the prefix).
     pub fn location(&self, relative: &str) -> Path {
-        let mut p = self.prefix.clone();
-        for part in relative.split('/').filter(|s| !s.is_empty()) {
-            p = p.clone().join(part);
-        }
-        p
+        relative
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.join(part))
     }
 
     /// The path of `location` relative to the prefix, if it is below it.
