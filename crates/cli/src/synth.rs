@@ -140,6 +140,24 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, xs: &'a [T]) -> &'a T {
     &xs[rng.random_range(0..xs.len())]
 }
 
+/// SplitMix64 over a few words: stable ids derived from (who, when).
+fn mix(words: &[u64]) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for w in words {
+        x = (x ^ w).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+    }
+    x
+}
+
+fn tenant_key(tenant: &str) -> u64 {
+    tenant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn hex_id(rng: &mut ChaCha8Rng, bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rng.fill_bytes(&mut b);
@@ -228,7 +246,12 @@ pub fn synth_event(rng: &mut ChaCha8Rng, tenant: &str, received_at: DateTime<Utc
         user,
         rng.random_range(1..255)
     ));
-    ev.actor.session = Some(format!("sess-{}", hex_id(rng, 6)));
+    // A person's session spans their hour of work, not one event.
+    let hour = received_at.timestamp().div_euclid(3600) as u64;
+    ev.actor.session = Some(format!(
+        "sess-{:012x}",
+        mix(&[tenant_key(tenant), u64::from(user), hour]) >> 16
+    ));
 
     match category {
         Category::Inference => {
@@ -263,7 +286,12 @@ pub fn synth_event(rng: &mut ChaCha8Rng, tenant: &str, received_at: DateTime<Utc
             } else {
                 rng.random_range(5..1500)
             });
-            g.conversation_id = Some(format!("conv-{}", hex_id(rng, 5)));
+            // A conversation is a few turns over ten minutes.
+            let window = received_at.timestamp().div_euclid(600) as u64;
+            g.conversation_id = Some(format!(
+                "conv-{:010x}",
+                mix(&[tenant_key(tenant), u64::from(user), window, 1]) >> 24
+            ));
             g.temperature = Some(f64::from(rng.random_range(0..=10u32)) / 10.0);
             if rng.random_bool(0.3) {
                 g.agent_name = Some(

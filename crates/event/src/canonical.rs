@@ -135,7 +135,8 @@ fn encode(r: &Record, out: &mut Vec<u8>) {
     let e = &r.event;
     let mut w = Enc(out);
     // Column order of the stored schema (docs/FORMAT.md, "Columns").
-    w.str(&e.event_id.hyphenated().to_string());
+    let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    w.str(e.event_id.hyphenated().encode_lower(&mut uuid_text));
     w.time(&e.time);
     w.time(&r.received_at);
     w.opt_i64(e.duration_ns);

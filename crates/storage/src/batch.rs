@@ -75,9 +75,10 @@ pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, arrow_schema:
     let mut prev_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
 
+    let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for r in records {
         let e = &r.event;
-        event_id.append_value(e.event_id.hyphenated().to_string());
+        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_text));
         time.append_value(e.time.timestamp_micros());
         received_at.append_value(r.received_at.timestamp_micros());
         duration_ns.append_option(e.duration_ns);

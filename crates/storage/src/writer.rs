@@ -9,7 +9,7 @@ use otel_audit_event::{FORMAT_VERSION, Record};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
@@ -170,6 +170,26 @@ pub enum WriteOutcome {
     AlreadyPresent,
 }
 
+/// Columns whose values rarely repeat within a file.
+const HIGH_CARDINALITY: [&str; 4] = [
+    "event_id",
+    "duration_ns",
+    "actor_session",
+    "gen_ai_conversation_id",
+];
+
+/// Columns of hashes, digests and other random bytes.
+const RANDOM_BYTES: [&str; 8] = [
+    "prev_hash",
+    "hash",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "content_digests.list.element.digest",
+    "sealed_content.list.element.nonce",
+    "sealed_content.list.element.ciphertext",
+];
+
 fn writer_properties(
     opts: &WriterOptions,
     footer: &FooterMeta,
@@ -182,16 +202,17 @@ fn writer_properties(
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(opts.max_row_group_rows.max(1)))
         .set_key_value_metadata(Some(footer.to_key_values()));
-    // Unique per row: a dictionary only costs time and space.
-    for col in [
-        "event_id",
-        "prev_hash",
-        "hash",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-    ] {
+    // Unique or nearly unique per row: a dictionary only costs time (every
+    // value is interned, then the dictionary is abandoned) and space.
+    for col in HIGH_CARDINALITY {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+    }
+    // Random bytes: min/max statistics cannot prune anything and cost a
+    // comparison per value.
+    for col in RANDOM_BYTES {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(col), false)
+            .set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
     }
     // Monotonic integers: deltas are tiny.
     for col in ["seq", "received_at", "time"] {
