@@ -26,6 +26,7 @@ mod chain;
 mod error;
 pub mod merkle;
 mod model;
+pub mod redact;
 mod validate;
 
 pub use canonical::{FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record, row_hash};
@@ -36,6 +37,7 @@ pub use model::{
     Outcome, Redaction, RedactionMethod, Safety, SealedContent, Service, Severity, Target,
     TraceContext,
 };
+pub use redact::Sensitive;
 pub use validate::{
     MAX_ACTION_BYTES, MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES,
     MAX_CHAIN_ID_BYTES, MAX_LIST_ENTRIES, MAX_MESSAGE_BYTES, MAX_SEALED_BYTES, MAX_SHORT_BYTES,
