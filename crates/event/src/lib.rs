@@ -26,6 +26,7 @@ mod chain;
 mod error;
 pub mod merkle;
 mod model;
+pub mod otlp;
 pub mod redact;
 mod validate;
 

@@ -631,7 +631,9 @@ fn phone(s: &str, r: Range<usize>) -> Option<Range<usize>> {
     }
     // one piece of a longer dotted, dashed or grouped number
     // (`2024-0123456789`, `DE89 3704 0044 0532 0130 01`)
+    // (a `+` starts a new number even right after another one)
     if r.start >= 2
+        && b[r.start] != b'+'
         && matches!(b[r.start - 1], b'.' | b'-' | b' ')
         && b[r.start - 2].is_ascii_digit()
     {
@@ -867,6 +869,9 @@ mod tests {
         ] {
             only(&format!("call {p} now"), Detector::Phone, p);
         }
+        // two numbers in a row are two hits
+        let hits = detect("phone +1 415 555 0132 +44 20 7946 0958 now");
+        assert_eq!(hits.len(), 2, "{hits:?}");
         for text in [
             "on 2024-01-15 at 10:30:00",
             "2024-01-15T10:30:00Z",

@@ -1,0 +1,801 @@
+//! The `AuditLayer`: turns `#[audit]` spans into audit events when they close.
+
+use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use otel_audit_event::redact::{
+    Keyring, Keys, Policy, PolicyError, Redacted, RedactedField, Redactor,
+};
+use otel_audit_event::{
+    Actor, AuditEvent, Category, Outcome, Service, Severity, Target, TraceContext,
+};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Span, Subscriber};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::export::AuditExporter;
+use crate::private::shown_text;
+
+/// A tracing-subscriber layer that builds an [`AuditEvent`] for every
+/// `#[audit]` span when it closes and hands it to an exporter, without
+/// blocking the calling thread on I/O. Other spans and events are ignored.
+///
+/// ```
+/// use otel_audit::export::InMemoryExporter;
+/// use otel_audit::AuditLayer;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let exporter = InMemoryExporter::default();
+/// let layer = AuditLayer::builder()
+///     .service_name("claims-api")
+///     .tenant("acme")
+///     .hmac_key("hmac-2026-01", [7u8; 32])
+///     .exporter(exporter.clone())
+///     .build()
+///     .unwrap();
+/// let subscriber = tracing_subscriber::registry().with(layer);
+/// tracing::subscriber::with_default(subscriber, || {
+///     #[otel_audit::audit(action = "llm.chat", gen_ai.request.model = "gpt-4o")]
+///     fn chat(prompt: &str) -> Result<String, std::io::Error> {
+///         Ok(format!("echo {}", prompt.len()))
+///     }
+///     chat("my card is 4111 1111 1111 1111").unwrap();
+/// });
+/// let events = exporter.events();
+/// assert_eq!(events[0].action, "llm.chat");
+/// assert_eq!(events[0].gen_ai.request_model.as_deref(), Some("gpt-4o"));
+/// assert_eq!(events[0].content_digests[0].field, "prompt"); // HMAC'd, not stored
+/// ```
+#[derive(Clone)]
+pub struct AuditLayer {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) redactor: Redactor,
+    exporter: Arc<dyn AuditExporter>,
+    service: Service,
+    tenant: String,
+}
+
+/// Builds an [`AuditLayer`].
+#[must_use]
+pub struct AuditLayerBuilder {
+    redactor: Option<Redactor>,
+    hmac_key: Option<(String, Vec<u8>)>,
+    encryption_key: Option<(String, Vec<u8>)>,
+    exporter: Option<Arc<dyn AuditExporter>>,
+    service: Service,
+    tenant: String,
+}
+
+/// Why an [`AuditLayer`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// No exporter was given.
+    #[error("AuditLayer needs an exporter: call .exporter(...)")]
+    NoExporter,
+    /// The HMAC key or policy was refused.
+    #[error("invalid redaction set-up")]
+    Policy(#[from] otel_audit_event::redact::PolicyError),
+    /// `OTEL_AUDIT_HMAC_KEY` is not hex.
+    #[error("OTEL_AUDIT_HMAC_KEY must be hex digits (at least 64 for a 32-byte key)")]
+    KeyEnv,
+}
+
+impl AuditLayer {
+    /// Starts a builder. Service name, version and environment default to the
+    /// standard `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` variables.
+    pub fn builder() -> AuditLayerBuilder {
+        AuditLayerBuilder {
+            redactor: None,
+            hmac_key: None,
+            encryption_key: None,
+            exporter: None,
+            service: service_from_env(),
+            tenant: "default".to_owned(),
+        }
+    }
+
+    /// The redactor this layer applies (the same one `#[audit]` uses).
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
+    }
+
+    /// The exporter events go to.
+    pub fn exporter(&self) -> &Arc<dyn AuditExporter> {
+        &self.inner.exporter
+    }
+}
+
+impl AuditLayerBuilder {
+    /// Where events go.
+    pub fn exporter(mut self, exporter: impl AuditExporter) -> Self {
+        self.exporter = Some(Arc::new(exporter));
+        self
+    }
+
+    /// Where events go, shared.
+    pub fn shared_exporter(mut self, exporter: Arc<dyn AuditExporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// A full redaction set-up (policy and keys), e.g. from
+    /// `Redactor::from_policy(Policy::from_yaml_file(..)?)`.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = Some(redactor);
+        self
+    }
+
+    /// The default policy with this HMAC key (at least 32 bytes). Without a
+    /// key or redactor, `OTEL_AUDIT_HMAC_KEY` (hex) and
+    /// `OTEL_AUDIT_HMAC_KEY_ID` are used; without those, a random key for
+    /// this process only (digests cannot be recomputed later).
+    pub fn hmac_key(mut self, key_id: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        self.hmac_key = Some((key_id.into(), key.into()));
+        self
+    }
+
+    /// The AES-256-GCM key (32 bytes) for `redact(arg = "encrypt")`, with
+    /// the default policy. Without one, `encrypt` drops the value (fail closed).
+    pub fn encryption_key(mut self, key_id: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        self.encryption_key = Some((key_id.into(), key.into()));
+        self
+    }
+
+    /// `service.name`.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service.name = name.into();
+        self
+    }
+
+    /// `service.version`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service.version = Some(version.into());
+        self
+    }
+
+    /// `deployment.environment.name`.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.service.environment = Some(environment.into());
+        self
+    }
+
+    /// The tenant events belong to (a collector with authentication takes it
+    /// from the token instead).
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = tenant.into();
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<AuditLayer, LayerError> {
+        let exporter = self.exporter.ok_or(LayerError::NoExporter)?;
+        let redactor = match self.redactor {
+            Some(r) => r,
+            None => {
+                let (id, key) = match self.hmac_key {
+                    Some(k) => k,
+                    None => match std::env::var("OTEL_AUDIT_HMAC_KEY") {
+                        Ok(hex_key) => (
+                            std::env::var("OTEL_AUDIT_HMAC_KEY_ID")
+                                .unwrap_or_else(|_| "hmac-env".to_owned()),
+                            hex::decode(hex_key.trim()).map_err(|_| LayerError::KeyEnv)?,
+                        ),
+                        Err(_) => {
+                            let mut key = vec![0u8; 32];
+                            fill_random(&mut key);
+                            ("ephemeral".to_owned(), key)
+                        }
+                    },
+                };
+                let key_error = |path: &str| {
+                    let path = path.to_owned();
+                    move |source| PolicyError::Key { path, source }
+                };
+                let mut keys = Keys::hmac(Keyring::hmac(id, key).map_err(key_error("keys.hmac"))?);
+                if let Some((id, key)) = self.encryption_key {
+                    keys = keys.with_encryption(
+                        Keyring::encryption(id, key).map_err(key_error("keys.encryption"))?,
+                    );
+                }
+                Redactor::new(Policy::default(), keys)?
+            }
+        };
+        Ok(AuditLayer {
+            inner: Arc::new(Inner {
+                redactor,
+                exporter,
+                service: self.service,
+                tenant: self.tenant,
+            }),
+        })
+    }
+}
+
+fn service_from_env() -> Service {
+    let mut s = Service::default();
+    if let Ok(attrs) = std::env::var("OTEL_RESOURCE_ATTRIBUTES") {
+        for kv in attrs.split(',') {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "service.name" => s.name = v,
+                "service.version" => s.version = Some(v),
+                "deployment.environment.name" | "deployment.environment" => s.environment = Some(v),
+                "host.name" => s.host = Some(v),
+                _ => {}
+            }
+        }
+    }
+    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME") {
+        s.name = name;
+    }
+    if s.name.is_empty() {
+        s.name = std::env::args()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "unknown_service".to_owned());
+    }
+    if s.host.is_none() {
+        s.host = std::env::var("HOSTNAME").ok().or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        });
+    }
+    s
+}
+
+/// The default policy under a key that lives only as long as this process:
+/// nothing leaks in clear, but digests cannot be recomputed afterwards.
+fn ephemeral_redactor() -> Result<Redactor, otel_audit_event::redact::PolicyError> {
+    let mut key = [0u8; 32];
+    fill_random(&mut key);
+    Redactor::default_with_key("ephemeral", &key)
+}
+
+fn fill_random(buf: &mut [u8]) {
+    // Ids and an ephemeral key; if the OS refuses, the thread-local generator
+    // (seeded from the clock and address space) is the fallback.
+    if getrandom::fill(buf).is_err() {
+        for b in buf.iter_mut() {
+            *b = next_u64() as u8;
+        }
+    }
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new({
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        u64::from_le_bytes(seed) ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9e37_79b9_7f4a_7c15
+    });
+}
+
+/// SplitMix64: trace and span ids need uniqueness, not secrecy, and must be cheap.
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let mut x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    })
+}
+
+fn hex_id(words: usize) -> String {
+    let mut s = String::with_capacity(words * 16);
+    for _ in 0..words {
+        let mut w = next_u64();
+        while w == 0 {
+            w = next_u64();
+        }
+        s.push_str(&format!("{w:016x}"));
+    }
+    s
+}
+
+/// The redactor `#[audit]` uses: the current subscriber's `AuditLayer`'s, or
+/// a fail-closed default when there is none.
+pub(crate) enum RedactorRef {
+    Layer(Arc<Inner>),
+    Fallback(&'static Redactor),
+}
+
+impl RedactorRef {
+    pub(crate) fn current() -> Self {
+        let inner = tracing::dispatcher::get_default(|d| {
+            d.downcast_ref::<AuditLayer>().map(|l| l.inner.clone())
+        });
+        match inner {
+            Some(i) => RedactorRef::Layer(i),
+            None => RedactorRef::Fallback(fallback_redactor()),
+        }
+    }
+
+    pub(crate) fn get(&self) -> &Redactor {
+        match self {
+            RedactorRef::Layer(i) => &i.redactor,
+            RedactorRef::Fallback(r) => r,
+        }
+    }
+}
+
+fn fallback_redactor() -> &'static Redactor {
+    static FALLBACK: OnceLock<Redactor> = OnceLock::new();
+    FALLBACK.get_or_init(|| {
+        ephemeral_redactor().expect("the default policy with a 32-byte key is valid")
+    })
+}
+
+/// What an `#[audit]` call collected: an event without its envelope (id,
+/// time, tenant, service, trace), which the layer fills at close.
+pub(crate) struct Pending {
+    pub(crate) event: AuditEvent,
+}
+
+impl Pending {
+    pub(crate) fn new(action: &str, category: Category, severity: Severity) -> Self {
+        let mut event = AuditEvent::new("", "", category, action);
+        event.severity = severity;
+        Pending { event }
+    }
+
+    /// Puts a redaction result where it belongs; returns the span's text.
+    pub(crate) fn store(&mut self, name: &str, r: RedactedField<'_>) -> String {
+        let shown = shown_text(&r);
+        self.redactions_from(&r);
+        let ev = &mut self.event;
+        match r.value {
+            Redacted::Clear(_) | Redacted::Replaced(_) => {
+                ev.attributes.insert(name.to_owned(), shown.clone());
+            }
+            Redacted::Dropped => {}
+            Redacted::Digest(mut d) => {
+                d.field = name.to_owned();
+                ev.content_digests.push(d);
+            }
+            Redacted::Sealed(mut s) => {
+                s.field = name.to_owned();
+                ev.sealed_content.push(s);
+            }
+        }
+        shown
+    }
+
+    pub(crate) fn redactions_from(&mut self, r: &RedactedField<'_>) {
+        self.event.redactions.extend(r.redactions.iter().cloned());
+    }
+
+    pub(crate) fn set_gen_ai_text(&mut self, key: &str, v: String) {
+        let g = &mut self.event.gen_ai;
+        let slot = match key {
+            "gen_ai.provider.name" => &mut g.provider,
+            "gen_ai.operation.name" => &mut g.operation,
+            "gen_ai.request.model" => &mut g.request_model,
+            "gen_ai.response.model" => &mut g.response_model,
+            "gen_ai.conversation.id" => &mut g.conversation_id,
+            "gen_ai.agent.name" => &mut g.agent_name,
+            "gen_ai.tool.name" => &mut g.tool_name,
+            _ => {
+                self.event.attributes.insert(key.to_owned(), v);
+                return;
+            }
+        };
+        *slot = Some(v);
+    }
+
+    pub(crate) fn set_gen_ai_int(&mut self, key: &str, v: i64) {
+        let g = &mut self.event.gen_ai;
+        match key {
+            "gen_ai.usage.input_tokens" => g.input_tokens = Some(v),
+            "gen_ai.usage.output_tokens" => g.output_tokens = Some(v),
+            _ => {
+                self.event.attributes.insert(key.to_owned(), v.to_string());
+            }
+        }
+    }
+
+    pub(crate) fn set_gen_ai_float(&mut self, key: &str, v: f64) {
+        match key {
+            "gen_ai.request.temperature" => self.event.gen_ai.temperature = Some(v),
+            _ => {
+                self.event.attributes.insert(key.to_owned(), v.to_string());
+            }
+        }
+    }
+
+    pub(crate) fn set_actor(&mut self, a: Actor) {
+        self.event.actor = a;
+    }
+
+    pub(crate) fn set_target(&mut self, t: Target) {
+        self.event.target = t;
+    }
+}
+
+/// Per-span state, private to this layer (in the span's extensions).
+struct AuditSpan {
+    started_at: DateTime<Utc>,
+    started: Instant,
+    trace: TraceContext,
+    pending: Option<Pending>,
+}
+
+/// Runs `f` on the audit state of `id` or its nearest audit ancestor.
+fn with_state<R>(id: &Id, f: impl FnOnce(&Arc<Inner>, &mut AuditSpan) -> R) -> Option<R> {
+    // get_default takes an FnMut; the FnOnce runs at most once.
+    let mut f = Some(f);
+    tracing::dispatcher::get_default(|d| {
+        let inner = d.downcast_ref::<AuditLayer>()?.inner.clone();
+        let registry = d.downcast_ref::<Registry>()?;
+        let span = registry.span(id)?;
+        for s in span.scope() {
+            let mut ext = s.extensions_mut();
+            if let Some(state) = ext.get_mut::<AuditSpan>() {
+                return f.take().map(|f| f(&inner, state));
+            }
+        }
+        None
+    })
+}
+
+/// Hands an expansion's collected values to its span.
+pub(crate) fn attach(span: &Span, pending: Pending) {
+    let Some(id) = span.id() else { return };
+    let mut pending = Some(pending);
+    with_state(&id, |_, state| state.pending = pending.take());
+}
+
+/// Records how an audited call ended. Returns the redacted error message
+/// when `err` asks for an error event.
+pub(crate) fn finish(
+    span: &Span,
+    failure: Option<(&'static str, String)>,
+    ret: Option<String>,
+    err: bool,
+) -> Option<String> {
+    let id = span.id()?;
+    with_state(&id, |inner, state| {
+        let p = state.pending.as_mut()?;
+        if let Some(ret) = ret {
+            let r = inner.redactor.redact_field("return", &ret);
+            p.store("return", r);
+        }
+        let (kind, message) = failure?;
+        let r = inner.redactor.redact_field("error.message", &message);
+        let shown = shown_text(&r);
+        p.redactions_from(&r);
+        let ev = &mut p.event;
+        ev.outcome = Outcome::Failure;
+        ev.error.kind = Some(kind.to_owned());
+        ev.error.message = r.text().map(str::to_owned);
+        if err && ev.severity < Severity::Error {
+            ev.severity = Severity::Error;
+        }
+        err.then_some(shown)
+    })
+    .flatten()
+}
+
+impl<S> Layer<S> for AuditLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        if meta.target() != "otel_audit" || meta.fields().field("otel_audit.action").is_none() {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        // Nested audit spans share the trace of the nearest audit ancestor.
+        let parent = span.parent().and_then(|p| {
+            p.scope().find_map(|s| {
+                s.extensions()
+                    .get::<AuditSpan>()
+                    .map(|a| (a.trace.trace_id.clone(), a.trace.span_id.clone()))
+            })
+        });
+        let (trace_id, parent_span_id) = match parent {
+            Some((t, s)) => (t, s),
+            None => (Some(hex_id(2)), None),
+        };
+        span.extensions_mut().insert(AuditSpan {
+            started_at: Utc::now(),
+            started: Instant::now(),
+            trace: TraceContext {
+                trace_id,
+                span_id: Some(hex_id(1)),
+                parent_span_id,
+            },
+            pending: None,
+        });
+    }
+
+    fn on_record(&self, _id: &Id, _values: &Record<'_>, _ctx: Context<'_, S>) {}
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(state) = span.extensions_mut().remove::<AuditSpan>() else {
+            return;
+        };
+        let Some(pending) = state.pending else { return };
+        let inner = &self.inner;
+        let mut ev = pending.event;
+        ev.event_id = uuid::Uuid::now_v7();
+        ev.time = state.started_at;
+        ev.duration_ns =
+            Some(i64::try_from(state.started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+        ev.tenant.clone_from(&inner.tenant);
+        ev.service.clone_from(&inner.service);
+        ev.trace = state.trace;
+        // Identity fields (actor, target) follow the policy too; values
+        // already redacted are left as they are.
+        inner.redactor.redact_event(&mut ev);
+        inner.exporter.export(ev);
+    }
+}
+
+/// The audit span the current code runs in, to record what is only known
+/// inside the call: token counts, the response model, a safety verdict.
+///
+/// Calls outside any `#[audit]` span (or without an `AuditLayer`) do nothing.
+///
+/// ```
+/// #[otel_audit::audit(action = "llm.chat", category = inference)]
+/// fn chat(prompt: &str) -> String {
+///     let completion = "Hello".to_owned();
+///     otel_audit::current()
+///         .response_model("gpt-4o-2025-08-01")
+///         .input_tokens(12)
+///         .output_tokens(3);
+///     completion
+/// }
+/// # chat("hi");
+/// ```
+pub fn current() -> Current {
+    Current(Span::current().id())
+}
+
+/// Handle returned by [`current`].
+#[derive(Debug, Clone)]
+pub struct Current(Option<Id>);
+
+impl Current {
+    fn update(&self, f: impl FnOnce(&Inner, &mut Pending)) -> &Self {
+        if let Some(id) = &self.0 {
+            with_state(id, |inner, state| {
+                if let Some(p) = state.pending.as_mut() {
+                    f(inner, p);
+                }
+            });
+        }
+        self
+    }
+
+    /// Whether the code runs inside an audit span of an `AuditLayer`.
+    pub fn is_audited(&self) -> bool {
+        self.0
+            .as_ref()
+            .and_then(|id| with_state(id, |_, s| s.pending.is_some()))
+            .unwrap_or(false)
+    }
+
+    /// Sets the outcome (a returned `Err` still sets `failure` afterwards).
+    pub fn outcome(&self, outcome: Outcome) -> &Self {
+        self.update(|_, p| p.event.outcome = outcome)
+    }
+
+    /// Records a passed safety check.
+    pub fn safety_passed(&self) -> &Self {
+        self.update(|_, p| p.event.safety.passed = Some(true))
+    }
+
+    /// Records a blocked request: failed safety check, the detectors that
+    /// fired and the reason (scanned by the detectors); outcome `blocked`.
+    pub fn blocked<D: Into<String>>(
+        &self,
+        detectors: impl IntoIterator<Item = D>,
+        reason: &str,
+    ) -> &Self {
+        let detectors: Vec<String> = detectors.into_iter().map(Into::into).collect();
+        self.update(|inner, p| {
+            let r = inner.redactor.redact_field("safety.block_reason", reason);
+            p.redactions_from(&r);
+            let ev = &mut p.event;
+            ev.safety.passed = Some(false);
+            ev.safety.detectors = detectors;
+            ev.safety.block_reason = r.text().map(str::to_owned);
+            ev.outcome = Outcome::Blocked;
+        })
+    }
+
+    /// `gen_ai.usage.input_tokens`.
+    pub fn input_tokens(&self, n: i64) -> &Self {
+        self.update(|_, p| p.event.gen_ai.input_tokens = Some(n))
+    }
+
+    /// `gen_ai.usage.output_tokens`.
+    pub fn output_tokens(&self, n: i64) -> &Self {
+        self.update(|_, p| p.event.gen_ai.output_tokens = Some(n))
+    }
+
+    /// `gen_ai.response.model`.
+    pub fn response_model(&self, model: &str) -> &Self {
+        self.text("gen_ai.response.model", model)
+    }
+
+    /// Any GenAI text attribute by its OpenTelemetry name, through the policy.
+    pub fn text(&self, key: &str, value: &str) -> &Self {
+        self.update(|inner, p| {
+            let r = inner.redactor.redact_field(key, value);
+            p.redactions_from(&r);
+            let shown = shown_text(&r);
+            p.set_gen_ai_text(key, shown);
+        })
+    }
+
+    /// An attribute, through the policy (content names are HMAC'd, every
+    /// text is scanned by the detectors).
+    pub fn field(&self, key: &str, value: &str) -> &Self {
+        self.update(|inner, p| {
+            let r = inner.redactor.redact_field(key, value);
+            p.store(key, r);
+        })
+    }
+
+    /// Content that must never be stored in clear (a completion, tool
+    /// output): the policy's content method, HMAC by default.
+    pub fn content(&self, key: &str, value: &str) -> &Self {
+        self.update(|inner, p| {
+            let m = inner.redactor.policy().content_method;
+            let r = inner.redactor.apply(key, value, &m);
+            p.store(key, r);
+        })
+    }
+
+    /// Sets the actor.
+    pub fn actor(&self, actor: impl crate::private::IntoActor) -> &Self {
+        let a = actor.into_actor();
+        self.update(|_, p| p.set_actor(a))
+    }
+
+    /// Sets the target.
+    pub fn target(&self, target: impl crate::private::IntoTarget) -> &Self {
+        let t = target.into_target();
+        self.update(|_, p| p.set_target(t))
+    }
+}
+
+/// A point-in-time audit event (user created, project deleted, backup run):
+/// no span, no duration. Build with [`event`], send with [`EventBuilder::emit`].
+#[must_use = "an audit event is only recorded by .emit()"]
+pub struct EventBuilder {
+    pending: Pending,
+    fields: Vec<(String, String, bool)>,
+}
+
+/// Why [`EventBuilder::emit`] did not record an event.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The current subscriber has no `AuditLayer`: the event would be lost.
+    #[error(
+        "no AuditLayer in the current tracing subscriber: audit event {action:?} was not recorded"
+    )]
+    NoLayer {
+        /// The event's action.
+        action: String,
+    },
+}
+
+/// Starts a point-in-time audit event.
+///
+/// ```
+/// use otel_audit::{Category, Outcome};
+/// let result = otel_audit::event(Category::Admin, "project.delete")
+///     .actor("user-17")
+///     .target(("project", "p-42"))
+///     .field("reason", "retention expired")
+///     .outcome(Outcome::Success)
+///     .emit();
+/// // Without an AuditLayer installed, nothing is silently lost:
+/// assert!(result.is_err());
+/// ```
+pub fn event(category: Category, action: &str) -> EventBuilder {
+    EventBuilder {
+        pending: Pending::new(action, category, Severity::Info),
+        fields: Vec::new(),
+    }
+}
+
+impl EventBuilder {
+    /// Who acted.
+    pub fn actor(mut self, actor: impl crate::private::IntoActor) -> Self {
+        self.pending.set_actor(actor.into_actor());
+        self
+    }
+
+    /// What was acted on.
+    pub fn target(mut self, target: impl crate::private::IntoTarget) -> Self {
+        self.pending.set_target(target.into_target());
+        self
+    }
+
+    /// The outcome (default success).
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.pending.event.outcome = outcome;
+        self
+    }
+
+    /// The severity (default info).
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.pending.event.severity = severity;
+        self
+    }
+
+    /// An attribute, through the policy when emitted.
+    pub fn field(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.fields.push((key.into(), value.to_string(), false));
+        self
+    }
+
+    /// Content never stored in clear (the policy's content method).
+    pub fn content(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.fields.push((key.into(), value.to_string(), true));
+        self
+    }
+
+    /// Redacts, stamps and hands the event to the current `AuditLayer`.
+    pub fn emit(self) -> Result<(), EmitError> {
+        let EventBuilder {
+            mut pending,
+            fields,
+        } = self;
+        let action = pending.event.action.clone();
+        let inner = tracing::dispatcher::get_default(|d| {
+            d.downcast_ref::<AuditLayer>().map(|l| l.inner.clone())
+        })
+        .ok_or(EmitError::NoLayer { action })?;
+        for (k, v, content) in fields {
+            let r = if content {
+                let m = inner.redactor.policy().content_method;
+                inner.redactor.apply(&k, &v, &m)
+            } else {
+                inner.redactor.redact_field(&k, &v)
+            };
+            pending.store(&k, r);
+        }
+        // Inside an audit span, the event belongs to its trace.
+        let trace = Span::current()
+            .id()
+            .and_then(|id| with_state(&id, |_, s| s.trace.clone()));
+        let mut ev = pending.event;
+        ev.event_id = uuid::Uuid::now_v7();
+        ev.time = Utc::now();
+        ev.tenant.clone_from(&inner.tenant);
+        ev.service.clone_from(&inner.service);
+        if let Some(t) = trace {
+            ev.trace = TraceContext {
+                trace_id: t.trace_id,
+                span_id: Some(hex_id(1)),
+                parent_span_id: t.span_id,
+            };
+        }
+        inner.redactor.redact_event(&mut ev);
+        inner.exporter.export(ev);
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+#[otel_audit::audit(action = "x", category = admin, action = "y")]
+fn f() {}
+fn main() {}

@@ -1,0 +1,3 @@
+#[otel_audit::audit(skip(nope))]
+fn f(prompt: &str) {}
+fn main() {}

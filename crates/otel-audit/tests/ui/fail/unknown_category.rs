@@ -1,0 +1,3 @@
+#[otel_audit::audit(category = inferense)]
+fn f() {}
+fn main() {}

@@ -1,0 +1,3 @@
+#[otel_audit::audit(action = "x", acton = "y")]
+fn f() {}
+fn main() {}

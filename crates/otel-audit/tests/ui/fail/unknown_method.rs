@@ -1,0 +1,3 @@
+#[otel_audit::audit(redact(prompt = "hsah"))]
+fn f(prompt: &str) {}
+fn main() {}
