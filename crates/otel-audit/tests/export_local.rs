@@ -182,7 +182,10 @@ fn failed_writes_are_counted_reported_and_marked() {
         out: out.clone(),
         pending: Vec::new(),
     };
-    let exporter = JsonLinesExporter::with_queue(writer, config()).unwrap();
+    // Only force_flush writes: events 0 and 1 go in one batch.
+    let mut cfg = config();
+    cfg.batch_delay = Duration::from_secs(3600);
+    let exporter = JsonLinesExporter::with_queue(writer, cfg).unwrap();
     let sent: Vec<AuditEvent> = (0..4).map(sample_event).collect();
     exporter.export(sent[0].clone());
     exporter.export(sent[1].clone());

@@ -757,7 +757,11 @@ fn failed_delivery_is_reported_and_marked() {
         .with_protocol(Protocol::Grpc)
         .with_endpoint(receiver.url())
         .with_retry_policy(RetryPolicy::disabled())
-        .with_queue(queue(64, 8, FullQueuePolicy::DropNewest))
+        .with_queue(QueueConfig {
+            // Only force_flush sends: e0 and e1 go in one request.
+            batch_delay: Duration::from_secs(3600),
+            ..queue(64, 8, FullQueuePolicy::DropNewest)
+        })
         .build()
         .unwrap();
     let sent: Vec<AuditEvent> = (0..3).map(sample_event).collect();

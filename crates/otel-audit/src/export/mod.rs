@@ -146,8 +146,15 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
-    /// The tokio runtime that drives gRPC export could not be started.
-    #[error("could not start the runtime for OTLP/gRPC export")]
+    /// The HTTP client for OTLP/HTTP could not be built.
+    #[error("could not build the HTTP client for OTLP/HTTP")]
+    HttpClient {
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The tokio runtime that drives OTLP export could not be started.
+    #[error("could not start the runtime for OTLP export")]
     Runtime {
         /// The OS error.
         #[source]

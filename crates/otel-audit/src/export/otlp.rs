@@ -1,9 +1,6 @@
 //! OTLP logs export through `opentelemetry-otlp`.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _};
@@ -24,8 +21,8 @@ use super::{AuditExporter, ExportError, ExportStats, RetryPolicy};
 pub enum Protocol {
     /// OTLP/gRPC (tonic); default endpoint `http://localhost:4317`.
     Grpc,
-    /// OTLP/HTTP with protobuf bodies (blocking reqwest client); default
-    /// endpoint `http://localhost:4318/v1/logs`.
+    /// OTLP/HTTP with protobuf bodies (reqwest); default endpoint
+    /// `http://localhost:4318/v1/logs`.
     HttpProtobuf,
 }
 
@@ -63,10 +60,10 @@ impl Protocol {
 /// Events go through a bounded queue (see [`QueueConfig`]) to a dedicated
 /// thread, which batches them and sends each batch as one OTLP export
 /// request with `opentelemetry-otlp`'s exporter (its retry policy applies).
-/// For gRPC that thread owns a small tokio runtime of its own, so the
-/// exporter works the same whether or not it is built or called inside a
-/// tokio runtime; for HTTP it uses the blocking reqwest client outside any
-/// runtime.
+/// That thread drives the transport (tonic, or an async reqwest client) on a
+/// one-worker tokio runtime of its own, so the exporter works the same
+/// whether or not it is built or called inside the application's tokio
+/// runtime, and never needs the application's runtime.
 ///
 /// ```no_run
 /// use otel_audit::export::{AuditExporter, OtlpExporter, Protocol};
@@ -281,9 +278,17 @@ impl OtlpExporterBuilder {
     }
 
     fn build_http(self) -> Result<opentelemetry_otlp::LogExporter, ExportError> {
+        // Our own async client, run on the export thread's runtime: the
+        // blocking client would run hyper on a reqwest-owned thread that logs
+        // through `tracing`.
+        let client = reqwest::Client::builder()
+            .timeout(self.request_timeout())
+            .build()
+            .map_err(|source| ExportError::HttpClient { source })?;
         let mut b = opentelemetry_otlp::LogExporter::builder()
             .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_http_client(client);
         if let Some(endpoint) = self.endpoint {
             b = b.with_endpoint(http_logs_url(&endpoint));
         }
@@ -300,6 +305,25 @@ impl OtlpExporterBuilder {
     }
 }
 
+impl OtlpExporterBuilder {
+    /// The timeout of one request, resolved as `opentelemetry-otlp` does.
+    fn request_timeout(&self) -> Duration {
+        if let Some(timeout) = self.timeout {
+            return timeout;
+        }
+        [
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT,
+        ]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
+        .map_or(
+            opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT,
+            Duration::from_millis,
+        )
+    }
+}
+
 /// `http://host:4318` → `http://host:4318/v1/logs`; URLs with a path are kept.
 fn http_logs_url(endpoint: &str) -> String {
     let after_scheme = endpoint.find("://").map_or(0, |i| i + 3);
@@ -313,7 +337,7 @@ fn http_logs_url(endpoint: &str) -> String {
 /// Lives on the export thread.
 struct OtlpSink {
     exporter: opentelemetry_otlp::LogExporter,
-    /// For gRPC: tonic needs a tokio runtime, ours alone.
+    /// Drives tonic or reqwest; ours alone, its threads quiet.
     runtime: Option<tokio::runtime::Runtime>,
     logger: SdkLogger,
     /// Kept so the logger stays valid; it has no processors.
@@ -324,27 +348,25 @@ struct OtlpSink {
 impl OtlpSink {
     fn new(builder: OtlpExporterBuilder, protocol: Protocol) -> Result<Self, ExportError> {
         let resource = builder.resource();
-        let (mut exporter, runtime) = match protocol {
-            Protocol::Grpc => {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("otel-audit-grpc")
-                    .on_thread_start(|| {
-                        // Runtime threads live as long as the runtime: stay quiet for good.
-                        std::mem::forget(quiet_thread());
-                    })
-                    .enable_all()
-                    .build()
-                    .map_err(|source| ExportError::Runtime { source })?;
-                // tonic's lazily connecting channel spawns onto the current runtime.
-                let exporter = {
-                    let _enter = runtime.enter();
-                    builder.build_grpc()?
-                };
-                (exporter, Some(runtime))
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otel-audit-io")
+            .on_thread_start(|| {
+                // Runtime threads live as long as the runtime: stay quiet for good.
+                std::mem::forget(quiet_thread());
+            })
+            .enable_all()
+            .build()
+            .map_err(|source| ExportError::Runtime { source })?;
+        let mut exporter = {
+            // tonic's lazily connecting channel spawns onto the current runtime.
+            let _enter = runtime.enter();
+            match protocol {
+                Protocol::Grpc => builder.build_grpc()?,
+                Protocol::HttpProtobuf => builder.build_http()?,
             }
-            Protocol::HttpProtobuf => (builder.build_http()?, None),
         };
+        let runtime = Some(runtime);
         exporter.set_resource(&resource);
         // Records are made by an SDK logger (the only way to create them) but
         // never emitted through it: emitting would attach whatever span is
@@ -423,7 +445,7 @@ impl Sink for OtlpSink {
         let export = self.exporter.export(LogBatch::new(&pairs));
         let result = match &self.runtime {
             Some(runtime) => runtime.block_on(export),
-            None => block_on(export),
+            None => Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown),
         };
         result.map_err(|source| ExportError::Otlp {
             count: batch.len(),
@@ -440,29 +462,6 @@ impl Sink for OtlpSink {
             runtime.shutdown_timeout(Duration::from_secs(2));
         }
         result
-    }
-}
-
-/// Runs a future to completion on the current thread, outside any async
-/// runtime (the blocking reqwest client must not run inside one).
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 
