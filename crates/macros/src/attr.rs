@@ -193,7 +193,12 @@ impl Parse for Args {
                 "skip" => {
                     let content;
                     parenthesized!(content in input);
-                    let list = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
+                    // `self` is accepted (as `instrument` users write it) though
+                    // it is never recorded.
+                    let list = Punctuated::<Ident, Token![,]>::parse_terminated_with(
+                        &content,
+                        Ident::parse_any,
+                    )?;
                     for id in list {
                         if args.skip.contains(&id) {
                             return Err(syn::Error::new(
@@ -304,7 +309,7 @@ impl Args {
     pub(crate) fn check(&self, params: &[Ident]) -> syn::Result<()> {
         let known = |id: &Ident| params.iter().any(|p| p == id);
         for id in &self.skip {
-            if !known(id) {
+            if id != "self" && !known(id) {
                 return Err(syn::Error::new(
                     id.span(),
                     format!("cannot skip `{id}`: the function has no such argument"),

@@ -70,8 +70,19 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
     let mut span_fields = Vec::new();
     let mut n_fields = 3; // action, category, outcome
 
+    // An argument given as a field's value (`gen_ai.tool.call.arguments = args`)
+    // is recorded there, under that field's policy, and not a second time
+    // under its own name (where the policy could treat it differently).
+    let used_as_value: Vec<&Ident> = args
+        .fields
+        .iter()
+        .map(|f| &f.value)
+        .chain(args.gen_ai.iter().map(|(f, _)| &f.value))
+        .filter_map(bare_ident)
+        .collect();
+
     for (i, param) in params.iter().enumerate() {
-        if args.skip_all || args.skip.contains(param) {
+        if args.skip_all || args.skip.contains(param) || used_as_value.contains(&param) {
             continue;
         }
         let var = Ident::new(&format!("__oa_arg{i}"), param.span());
@@ -232,6 +243,16 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
             #body
         }
     })
+}
+
+/// `x` in `key = x`: an argument's bare name.
+fn bare_ident(e: &syn::Expr) -> Option<&Ident> {
+    match e {
+        syn::Expr::Path(p) if p.qself.is_none() => p.path.get_ident(),
+        syn::Expr::Reference(r) => bare_ident(&r.expr),
+        syn::Expr::Paren(p) => bare_ident(&p.expr),
+        _ => None,
+    }
 }
 
 /// Whether a type mentions `impl Trait` (which a `let` cannot name).

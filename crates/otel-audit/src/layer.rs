@@ -308,6 +308,22 @@ fn hex_id(words: usize) -> String {
     s
 }
 
+/// The active OpenTelemetry span (an application traced with the
+/// OpenTelemetry API): a root audit span joins its trace, so audit events
+/// and traces can be correlated.
+fn otel_parent() -> Option<(Option<String>, Option<String>)> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        (
+            Some(sc.trace_id().to_string()),
+            Some(sc.span_id().to_string()),
+        )
+    })
+}
+
 /// The redactor `#[audit]` uses: the current subscriber's `AuditLayer`'s, or
 /// a fail-closed default when there is none.
 pub(crate) enum RedactorRef {
@@ -480,7 +496,10 @@ pub(crate) fn finish(
         let shown = shown_text(&r);
         p.redactions_from(&r);
         let ev = &mut p.event;
-        ev.outcome = Outcome::Failure;
+        // An outcome the call set itself (denied, blocked) says more than "failure".
+        if ev.outcome == Outcome::Success {
+            ev.outcome = Outcome::Failure;
+        }
         ev.error.kind = Some(kind.to_owned());
         ev.error.message = r.text().map(str::to_owned);
         if err && ev.severity < Severity::Error {
@@ -511,7 +530,7 @@ where
         });
         let (trace_id, parent_span_id) = match parent {
             Some((t, s)) => (t, s),
-            None => (Some(hex_id(2)), None),
+            None => otel_parent().unwrap_or_else(|| (Some(hex_id(2)), None)),
         };
         span.extensions_mut().insert(AuditSpan {
             started_at: Utc::now(),

@@ -47,6 +47,7 @@
 //! exporter in one call; applications with a subscriber add the layer.
 
 pub mod export;
+mod init;
 mod layer;
 #[doc(hidden)]
 pub mod __private {
@@ -54,6 +55,7 @@ pub mod __private {
 }
 mod private;
 
+pub use init::{AuditGuard, InitError, init};
 pub use layer::{
     AuditLayer, AuditLayerBuilder, Current, EmitError, EventBuilder, LayerError, current, event,
 };

@@ -445,3 +445,57 @@ fn canary_values_never_leave_in_clear() {
     assert_eq!(methods.get("token"), Some(&"drop"));
     assert_eq!(methods.get("card"), Some(&"mask"));
 }
+
+#[audit(action = "tool.run", category = tool, gen_ai.tool.name = tool, gen_ai.tool.call.arguments = args)]
+fn guarded_tool(tool: &str, args: &str) -> Result<(), ModelError> {
+    let _ = args;
+    otel_audit::current().outcome(Outcome::Denied);
+    Err(ModelError("not allowed".into()))
+}
+
+#[test]
+fn denied_outcome_survives_the_err_and_args_are_recorded_once() {
+    let (_, events, seen, _) = run(|| guarded_tool("wire_money", "{\"to\": \"someone\"}"));
+    let e = &events[0];
+    assert_eq!(e.outcome, Outcome::Denied);
+    assert_eq!(e.gen_ai.tool_name.as_deref(), Some("wire_money"));
+    // Given as a content value, `args` is HMAC'd there and not recorded again in clear.
+    assert!(!e.attributes.contains_key("args"));
+    assert!(
+        e.content_digests
+            .iter()
+            .any(|d| d.field == "gen_ai.tool.call.arguments")
+    );
+    assert!(!format!("{seen:?}").contains("someone"));
+}
+
+#[test]
+fn root_audit_span_joins_the_active_opentelemetry_trace() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+    let cx = opentelemetry::Context::current().with_remote_span_context(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ));
+    let (_, events, _, _) = run(|| {
+        let _attached = cx.attach();
+        outer()
+    });
+    let outer = events.iter().find(|e| e.action == "outer").unwrap();
+    assert_eq!(
+        outer.trace.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(
+        outer.trace.parent_span_id.as_deref(),
+        Some("00f067aa0ba902b7")
+    );
+    let inner = events.iter().find(|e| e.action == "inner").unwrap();
+    assert_eq!(inner.trace.trace_id, outer.trace.trace_id);
+}
