@@ -210,3 +210,476 @@ fn encode(r: &Record, out: &mut Vec<u8>) {
     // Validated to fit: seq is stored as a signed 64-bit column.
     w.i64(r.seq as i64);
 }
+
+/// Why bytes are not the canonical encoding of a row. Every variant names the
+/// field (by its stored column name) and the byte offset where decoding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeCanonicalError {
+    /// The input ends inside a field.
+    #[error("canonical bytes end inside {field} at offset {offset}: {needed} more bytes needed")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Where the field's unread part starts.
+        offset: usize,
+        /// How many bytes were missing.
+        needed: usize,
+    },
+    /// A presence byte that is neither `0x00` nor `0x01`, or `0x00` (null) for
+    /// a field that is never null.
+    #[error("{field} at offset {offset}: presence byte {byte:#04x} is not allowed here")]
+    Presence {
+        /// The field.
+        field: &'static str,
+        /// The offset of the presence byte.
+        offset: usize,
+        /// The byte found.
+        byte: u8,
+    },
+    /// A text that is not valid UTF-8.
+    #[error("{field} at offset {offset} is not valid UTF-8")]
+    Utf8 {
+        /// The field.
+        field: &'static str,
+        /// The offset of the text's first byte.
+        offset: usize,
+    },
+    /// An enumeration's text that is not one of its values.
+    #[error("{field} at offset {offset}: {source}")]
+    Enum {
+        /// The field.
+        field: &'static str,
+        /// The offset of the text's first byte.
+        offset: usize,
+        /// The parse failure.
+        #[source]
+        source: crate::error::ParseEnumError,
+    },
+    /// A value the encoder never produces (a bad UUID or timestamp, a
+    /// negative `seq`, a digest that is not 32 bytes, unsorted attribute keys...).
+    #[error("{field} at offset {offset}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// The offset of the value.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Bytes follow the last field (`seq`).
+    #[error("{count} trailing bytes after seq, at offset {offset}")]
+    Trailing {
+        /// Where the trailing bytes start.
+        offset: usize,
+        /// How many there are.
+        count: usize,
+    },
+}
+
+type DecodeResult<T> = Result<T, DecodeCanonicalError>;
+
+/// Reads values in the canonical encoding; the inverse of [`Enc`].
+struct Dec<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, field: &'static str, n: usize) -> DecodeResult<&'a [u8]> {
+        let rest = self.buf.len() - self.pos;
+        if rest < n {
+            return Err(DecodeCanonicalError::Truncated {
+                field,
+                offset: self.pos,
+                needed: n - rest,
+            });
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> DecodeResult<[u8; N]> {
+        let b = self.take(field, N)?;
+        Ok(b.try_into().expect("take returns exactly N bytes"))
+    }
+
+    /// Reads a presence byte: `true` if present, `false` if null.
+    fn presence(&mut self, field: &'static str) -> DecodeResult<bool> {
+        let offset = self.pos;
+        match self.array::<1>(field)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            byte => Err(DecodeCanonicalError::Presence {
+                field,
+                offset,
+                byte,
+            }),
+        }
+    }
+
+    /// Reads the presence byte of a field that is never null.
+    fn required(&mut self, field: &'static str) -> DecodeResult<()> {
+        let offset = self.pos;
+        if self.presence(field)? {
+            Ok(())
+        } else {
+            Err(DecodeCanonicalError::Presence {
+                field,
+                offset,
+                byte: 0,
+            })
+        }
+    }
+
+    fn raw_bytes(&mut self, field: &'static str) -> DecodeResult<&'a [u8]> {
+        let len = u32::from_be_bytes(self.array(field)?) as usize;
+        self.take(field, len)
+    }
+
+    fn raw_str(&mut self, field: &'static str) -> DecodeResult<&'a str> {
+        let b = self.raw_bytes(field)?;
+        std::str::from_utf8(b).map_err(|_| DecodeCanonicalError::Utf8 {
+            field,
+            offset: self.pos - b.len(),
+        })
+    }
+
+    fn str(&mut self, field: &'static str) -> DecodeResult<String> {
+        self.required(field)?;
+        Ok(self.raw_str(field)?.to_owned())
+    }
+
+    fn opt_str(&mut self, field: &'static str) -> DecodeResult<Option<String>> {
+        if self.presence(field)? {
+            Ok(Some(self.raw_str(field)?.to_owned()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn parse<T: std::str::FromStr<Err = crate::error::ParseEnumError>>(
+        &mut self,
+        field: &'static str,
+        text: &str,
+    ) -> DecodeResult<T> {
+        text.parse().map_err(|source| DecodeCanonicalError::Enum {
+            field,
+            offset: self.pos - text.len(),
+            source,
+        })
+    }
+
+    fn enum_<T: std::str::FromStr<Err = crate::error::ParseEnumError>>(
+        &mut self,
+        field: &'static str,
+    ) -> DecodeResult<T> {
+        self.required(field)?;
+        let text = self.raw_str(field)?;
+        self.parse(field, text)
+    }
+
+    fn opt_enum<T: std::str::FromStr<Err = crate::error::ParseEnumError>>(
+        &mut self,
+        field: &'static str,
+    ) -> DecodeResult<Option<T>> {
+        if self.presence(field)? {
+            let text = self.raw_str(field)?;
+            self.parse(field, text).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn bytes(&mut self, field: &'static str) -> DecodeResult<&'a [u8]> {
+        self.required(field)?;
+        self.raw_bytes(field)
+    }
+
+    fn raw_i64(&mut self, field: &'static str) -> DecodeResult<i64> {
+        Ok(i64::from_be_bytes(self.array(field)?))
+    }
+
+    fn i64(&mut self, field: &'static str) -> DecodeResult<i64> {
+        self.required(field)?;
+        self.raw_i64(field)
+    }
+
+    fn opt_i64(&mut self, field: &'static str) -> DecodeResult<Option<i64>> {
+        if self.presence(field)? {
+            self.raw_i64(field).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn opt_f64(&mut self, field: &'static str) -> DecodeResult<Option<f64>> {
+        if self.presence(field)? {
+            Ok(Some(f64::from_bits(u64::from_be_bytes(self.array(field)?))))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn opt_bool(&mut self, field: &'static str) -> DecodeResult<Option<bool>> {
+        if !self.presence(field)? {
+            return Ok(None);
+        }
+        let offset = self.pos;
+        match self.array::<1>(field)?[0] {
+            0 => Ok(Some(false)),
+            1 => Ok(Some(true)),
+            _ => Err(DecodeCanonicalError::Invalid {
+                field,
+                offset,
+                reason: "a bool must be 0x00 or 0x01",
+            }),
+        }
+    }
+
+    fn time(&mut self, field: &'static str) -> DecodeResult<DateTime<Utc>> {
+        let micros = self.i64(field)?;
+        DateTime::from_timestamp_micros(micros).ok_or(DecodeCanonicalError::Invalid {
+            field,
+            offset: self.pos - 8,
+            reason: "timestamp out of range",
+        })
+    }
+
+    /// Reads a list header. The count is not trusted for allocation: every
+    /// element takes at least `min_element_bytes`, which bounds it by the input.
+    fn list(&mut self, field: &'static str, min_element_bytes: usize) -> DecodeResult<usize> {
+        self.required(field)?;
+        let n = u32::from_be_bytes(self.array(field)?) as usize;
+        let rest = self.buf.len() - self.pos;
+        let least = n.saturating_mul(min_element_bytes);
+        if least > rest {
+            return Err(DecodeCanonicalError::Truncated {
+                field,
+                offset: self.pos,
+                needed: least - rest,
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// Decodes the canonical bytes of a row (the output of
+/// [`Record::canonical_bytes`]) back into the [`Record`], given the row's
+/// stored `prev_hash` and `hash` (which are not part of the canonical bytes).
+///
+/// Strict: only bytes the encoder produces are accepted, so
+/// `decode → encode` gives back exactly the input. The error names the field
+/// and offset. This only inverts the encoding: it checks neither `hash`
+/// (compare with [`row_hash`]) nor the event's validation rules.
+///
+/// ```
+/// use otel_audit_event::{AuditEvent, Category, Chain, decode_canonical};
+/// let mut chain = Chain::new("c1.acme", "acme").unwrap();
+/// let record = chain
+///     .append(chrono::Utc::now(), AuditEvent::new("acme", "svc", Category::Admin, "user.create"))
+///     .unwrap();
+/// let mut bytes = Vec::new();
+/// record.canonical_bytes(&mut bytes);
+/// let back = decode_canonical(&bytes, record.prev_hash, record.hash).unwrap();
+/// assert_eq!(back.event.event_id, record.event.event_id);
+/// assert_eq!(back.seq, 0);
+/// ```
+pub fn decode_canonical(
+    bytes: &[u8],
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+) -> Result<Record, DecodeCanonicalError> {
+    use crate::model::{
+        Actor, ContentDigest, ErrorInfo, GenAi, Redaction, Safety, SealedContent, Service, Target,
+        TraceContext,
+    };
+    use std::collections::BTreeMap;
+
+    let mut d = Dec { buf: bytes, pos: 0 };
+    d.required("event_id")?;
+    let id_offset = d.pos;
+    let id_text = d.raw_str("event_id")?;
+    let event_id = uuid::Uuid::try_parse(id_text)
+        .ok()
+        .filter(|u| {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            u.hyphenated().encode_lower(&mut buf) == id_text
+        })
+        .ok_or(DecodeCanonicalError::Invalid {
+            field: "event_id",
+            offset: id_offset,
+            reason: "not a lower-case hyphenated UUID",
+        })?;
+    let time = d.time("time")?;
+    let received_at = d.time("received_at")?;
+    let duration_ns = d.opt_i64("duration_ns")?;
+    let severity = d.enum_("severity")?;
+    let tenant = d.str("tenant")?;
+    let service = Service {
+        name: d.str("service_name")?,
+        version: d.opt_str("service_version")?,
+        environment: d.opt_str("service_environment")?,
+        host: d.opt_str("service_host")?,
+    };
+    let actor = Actor {
+        id: d.opt_str("actor_id")?,
+        kind: d.opt_enum("actor_type")?,
+        role: d.opt_str("actor_role")?,
+        ip: d.opt_str("actor_ip")?,
+        session: d.opt_str("actor_session")?,
+    };
+    let category = d.enum_("category")?;
+    let action = d.str("action")?;
+    let outcome = d.enum_("outcome")?;
+    let target = Target {
+        kind: d.opt_str("target_type")?,
+        id: d.opt_str("target_id")?,
+    };
+    let error = ErrorInfo {
+        kind: d.opt_str("error_type")?,
+        message: d.opt_str("error_message")?,
+    };
+    let gen_ai = GenAi {
+        provider: d.opt_str("gen_ai_provider")?,
+        operation: d.opt_str("gen_ai_operation")?,
+        request_model: d.opt_str("gen_ai_request_model")?,
+        response_model: d.opt_str("gen_ai_response_model")?,
+        input_tokens: d.opt_i64("gen_ai_input_tokens")?,
+        output_tokens: d.opt_i64("gen_ai_output_tokens")?,
+        conversation_id: d.opt_str("gen_ai_conversation_id")?,
+        agent_name: d.opt_str("gen_ai_agent_name")?,
+        tool_name: d.opt_str("gen_ai_tool_name")?,
+        temperature: d.opt_f64("gen_ai_temperature")?,
+    };
+    let passed = d.opt_bool("safety_passed")?;
+    // A present utf8 is at least 5 bytes (presence byte + u32 length).
+    let n = d.list("safety_detectors", 5)?;
+    let mut detectors = Vec::with_capacity(n);
+    for _ in 0..n {
+        detectors.push(d.str("safety_detectors")?);
+    }
+    let safety = Safety {
+        passed,
+        detectors,
+        block_reason: d.opt_str("safety_block_reason")?,
+    };
+    let n = d.list("content_digests", 5 + 5 + 1 + 5)?;
+    let mut content_digests = Vec::with_capacity(n);
+    for _ in 0..n {
+        let field = d.str("content_digests.field")?;
+        let algorithm = d.enum_("content_digests.algorithm")?;
+        let key_id = d.opt_str("content_digests.key_id")?;
+        let digest_offset = d.pos;
+        let digest = d.bytes("content_digests.digest")?.try_into().map_err(|_| {
+            DecodeCanonicalError::Invalid {
+                field: "content_digests.digest",
+                offset: digest_offset,
+                reason: "a digest must be 32 bytes",
+            }
+        })?;
+        content_digests.push(ContentDigest {
+            field,
+            algorithm,
+            key_id,
+            digest,
+        });
+    }
+    let n = d.list("sealed_content", 5 * 5)?;
+    let mut sealed_content = Vec::with_capacity(n);
+    for _ in 0..n {
+        sealed_content.push(SealedContent {
+            field: d.str("sealed_content.field")?,
+            algorithm: d.str("sealed_content.algorithm")?,
+            key_id: d.str("sealed_content.key_id")?,
+            nonce: d.bytes("sealed_content.nonce")?.to_vec(),
+            ciphertext: d.bytes("sealed_content.ciphertext")?.to_vec(),
+        });
+    }
+    let trace = TraceContext {
+        trace_id: d.opt_str("trace_id")?,
+        span_id: d.opt_str("span_id")?,
+        parent_span_id: d.opt_str("parent_span_id")?,
+    };
+    let n = d.list("attributes", 5 + 5)?;
+    let mut attributes = BTreeMap::new();
+    let mut last_key: Option<&str> = None;
+    for _ in 0..n {
+        d.required("attributes.key")?;
+        let key_offset = d.pos;
+        let key = d.raw_str("attributes.key")?;
+        // The encoder writes a BTreeMap: keys strictly ascending in byte order.
+        if last_key.is_some_and(|last| last >= key) {
+            return Err(DecodeCanonicalError::Invalid {
+                field: "attributes.key",
+                offset: key_offset,
+                reason: "keys must be unique and in ascending byte order",
+            });
+        }
+        last_key = Some(key);
+        let value = d.str("attributes.value")?;
+        attributes.insert(key.to_owned(), value);
+    }
+    let n = d.list("redactions", 5 + 5 + 1 + 1)?;
+    let mut redactions = Vec::with_capacity(n);
+    for _ in 0..n {
+        redactions.push(Redaction {
+            field: d.str("redactions.field")?,
+            method: d.enum_("redactions.method")?,
+            detector: d.opt_str("redactions.detector")?,
+            key_id: d.opt_str("redactions.key_id")?,
+        });
+    }
+    let chain_id = d.str("chain_id")?;
+    let seq = d.i64("seq")?;
+    let seq = u64::try_from(seq).map_err(|_| DecodeCanonicalError::Invalid {
+        field: "seq",
+        offset: d.pos - 8,
+        reason: "seq is negative",
+    })?;
+    if d.pos != bytes.len() {
+        return Err(DecodeCanonicalError::Trailing {
+            offset: d.pos,
+            count: bytes.len() - d.pos,
+        });
+    }
+    Ok(Record {
+        received_at,
+        event: AuditEvent {
+            event_id,
+            time,
+            duration_ns,
+            severity,
+            tenant,
+            service,
+            actor,
+            category,
+            action,
+            outcome,
+            target,
+            error,
+            gen_ai,
+            safety,
+            content_digests,
+            sealed_content,
+            trace,
+            attributes,
+            redactions,
+        },
+        chain_id,
+        seq,
+        prev_hash,
+        hash,
+    })
+}
+
+impl Record {
+    /// Decodes a row from its canonical bytes and stored hashes; see [`decode_canonical`].
+    pub fn from_canonical(
+        bytes: &[u8],
+        prev_hash: [u8; 32],
+        hash: [u8; 32],
+    ) -> Result<Record, DecodeCanonicalError> {
+        decode_canonical(bytes, prev_hash, hash)
+    }
+}

@@ -30,7 +30,10 @@ pub mod otlp;
 pub mod redact;
 mod validate;
 
-pub use canonical::{FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record, row_hash};
+pub use canonical::{
+    DecodeCanonicalError, FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record, decode_canonical,
+    row_hash,
+};
 pub use chain::{Chain, validate_chain_id};
 pub use error::{ChainError, ParseEnumError, ValidationError};
 pub use model::{

@@ -97,7 +97,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         prepare.push(quote_spanned! {param.span()=>
             let #var = __oa_ctx.arg(#name, (&&&&#p::Wrap(&#param)).__audit_text(), #method);
         });
-        span_fields.push(quote!(#name = #var.as_str()));
+        span_fields.push(quote!(#name = __oa_ctx.shown(#var)));
         n_fields += 1;
     }
 
@@ -108,7 +108,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         prepare.push(quote_spanned! {value.span()=>
             let #var = __oa_ctx.field(#key, (&&&&#p::Wrap(&(#value))).__audit_text());
         });
-        span_fields.push(quote!(#key = #var.as_str()));
+        span_fields.push(quote!(#key = __oa_ctx.shown(#var)));
         n_fields += 1;
     }
 
@@ -138,11 +138,14 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
                 prepare.push(quote_spanned! {value.span()=>
                     let #var = __oa_ctx.#call(#key, (&&&&#p::Wrap(&(#value))).__audit_text());
                 });
-                span_fields.push(quote!(#key = #var.as_str()));
+                span_fields.push(quote!(#key = __oa_ctx.shown(#var)));
             }
         }
         n_fields += 1;
     }
+
+    // Texts the expansion records (the three fixed fields are not among them).
+    let n_texts = n_fields - 3;
 
     if n_fields > MAX_SPAN_FIELDS {
         return Err(syn::Error::new(
@@ -168,7 +171,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
     let make_span = quote! {
         #[allow(unused_imports)]
         use #p::{TextSensitive as _, TextStr as _, TextDisplay as _, TextDebug as _};
-        let mut __oa_ctx = #p::Ctx::new(#action, #category, #severity);
+        let mut __oa_ctx = #p::Ctx::new(#action, #category, #severity, #n_texts);
         #(#prepare)*
         let __oa_span = #p::tracing::span!(
             target: "otel_audit",

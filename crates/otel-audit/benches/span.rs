@@ -8,18 +8,25 @@
 //!   `tracing_subscriber::registry()` (the floor: a span with five fields);
 //! - `otel_instrument`: the same span through `tracing-opentelemetry` into an
 //!   `SdkTracerProvider` with the batch span processor and an exporter that
-//!   does nothing (no network is measured; the processor's queue is);
+//!   only counts (no network is measured; the processor's queue is);
 //! - `audit`: `#[otel_audit::audit]` with the prompt HMAC'd, under
 //!   `AuditLayer` with a queued `JsonLinesExporter` writing to
-//!   `std::io::sink()` (redaction, event building and the queue handoff are
-//!   measured; JSON encoding runs on the exporter's thread).
+//!   `std::io::sink()`: redaction, event building and the queue handoff are
+//!   measured; JSON encoding runs on the exporter's thread.
 //!
-//! Each sample is timed on the calling thread only; both background queues
-//! are drained (`force_flush`) between samples, outside the timing, so no
-//! sample runs into a full queue. Queue drops, if any, are printed at the end.
-//! Read the figures as ratios to `otel_instrument` measured in the same run.
+//! Each is measured twice: `wall` (elapsed time of the calling thread) and
+//! `thread_cpu` (the calling thread's CPU time, `CLOCK_THREAD_CPUTIME_ID`),
+//! which leaves out the time the thread waits for a core while the
+//! exporter threads and anything else on the machine run. Both background
+//! queues are drained (`force_flush`) after each sample, outside the timing.
+//! How many spans each exporter received is printed at the end (a queue that
+//! overflows drops, as configured). Read the figures as ratios to
+//! `otel_instrument` measured in the same run.
 
+use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_main};
@@ -29,7 +36,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
 use otel_audit::AuditLayer;
-use otel_audit::export::{AuditExporter, FullQueuePolicy, JsonLinesExporter, QueueConfig};
+use otel_audit::export::{AuditExporter, JsonLinesExporter, QueueConfig};
 use tracing_subscriber::layer::SubscriberExt;
 
 const USER: &str = "user-4711";
@@ -38,8 +45,10 @@ const PROMPT: &str = "Summarise the attached claim and list any missing document
 const MAX_TOKENS: u32 = 512;
 const TEMPERATURE: f64 = 0.2;
 
-/// Room for every call of the longest sample, so no sample meets a full queue.
-const QUEUE: usize = 1 << 20;
+/// Both queues hold this many spans: enough that a sample rarely meets a
+/// full queue on a busy machine (a drop would make the call cheaper, not
+/// dearer, and the two SDKs drop differently).
+const QUEUE: usize = 1 << 16;
 
 #[tracing::instrument]
 fn chat_instrumented(user: &str, model: &str, prompt: &str, max_tokens: u32, temperature: f64) {
@@ -51,26 +60,58 @@ fn chat_audited(user: &str, model: &str, prompt: &str, max_tokens: u32, temperat
     black_box(prompt.len());
 }
 
-/// A span exporter that does nothing, so only the SDK's own work is measured.
-#[derive(Debug)]
-struct NoopExporter;
+/// A span exporter that only counts, so only the SDK's own work is measured.
+#[derive(Debug, Default)]
+struct CountingExporter(Arc<AtomicU64>);
 
-impl SpanExporter for NoopExporter {
+impl SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
         black_box(batch);
         Ok(())
     }
 }
 
-/// Times `iters` calls of `f`, then runs `drain` outside the timing.
-fn timed(iters: u64, mut f: impl FnMut(), drain: impl FnOnce()) -> Duration {
+/// The calling thread's CPU time: what the call costs this thread, not
+/// counting the time it waits for a core on a busy machine.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Runs `iters` calls of `f` and returns (wall time, this thread's CPU
+/// time); then runs `drain` outside the timing.
+fn timed(iters: u64, f: &mut impl FnMut(), drain: &impl Fn()) -> (Duration, Duration) {
+    let cpu = thread_cpu();
     let start = Instant::now();
     for _ in 0..iters {
         f();
     }
-    let elapsed = start.elapsed();
+    let elapsed = (start.elapsed(), thread_cpu() - cpu);
     drain();
     elapsed
+}
+
+/// Benchmarks `f` twice, by wall-clock time and by calling-thread CPU time;
+/// returns how many calls were made.
+fn both(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut f: impl FnMut(),
+    drain: impl Fn(),
+) -> u64 {
+    let calls = Cell::new(0u64);
+    let mut counted = || {
+        calls.set(calls.get() + 1);
+        f();
+    };
+    g.bench_function(format!("{name}/wall"), |b| {
+        b.iter_custom(|iters| timed(iters, &mut counted, &drain).0)
+    });
+    g.bench_function(format!("{name}/thread_cpu"), |b| {
+        b.iter_custom(|iters| timed(iters, &mut counted, &drain).1)
+    });
+    calls.get()
 }
 
 fn bench(c: &mut Criterion) {
@@ -79,13 +120,18 @@ fn bench(c: &mut Criterion) {
     // A: bare registry.
     let subscriber = tracing_subscriber::registry();
     tracing::subscriber::with_default(subscriber, || {
-        g.bench_function("registry_instrument", |b| {
-            b.iter(|| chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE))
-        });
+        both(
+            &mut g,
+            "registry_instrument",
+            || chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
+            || {},
+        );
     });
 
-    // B: tracing-opentelemetry, batch span processor, no-op exporter.
-    let processor = BatchSpanProcessor::builder(NoopExporter)
+    // B: tracing-opentelemetry, batch span processor (batches of 512, a
+    // queue of QUEUE spans), counting no-op exporter.
+    let spans = Arc::new(AtomicU64::new(0));
+    let processor = BatchSpanProcessor::builder(CountingExporter(spans.clone()))
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_max_queue_size(QUEUE)
@@ -98,31 +144,24 @@ fn bench(c: &mut Criterion) {
     let tracer = provider.tracer("bench");
     let subscriber =
         tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
-    tracing::subscriber::with_default(subscriber, || {
-        g.bench_function("otel_instrument", |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    iters,
-                    || chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
-                    || provider.force_flush().expect("flush"),
-                )
-            })
-        });
+    let otel_calls = tracing::subscriber::with_default(subscriber, || {
+        both(
+            &mut g,
+            "otel_instrument",
+            || chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
+            || provider.force_flush().expect("flush"),
+        )
     });
     provider.shutdown().expect("shutdown");
 
-    // Ours: #[audit] + AuditLayer + queued JSON-lines exporter to a sink.
-    let exporter = std::sync::Arc::new(
-        JsonLinesExporter::with_queue(
-            std::io::sink(),
-            QueueConfig {
-                capacity: QUEUE,
-                full_queue_policy: FullQueuePolicy::DropNewest,
-                ..QueueConfig::default()
-            },
-        )
-        .expect("exporter"),
-    );
+    // Ours: #[audit] + AuditLayer + queued JSON-lines exporter to a sink
+    // (batches of 512, a queue of QUEUE events, DropNewest).
+    let config = QueueConfig {
+        capacity: QUEUE,
+        ..QueueConfig::default()
+    };
+    let exporter =
+        Arc::new(JsonLinesExporter::with_queue(std::io::sink(), config).expect("exporter"));
     let layer = AuditLayer::builder()
         .service_name("bench")
         .tenant("acme")
@@ -131,22 +170,24 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("layer");
     let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, || {
-        g.bench_function("audit", |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    iters,
-                    || chat_audited(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
-                    || exporter.force_flush().expect("flush"),
-                )
-            })
-        });
+    let audit_calls = tracing::subscriber::with_default(subscriber, || {
+        both(
+            &mut g,
+            "audit",
+            || chat_audited(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
+            || exporter.force_flush().expect("flush"),
+        )
     });
     g.finish();
     exporter.shutdown().expect("shutdown");
     let stats = exporter.stats();
     eprintln!(
-        "audit exporter: {} exported, {} dropped, {} failed",
+        "tracing-opentelemetry: {otel_calls} spans, {} exported ({} lost at its queue)",
+        spans.load(Ordering::Relaxed),
+        otel_calls.saturating_sub(spans.load(Ordering::Relaxed)),
+    );
+    eprintln!(
+        "otel-audit: {audit_calls} spans, {} exported, {} dropped at its queue, {} failed",
         stats.exported, stats.dropped, stats.failed
     );
 }

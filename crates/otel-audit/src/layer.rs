@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use otel_audit_event::redact::{
-    Keyring, Keys, Policy, PolicyError, Redacted, RedactedField, Redactor,
+    Keyring, Keys, Policy, PolicyError, Redacted, RedactedField, Redactor, inline_digest,
 };
 use otel_audit_event::{
-    Actor, AuditEvent, Category, Outcome, Service, Severity, Target, TraceContext,
+    Actor, AuditEvent, Category, MAX_ATTRIBUTE_VALUE_BYTES, Outcome, Redaction, RedactionMethod,
+    Service, Severity, Target, TraceContext,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Span, Subscriber};
@@ -296,31 +297,63 @@ fn next_u64() -> u64 {
     })
 }
 
-fn hex_id(words: usize) -> String {
-    let mut s = String::with_capacity(words * 16);
-    for _ in 0..words {
-        let mut w = next_u64();
-        while w == 0 {
-            w = next_u64();
+/// A random non-zero id word (trace ids are two, span ids one).
+fn id_word() -> u64 {
+    loop {
+        let w = next_u64();
+        if w != 0 {
+            return w;
         }
-        s.push_str(&format!("{w:016x}"));
+    }
+}
+
+/// `words` as lower-case hex, 16 digits each.
+fn hex_words(words: &[u64]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(words.len() * 16);
+    for w in words {
+        for shift in (0..16).rev() {
+            s.push(HEX[((w >> (shift * 4)) & 0xf) as usize] as char);
+        }
     }
     s
+}
+
+/// A span's W3C ids, kept as numbers until an event is built.
+#[derive(Clone, Copy)]
+struct Ids {
+    trace: [u64; 2],
+    span: u64,
+    parent: Option<u64>,
+}
+
+impl Ids {
+    fn context(&self) -> TraceContext {
+        TraceContext {
+            trace_id: Some(hex_words(&self.trace)),
+            span_id: Some(hex_words(&[self.span])),
+            parent_span_id: self.parent.map(|p| hex_words(&[p])),
+        }
+    }
 }
 
 /// The active OpenTelemetry span (an application traced with the
 /// OpenTelemetry API): a root audit span joins its trace, so audit events
 /// and traces can be correlated.
-fn otel_parent() -> Option<(Option<String>, Option<String>)> {
+fn otel_parent() -> Option<([u64; 2], u64)> {
     use opentelemetry::trace::TraceContextExt;
-    let cx = opentelemetry::Context::current();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| {
-        (
-            Some(sc.trace_id().to_string()),
-            Some(sc.span_id().to_string()),
-        )
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| {
+            let t = sc.trace_id().to_bytes();
+            let (hi, lo) = t.split_at(8);
+            let word = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+            (
+                [word(hi), word(lo)],
+                u64::from_be_bytes(sc.span_id().to_bytes()),
+            )
+        })
     })
 }
 
@@ -359,41 +392,122 @@ fn fallback_redactor() -> &'static Redactor {
 
 /// What an `#[audit]` call collected: an event without its envelope (id,
 /// time, tenant, service, trace), which the layer fills at close.
+///
+/// Every attribute in it went through the redactor already (the policy, and
+/// for an explicit method the method and then the policy, see [`settle`]),
+/// so the layer applies the policy only to the typed identity fields at
+/// close, unless `raw_attributes` says something was stored unredacted.
 pub(crate) struct Pending {
     pub(crate) event: AuditEvent,
+    /// An attribute was stored without the redactor: apply the whole policy
+    /// (`redact_event`) at close.
+    raw_attributes: bool,
 }
 
 impl Pending {
     pub(crate) fn new(action: &str, category: Category, severity: Severity) -> Self {
-        let mut event = AuditEvent::new("", "", category, action);
-        event.severity = severity;
-        Pending { event }
+        // The envelope (id, time) is stamped at close: no clock read or
+        // random id here.
+        let event = AuditEvent {
+            event_id: uuid::Uuid::nil(),
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            duration_ns: None,
+            severity,
+            tenant: String::new(),
+            service: Service::default(),
+            actor: Actor::default(),
+            category,
+            action: action.to_owned(),
+            outcome: Outcome::Success,
+            target: Target::default(),
+            error: Default::default(),
+            gen_ai: Default::default(),
+            safety: Default::default(),
+            content_digests: Vec::new(),
+            sealed_content: Vec::new(),
+            trace: TraceContext::default(),
+            attributes: Default::default(),
+            redactions: Vec::new(),
+        };
+        Pending {
+            event,
+            raw_attributes: false,
+        }
     }
 
     /// Puts a redaction result where it belongs; returns the span's text.
     pub(crate) fn store(&mut self, name: &str, r: RedactedField<'_>) -> String {
-        let shown = shown_text(&r);
-        self.redactions_from(&r);
-        let ev = &mut self.event;
-        match r.value {
-            Redacted::Clear(_) | Redacted::Replaced(_) => {
-                ev.attributes.insert(name.to_owned(), shown.clone());
-            }
-            Redacted::Dropped => {}
-            Redacted::Digest(mut d) => {
-                d.field = name.to_owned();
-                ev.content_digests.push(d);
-            }
-            Redacted::Sealed(mut s) => {
-                s.field = name.to_owned();
-                ev.sealed_content.push(s);
-            }
+        let (shown, attribute) = self.place(name, r);
+        if attribute {
+            self.insert_attribute(name, shown.clone());
         }
         shown
     }
 
-    pub(crate) fn redactions_from(&mut self, r: &RedactedField<'_>) {
-        self.event.redactions.extend(r.redactions.iter().cloned());
+    /// Puts a redaction result's records, digest or sealed content where
+    /// they belong; returns the span's text and whether that text is also
+    /// the attribute's value (for [`insert_attribute`](Self::insert_attribute)).
+    pub(crate) fn place(&mut self, name: &str, r: RedactedField<'_>) -> (String, bool) {
+        let RedactedField { value, redactions } = r;
+        self.keep_redactions(redactions);
+        let ev = &mut self.event;
+        match value {
+            Redacted::Clear(s) => (s.into_owned(), true),
+            Redacted::Replaced(s) => (s, true),
+            Redacted::Dropped => ("[dropped]".to_owned(), false),
+            Redacted::Digest(mut d) => {
+                let shown = inline_digest(&d);
+                if d.field != name {
+                    d.field = name.to_owned();
+                }
+                ev.content_digests.push(d);
+                (shown, false)
+            }
+            Redacted::Sealed(mut s) => {
+                let shown = format!("[encrypted:{}:{}]", s.algorithm, s.key_id);
+                if s.field != name {
+                    s.field = name.to_owned();
+                }
+                ev.sealed_content.push(s);
+                (shown, false)
+            }
+        }
+    }
+
+    /// Keeps a result's redaction records (taking the list itself when it is
+    /// the first).
+    pub(crate) fn keep_redactions(&mut self, redactions: Vec<Redaction>) {
+        if self.event.redactions.is_empty() {
+            self.event.redactions = redactions;
+        } else {
+            self.event.redactions.extend(redactions);
+        }
+    }
+
+    /// Stores redacted text as an attribute, cut to the attribute limit
+    /// (recorded as `truncate`) as the policy would at export.
+    pub(crate) fn insert_attribute(&mut self, name: &str, mut text: String) {
+        if text.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            let mut end = MAX_ATTRIBUTE_VALUE_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            let rec = Redaction {
+                field: name.to_owned(),
+                method: RedactionMethod::Truncate,
+                detector: None,
+                key_id: None,
+            };
+            if !self.event.redactions.contains(&rec) {
+                self.event.redactions.push(rec);
+            }
+        }
+        self.event.attributes.insert(name.to_owned(), text);
+    }
+
+    pub(crate) fn redactions_from(&mut self, r: RedactedField<'_>) {
+        self.keep_redactions(r.redactions);
     }
 
     pub(crate) fn set_gen_ai_text(&mut self, key: &str, v: String) {
@@ -407,7 +521,7 @@ impl Pending {
             "gen_ai.agent.name" => &mut g.agent_name,
             "gen_ai.tool.name" => &mut g.tool_name,
             _ => {
-                self.event.attributes.insert(key.to_owned(), v);
+                self.insert_attribute(key, v);
                 return;
             }
         };
@@ -421,6 +535,7 @@ impl Pending {
             "gen_ai.usage.output_tokens" => g.output_tokens = Some(v),
             _ => {
                 self.event.attributes.insert(key.to_owned(), v.to_string());
+                self.raw_attributes = true;
             }
         }
     }
@@ -430,6 +545,7 @@ impl Pending {
             "gen_ai.request.temperature" => self.event.gen_ai.temperature = Some(v),
             _ => {
                 self.event.attributes.insert(key.to_owned(), v.to_string());
+                self.raw_attributes = true;
             }
         }
     }
@@ -443,12 +559,42 @@ impl Pending {
     }
 }
 
+/// A value redacted with an explicit method (`redact(arg = "...")`, a
+/// `Sensitive<T>`, content) that is still text also gets the policy for its
+/// name, as the policy pass over the whole event at close used to give it:
+/// an allowlist policy still fails closed on it.
+pub(crate) fn settle<'a>(
+    redactor: &Redactor,
+    name: &str,
+    r: RedactedField<'a>,
+) -> RedactedField<'a> {
+    let again = match r.text() {
+        Some(text) => redactor.redact_field(name, text).into_owned(),
+        None => return r,
+    };
+    if again.is_clear() {
+        return r;
+    }
+    let RedactedField { mut redactions, .. } = r;
+    for rec in again.redactions {
+        if !redactions.contains(&rec) {
+            redactions.push(rec);
+        }
+    }
+    RedactedField {
+        value: again.value,
+        redactions,
+    }
+}
+
 /// Per-span state, private to this layer (in the span's extensions).
 struct AuditSpan {
     started_at: DateTime<Utc>,
     started: Instant,
-    trace: TraceContext,
-    pending: Option<Pending>,
+    ids: Ids,
+    /// Boxed: the event is large, and moves from the call to the span and
+    /// back out at close.
+    pending: Option<Box<Pending>>,
 }
 
 /// Runs `f` on the audit state of `id` or its nearest audit ancestor.
@@ -470,7 +616,7 @@ fn with_state<R>(id: &Id, f: impl FnOnce(&Arc<Inner>, &mut AuditSpan) -> R) -> O
 }
 
 /// Hands an expansion's collected values to its span.
-pub(crate) fn attach(span: &Span, pending: Pending) {
+pub(crate) fn attach(span: &Span, pending: Box<Pending>) {
     let Some(id) = span.id() else { return };
     let mut pending = Some(pending);
     with_state(&id, |_, state| state.pending = pending.take());
@@ -484,6 +630,11 @@ pub(crate) fn finish(
     ret: Option<String>,
     err: bool,
 ) -> Option<String> {
+    // A plain success leaves nothing to record: the outcome is already
+    // success, or what the call set itself.
+    if failure.is_none() && ret.is_none() {
+        return None;
+    }
     let id = span.id()?;
     with_state(&id, |inner, state| {
         let p = state.pending.as_mut()?;
@@ -494,7 +645,6 @@ pub(crate) fn finish(
         let (kind, message) = failure?;
         let r = inner.redactor.redact_field("error.message", &message);
         let shown = shown_text(&r);
-        p.redactions_from(&r);
         let ev = &mut p.event;
         // An outcome the call set itself (denied, blocked) says more than "failure".
         if ev.outcome == Outcome::Success {
@@ -505,6 +655,7 @@ pub(crate) fn finish(
         if err && ev.severity < Severity::Error {
             ev.severity = Severity::Error;
         }
+        p.redactions_from(r);
         err.then_some(shown)
     })
     .flatten()
@@ -525,20 +676,20 @@ where
             p.scope().find_map(|s| {
                 s.extensions()
                     .get::<AuditSpan>()
-                    .map(|a| (a.trace.trace_id.clone(), a.trace.span_id.clone()))
+                    .map(|a| (a.ids.trace, a.ids.span))
             })
         });
-        let (trace_id, parent_span_id) = match parent {
-            Some((t, s)) => (t, s),
-            None => otel_parent().unwrap_or_else(|| (Some(hex_id(2)), None)),
+        let (trace, parent) = match parent.or_else(otel_parent) {
+            Some((t, s)) => (t, Some(s)),
+            None => ([id_word(), id_word()], None),
         };
         span.extensions_mut().insert(AuditSpan {
             started_at: Utc::now(),
             started: Instant::now(),
-            trace: TraceContext {
-                trace_id,
-                span_id: Some(hex_id(1)),
-                parent_span_id,
+            ids: Ids {
+                trace,
+                span: id_word(),
+                parent,
             },
             pending: None,
         });
@@ -552,18 +703,26 @@ where
             return;
         };
         let Some(pending) = state.pending else { return };
+        let duration = state.started.elapsed();
         let inner = &self.inner;
-        let mut ev = pending.event;
+        let Pending {
+            event: mut ev,
+            raw_attributes,
+        } = *pending;
         ev.event_id = uuid::Uuid::now_v7();
         ev.time = state.started_at;
-        ev.duration_ns =
-            Some(i64::try_from(state.started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+        ev.duration_ns = Some(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX));
         ev.tenant.clone_from(&inner.tenant);
         ev.service.clone_from(&inner.service);
-        ev.trace = state.trace;
-        // Identity fields (actor, target) follow the policy too; values
-        // already redacted are left as they are.
-        inner.redactor.redact_event(&mut ev);
+        ev.trace = state.ids.context();
+        // Identity fields (actor, target) follow the policy too. Attributes
+        // went through the redactor when they were recorded; only an
+        // attribute stored without it sends the whole event through again.
+        if raw_attributes {
+            inner.redactor.redact_event(&mut ev);
+        } else {
+            inner.redactor.redact_typed_fields(&mut ev);
+        }
         inner.exporter.export(ev);
     }
 }
@@ -633,12 +792,12 @@ impl Current {
         let detectors: Vec<String> = detectors.into_iter().map(Into::into).collect();
         self.update(|inner, p| {
             let r = inner.redactor.redact_field("safety.block_reason", reason);
-            p.redactions_from(&r);
             let ev = &mut p.event;
             ev.safety.passed = Some(false);
             ev.safety.detectors = detectors;
             ev.safety.block_reason = r.text().map(str::to_owned);
             ev.outcome = Outcome::Blocked;
+            p.redactions_from(r);
         })
     }
 
@@ -661,8 +820,8 @@ impl Current {
     pub fn text(&self, key: &str, value: &str) -> &Self {
         self.update(|inner, p| {
             let r = inner.redactor.redact_field(key, value);
-            p.redactions_from(&r);
             let shown = shown_text(&r);
+            p.redactions_from(r);
             p.set_gen_ai_text(key, shown);
         })
     }
@@ -681,7 +840,7 @@ impl Current {
     pub fn content(&self, key: &str, value: &str) -> &Self {
         self.update(|inner, p| {
             let m = inner.redactor.policy().content_method;
-            let r = inner.redactor.apply(key, value, &m);
+            let r = settle(&inner.redactor, key, inner.redactor.apply(key, value, &m));
             p.store(key, r);
         })
     }
@@ -798,20 +957,21 @@ impl EventBuilder {
             pending.store(&k, r);
         }
         // Inside an audit span, the event belongs to its trace.
-        let trace = Span::current()
+        let ids = Span::current()
             .id()
-            .and_then(|id| with_state(&id, |_, s| s.trace.clone()));
+            .and_then(|id| with_state(&id, |_, s| s.ids));
         let mut ev = pending.event;
         ev.event_id = uuid::Uuid::now_v7();
         ev.time = Utc::now();
         ev.tenant.clone_from(&inner.tenant);
         ev.service.clone_from(&inner.service);
-        if let Some(t) = trace {
-            ev.trace = TraceContext {
-                trace_id: t.trace_id,
-                span_id: Some(hex_id(1)),
-                parent_span_id: t.span_id,
-            };
+        if let Some(ids) = ids {
+            ev.trace = Ids {
+                trace: ids.trace,
+                span: id_word(),
+                parent: Some(ids.span),
+            }
+            .context();
         }
         inner.redactor.redact_event(&mut ev);
         inner.exporter.export(ev);

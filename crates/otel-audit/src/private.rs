@@ -1,6 +1,7 @@
 //! What `#[audit]` expansions call. Not a public API: it changes without notice.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use otel_audit_event::redact::{Redacted, RedactedField, inline_digest};
@@ -258,22 +259,54 @@ impl<K: fmt::Display, I: fmt::Display> IntoTarget for (K, I) {
 /// What an expansion collects before its span exists: every value redacted
 /// with the policy of the `AuditLayer` in the current subscriber (or, with
 /// none, a fail-closed default), so the span only ever holds redacted text.
+///
+/// The redacted texts stay here while the span is created (its fields borrow
+/// them through [`shown`](Self::shown)) and then move into the event, so
+/// each value is copied once.
 pub struct Ctx {
     action: &'static str,
     redactor: layer::RedactorRef,
-    pending: Pending,
+    pending: Box<Pending>,
+    texts: Vec<(Dest, String)>,
+}
+
+thread_local! {
+    /// An empty text list with room, reused by the next `Ctx` on this thread.
+    static TEXTS: Cell<Vec<(Dest, String)>> = const { Cell::new(Vec::new()) };
+}
+
+/// A recorded value's redacted text, for a span field: see [`Ctx::shown`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shown(usize);
+
+/// Where a recorded text goes once the span exists.
+enum Dest {
+    /// The event's attribute of that name.
+    Attribute(&'static str),
+    /// A typed GenAI column (or attribute) of that name.
+    GenAi(&'static str),
+    /// Only the span: the event holds a digest or sealed content instead.
+    Span,
 }
 
 impl Ctx {
-    /// Starts collecting for one call.
-    pub fn new(action: &'static str, category: &'static str, severity: &'static str) -> Self {
+    /// Starts collecting for one call that records up to `values` texts.
+    pub fn new(
+        action: &'static str,
+        category: &'static str,
+        severity: &'static str,
+        values: usize,
+    ) -> Self {
         // The macro only emits names it checked, so parsing cannot fail.
         let category = category.parse().unwrap_or(Category::System);
         let severity = severity.parse().unwrap_or(Severity::Info);
+        let mut texts = TEXTS.take();
+        texts.reserve(values);
         Ctx {
             action,
             redactor: layer::RedactorRef::current(),
-            pending: Pending::new(action, category, severity),
+            pending: Box::new(Pending::new(action, category, severity)),
+            texts,
         }
     }
 
@@ -282,30 +315,57 @@ impl Ctx {
         self.action
     }
 
-    /// Records an argument; returns the text the span may hold.
-    pub fn arg(&mut self, name: &'static str, text: Text<'_>, method: Option<Method>) -> String {
+    /// The redacted text of a recorded value, for its span field.
+    pub fn shown(&self, value: Shown) -> &str {
+        &self.texts[value.0].1
+    }
+
+    fn keep(&mut self, dest: Dest, text: String) -> Shown {
+        self.texts.push((dest, text));
+        Shown(self.texts.len() - 1)
+    }
+
+    /// Records an argument; returns its redacted text for the span.
+    pub fn arg(&mut self, name: &'static str, text: Text<'_>, method: Option<Method>) -> Shown {
         let r = self.redactor.get();
-        let out = match (method, text.sensitive) {
-            (Some(m), _) => r.apply(name, &text.text, &m),
+        let Text { text, sensitive } = text;
+        let out = match (method, sensitive) {
+            (Some(m), _) => layer::settle(r, name, r.apply(name, &text, &m)),
             // A Sensitive<T> without a method: the content method (HMAC by default).
-            (None, true) => r.apply(name, &text.text, &r.policy().content_method),
-            (None, false) => r.redact_field(name, &text.text),
+            (None, true) => {
+                layer::settle(r, name, r.apply(name, &text, &r.policy().content_method))
+            }
+            (None, false) => r.redact_field(name, &text),
         };
-        self.pending.store(name, out)
+        let (shown, attribute) = if out.is_clear() && matches!(text, Cow::Owned(_)) {
+            // Unchanged text formatted for this call: keep that String, no copy.
+            let RedactedField { value, redactions } = out;
+            drop(value);
+            self.pending.keep_redactions(redactions);
+            (text.into_owned(), true)
+        } else {
+            self.pending.place(name, out)
+        };
+        let dest = if attribute {
+            Dest::Attribute(name)
+        } else {
+            Dest::Span
+        };
+        self.keep(dest, shown)
     }
 
     /// Records a `fields(...)` entry or a GenAI attribute kept as an attribute.
-    pub fn field(&mut self, key: &'static str, text: Text<'_>) -> String {
+    pub fn field(&mut self, key: &'static str, text: Text<'_>) -> Shown {
         self.arg(key, text, None)
     }
 
     /// Records prompt or completion content (HMAC'd by the default policy).
-    pub fn content(&mut self, key: &'static str, text: Text<'_>) -> String {
+    pub fn content(&mut self, key: &'static str, text: Text<'_>) -> Shown {
         self.arg(key, text, None)
     }
 
     /// Records a GenAI text attribute into its typed column.
-    pub fn gen_ai_text(&mut self, key: &'static str, text: Text<'_>) -> String {
+    pub fn gen_ai_text(&mut self, key: &'static str, text: Text<'_>) -> Shown {
         let r = self.redactor.get();
         let out = if text.sensitive {
             r.apply(key, &text.text, &r.policy().content_method)
@@ -313,9 +373,8 @@ impl Ctx {
             r.redact_field(key, &text.text)
         };
         let shown = shown_text(&out);
-        self.pending.redactions_from(&out);
-        self.pending.set_gen_ai_text(key, shown.clone());
-        shown
+        self.pending.redactions_from(out);
+        self.keep(Dest::GenAi(key), shown)
     }
 
     /// Records a GenAI count into its typed column.
@@ -342,7 +401,21 @@ impl Ctx {
 
     /// Hands everything collected to the span's audit state.
     pub fn attach(self, span: &Span) {
-        layer::attach(span, self.pending);
+        let Ctx {
+            mut pending,
+            mut texts,
+            ..
+        } = self;
+        for (dest, text) in texts.drain(..) {
+            match dest {
+                Dest::Attribute(name) => pending.insert_attribute(name, text),
+                Dest::GenAi(key) => pending.set_gen_ai_text(key, text),
+                Dest::Span => {}
+            }
+        }
+        // The emptied list goes back for this thread's next call.
+        TEXTS.set(texts);
+        layer::attach(span, pending);
     }
 }
 

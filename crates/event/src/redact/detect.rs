@@ -196,6 +196,7 @@ fn compiled() -> &'static Compiled {
 struct Stats {
     digits: usize,
     colons: usize,
+    dots: usize,
     at: bool,
     upper: bool,
     dashes5: bool,
@@ -207,6 +208,7 @@ impl Stats {
         let mut s = Stats {
             digits: 0,
             colons: 0,
+            dots: 0,
             at: false,
             upper: false,
             dashes5: false,
@@ -217,6 +219,7 @@ impl Stats {
             match b {
                 b'0'..=b'9' => s.digits += 1,
                 b':' => s.colons += 1,
+                b'.' => s.dots += 1,
                 b'@' => s.at = true,
                 b'A'..=b'Z' => {
                     s.upper = true;
@@ -246,7 +249,8 @@ impl Stats {
             Detector::Iban => self.upper && self.digits >= 2,
             Detector::PaymentCard => self.digits >= 13,
             Detector::UsSsn => self.digits >= 9,
-            Detector::IpAddress => self.digits >= 4 || self.colons >= 2,
+            // IPv4 needs three dots, IPv6 two colons.
+            Detector::IpAddress => (self.digits >= 4 && self.dots >= 3) || self.colons >= 2,
             Detector::Phone => self.digits >= 8,
         }
     }

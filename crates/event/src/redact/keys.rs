@@ -92,6 +92,10 @@ pub struct Keyring {
     purpose: KeyPurpose,
     active: String,
     keys: BTreeMap<String, Zeroizing<Vec<u8>>>,
+    /// HMAC keyrings: the active key's keyed state (inner and outer hash
+    /// after the key block), cloned per digest instead of re-keying. Wiped on
+    /// drop like the key bytes (the `zeroize` features of `hmac` and `sha2`).
+    active_mac: Option<HmacSha256>,
 }
 
 impl fmt::Debug for Keyring {
@@ -135,11 +139,24 @@ impl Keyring {
         check_key(purpose, &id, &key)?;
         let mut keys = BTreeMap::new();
         keys.insert(id.clone(), key);
-        Ok(Keyring {
+        let mut ring = Keyring {
             purpose,
             active: id,
             keys,
-        })
+            active_mac: None,
+        };
+        ring.key_active_mac();
+        Ok(ring)
+    }
+
+    /// Precomputes the active key's HMAC state (HMAC keyrings only).
+    fn key_active_mac(&mut self) {
+        self.active_mac = match self.purpose {
+            KeyPurpose::Hmac => self.keys.get(&self.active).map(|k| {
+                <HmacSha256 as KeyInit>::new_from_slice(k).expect("HMAC takes any key length")
+            }),
+            KeyPurpose::Encryption => None,
+        };
     }
 
     /// An HMAC keyring with one active key of at least 32 bytes.
@@ -180,6 +197,7 @@ impl Keyring {
             });
         }
         key_id.clone_into(&mut self.active);
+        self.key_active_mac();
         Ok(())
     }
 
@@ -220,6 +238,11 @@ impl Keyring {
     }
 
     fn mac(&self, key_id: &str) -> Result<HmacSha256, RedactError> {
+        if key_id == self.active
+            && let Some(mac) = &self.active_mac
+        {
+            return Ok(mac.clone());
+        }
         let key = self.key(key_id, KeyPurpose::Hmac)?;
         // HMAC accepts keys of any length; ours are checked to be >= 32 bytes.
         Ok(<HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length"))

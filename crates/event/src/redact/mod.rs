@@ -581,6 +581,16 @@ impl Redactor {
         for (k, r) in changes {
             self.store_attribute(ev, k, r);
         }
+        self.redact_typed_fields(ev);
+    }
+
+    /// The second half of [`redact_event`](Self::redact_event): applies the
+    /// policy to the typed fields named in [`field`] only, leaving
+    /// `attributes` alone. For a producer whose attributes all went through
+    /// [`redact_field`](Self::redact_field) (or [`apply`](Self::apply)
+    /// followed by the policy) already, such as the in-process layer, which
+    /// would otherwise scan every value twice.
+    pub fn redact_typed_fields(&self, ev: &mut AuditEvent) {
         let AuditEvent {
             actor,
             target,
@@ -838,11 +848,27 @@ fn clamp(mut s: String, max: usize, field: &str, redactions: &mut Vec<Redaction>
 /// The inline text of a digest in a typed column: `hmac-sha256:<key id>:<hex>`
 /// or `sha256:<hex>`.
 pub fn inline_digest(d: &ContentDigest) -> String {
+    // Built by hand: this runs for every digested value on the calling thread.
+    let mut s = String::with_capacity(12 + MAX_KEY_ID_BYTES + 1 + 64);
     match (&d.algorithm, &d.key_id) {
         (DigestAlgorithm::HmacSha256, Some(k)) => {
-            format!("hmac-sha256:{k}:{}", hex::encode(d.digest))
+            s.push_str("hmac-sha256:");
+            s.push_str(k);
+            s.push(':');
         }
-        _ => format!("sha256:{}", hex::encode(d.digest)),
+        _ => s.push_str("sha256:"),
+    }
+    push_hex(&mut s, &d.digest);
+    s
+}
+
+/// Appends `bytes` as lower-case hex.
+pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    s.reserve(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
 }
 

@@ -1,0 +1,1104 @@
+//! The write-ahead log: chained records are durable (fsynced) here before the
+//! collector acknowledges them, and stay until the store holds them.
+//!
+//! # Use
+//!
+//! ```
+//! use otel_audit_collector::wal::{Wal, WalOptions};
+//! use otel_audit_event::{AuditEvent, Category, Chain};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let options = WalOptions { dir: dir.path().into(), ..WalOptions::default() };
+//! let (wal, replay) = Wal::open(options.clone())?;
+//! assert_eq!(replay.record_count(), 0);
+//!
+//! let mut chain = Chain::new("c1.acme", "acme")?;
+//! let record = chain.append(chrono::Utc::now(), AuditEvent::new("acme", "svc", Category::Admin, "user.create"))?;
+//! // `submit` enqueues (or refuses at once with a retryable `Full`/`QueueFull`);
+//! // the returned future (here waited on synchronously) resolves after fsync.
+//! let appended = wal.submit(std::slice::from_ref(&record))?.wait()?;
+//! assert_eq!(appended.chains[0].1.seq, 0);
+//! wal.shutdown()?;
+//! drop(wal); // releases the directory lock
+//!
+//! // After a restart (or a crash), every acknowledged record comes back.
+//! let (wal, replay) = Wal::open(options)?;
+//! let head = replay.heads()["c1.acme"];
+//! let chain = Chain::resume("c1.acme", "acme", head.seq + 1, head.hash)?;
+//! let records: Vec<_> = replay.collect::<Result<_, _>>()?;
+//! // Records come back as stored: times at microsecond precision, same hash.
+//! assert_eq!(records.len(), 1);
+//! assert_eq!(records[0].hash, record.hash);
+//! assert_eq!(records[0].event.event_id, record.event.event_id);
+//! // Once the store holds seq 0 of the chain, the WAL may forget it.
+//! wal.release("c1.acme", head)?;
+//! # drop(chain);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # On disk
+//!
+//! The directory `dir` holds:
+//!
+//! - **Segments** `NNNNNNNNNNNNNNNNNNNN.wal`: the segment number in 20 decimal
+//!   digits, increasing, never reused (the marker remembers the next one). A
+//!   segment starts with a 24-byte header: `"OTAUDWAL"`, format version `u32`
+//!   (1), segment number `u64`, CRC-32C of those 20 bytes `u32`. Then frames.
+//!   A new segment is started when the next frame would take the segment past
+//!   `max_segment_bytes`, and on every open.
+//! - **Frames**: `len u32 | crc u32 | payload[len]`, where `crc` is the CRC-32C
+//!   (Castagnoli) of the payload. One frame is one group commit (everything
+//!   queued when the writer thread woke), written with one `write` and made
+//!   durable with one `fdatasync` before the next frame is written. The
+//!   payload is `segment u64 | offset u64 | count u32 | count × entry`: the
+//!   segment number and the frame's own offset bind the frame to its place
+//!   (a frame copied elsewhere, or a frame-like byte run inside a record, does
+//!   not pass), and each entry is `canonical_len u32 | prev_hash[32] |
+//!   hash[32] | canonical bytes`, the canonical bytes being the row's
+//!   canonical encoding (docs/FORMAT.md), which holds every field of the
+//!   record. All integers here are little-endian.
+//! - **`released`**: what the store already holds, per chain the last `seq`
+//!   and its `hash`, plus the next segment number:
+//!   `"OTAUDREL" | version u32 | next_segment u64 | count u32 | count ×
+//!   (len u16 | chain_id | seq u64 | hash[32]) | crc32c u32`. It is replaced
+//!   atomically (write `released.tmp`, fsync, rename, fsync the directory).
+//! - **`LOCK`**: locked (`flock`) while a process has the WAL open, until the
+//!   last clone of the [`Wal`] is dropped. `open` waits up to a second for a
+//!   held lock (a child process being spawned holds it for a moment) before
+//!   failing with [`WalError::Locked`].
+//!
+//! # Crash recovery
+//!
+//! [`Wal::open`] reads every segment in order and checks each frame's length,
+//! checksum and position, decodes every record and recomputes its hash
+//! (`row_hash(prev_hash, canonical) == hash`), and checks that each chain's
+//! records link (consecutive `seq`, `prev_hash` = previous `hash`). Only the
+//! last frame of the last segment can be incomplete after a crash, because
+//! each frame is synced before the next is written and a new segment is
+//! synced (header and directory entry) before its first frame; such a torn
+//! tail was never acknowledged, and is truncated away. A bad frame anywhere
+//! else — or in the last segment with a valid frame after it — is damage to
+//! acknowledged data and an error naming the file and offset, as is any
+//! record that fails to decode or to verify.
+//!
+//! # No duplicates after a restart
+//!
+//! [`Wal::release`] records durably, in `released`, that the store holds a
+//! chain up to a `seq` *before* deleting any segment. Replay skips every
+//! record at or below its chain's released `seq`, so what was released is
+//! never handed to the sink again, even when it shares a segment with
+//! unreleased records of other chains. The marker also keeps each chain's
+//! head, so a WAL whose segments are all deleted still knows where every
+//! chain continues.
+//!
+//! One window remains, and it is closed by the store: a sink that crashes
+//! after a Parquet file is durable but before its `release` returns gets those
+//! records again. Data files are create-only with deterministic names
+//! (`<chain>-<first_seq>.parquet`): the sink should write the same runs again
+//! (same first seq; `put_file` then answers `AlreadyPresent`), or, if its
+//! runs differ, compare the existing file's footer (its first/last seq and
+//! hashes) with the replayed records and release the rows it already holds.
+//!
+//! # Backpressure and memory
+//!
+//! An append that would take the WAL (segment files plus queued bytes) past
+//! `max_wal_bytes` fails at once with [`WalError::Full`]; one that would take
+//! the writer's queue (queued plus being written) past `max_queue_bytes`
+//! fails at once with [`WalError::QueueFull`]. Both are
+//! [retryable](WalError::is_retryable). Memory held by the WAL is at most
+//! about twice `max_queue_bytes` (queued entries and the frame being
+//! written), plus per-chain and per-segment bookkeeping.
+//!
+//! # Failure
+//!
+//! A failed write or fsync makes the WAL refuse every later append with
+//! [`WalError::Failed`]: after a failed fsync the kernel's page cache cannot
+//! be trusted to hold what was written, so the process should restart and
+//! replay (which truncates whatever part of the failed frame reached disk).
+
+mod format;
+mod replay;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
+use tokio::sync::oneshot;
+
+pub use replay::{Replay, TruncatedTail};
+
+use format::{GROUP_OVERHEAD_BYTES, Marker, encode_entry};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Settings of the write-ahead log (`wal.*` in the collector's config).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalOptions {
+    /// The directory holding the WAL's segments and marker; created if
+    /// missing. Must be on a local file system that honours fsync, and used
+    /// by one collector at a time (it is locked). Default `./audit-wal`.
+    pub dir: PathBuf,
+    /// A new segment file is started when the next group would take the
+    /// current one past this size, in bytes. Segments are deleted whole, so
+    /// smaller segments free disk sooner. Default 64 MiB; at least 4096.
+    pub max_segment_bytes: u64,
+    /// The most disk the WAL may use, in bytes (all segment files plus what
+    /// is queued for writing). Appends beyond it fail with the retryable
+    /// [`WalError::Full`] until the sink has stored and released enough.
+    /// Default 2 GiB; at least `2 × max_segment_bytes + max_queue_bytes`.
+    pub max_wal_bytes: u64,
+    /// The most record bytes waiting for, or in, a write, in bytes; bounds the
+    /// WAL's memory. Appends beyond it fail with the retryable
+    /// [`WalError::QueueFull`]; one append larger than this always fails
+    /// ([`WalError::TooLarge`]). Default 32 MiB; 4096 to 1 GiB.
+    pub max_queue_bytes: u64,
+    /// Recompute each record's hash from its content when it is appended, and
+    /// refuse records whose stored hash differs, so that a record which would
+    /// fail verification at replay never enters the WAL. Costs one SHA-256 of
+    /// the record (well under a microsecond for 600 bytes with SHA
+    /// instructions). Default true.
+    pub verify_hashes_on_append: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            dir: PathBuf::from("./audit-wal"),
+            max_segment_bytes: 64 * MIB,
+            max_wal_bytes: 2048 * MIB,
+            max_queue_bytes: 32 * MIB,
+            verify_hashes_on_append: true,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Checks the options; the error names the offending field.
+    pub fn validate(&self) -> Result<(), WalError> {
+        let bad =
+            |field: &'static str, reason: String| Err(WalError::InvalidOption { field, reason });
+        if self.dir.as_os_str().is_empty() {
+            return bad("dir", "must not be empty".into());
+        }
+        if self.max_segment_bytes < 4096 {
+            return bad(
+                "max_segment_bytes",
+                format!("{} is below the minimum of 4096", self.max_segment_bytes),
+            );
+        }
+        if !(4096..=1024 * MIB).contains(&self.max_queue_bytes) {
+            return bad(
+                "max_queue_bytes",
+                format!(
+                    "{} is outside the allowed range 4096 to {}",
+                    self.max_queue_bytes,
+                    1024 * MIB
+                ),
+            );
+        }
+        let least = self
+            .max_segment_bytes
+            .saturating_mul(2)
+            .saturating_add(self.max_queue_bytes);
+        if self.max_wal_bytes < least {
+            return bad(
+                "max_wal_bytes",
+                format!(
+                    "{} is below 2 × max_segment_bytes + max_queue_bytes = {least}: \
+                     releasing could not always make room",
+                    self.max_wal_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where a chain stands: the `seq` of a row and its `hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHead {
+    /// The row's position in its chain.
+    pub seq: u64,
+    /// The row's hash.
+    pub hash: [u8; 32],
+}
+
+/// A place in the WAL: the end of a group commit's frame. Positions increase
+/// in append order, so they can be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct WalPosition {
+    /// The segment number.
+    pub segment: u64,
+    /// The byte offset just after the frame in that segment.
+    pub offset: u64,
+}
+
+/// What an acknowledged append made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The end of the frame that holds the records.
+    pub position: WalPosition,
+    /// For each chain in the append (in order of first appearance), its last
+    /// record: what the chain's durable head now is at least.
+    pub chains: Vec<(String, ChainHead)>,
+}
+
+/// What a [`Wal::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Segment files deleted because every record in them is released.
+    pub deleted_segments: usize,
+    /// The bytes those files took.
+    pub freed_bytes: u64,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalStats {
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Record bytes queued or being written.
+    pub queued_bytes: u64,
+    /// Number of segment files, the current one included.
+    pub segments: usize,
+    /// Group commits written since open: one frame and one fsync each.
+    pub groups_written: u64,
+    /// Appends acknowledged since open.
+    pub appends_written: u64,
+    /// Records acknowledged since open.
+    pub records_written: u64,
+    /// The configured `max_wal_bytes`.
+    pub max_wal_bytes: u64,
+}
+
+/// Errors of the WAL. [`WalError::is_retryable`] tells backpressure (answer
+/// `RESOURCE_EXHAUSTED` / 429 / 503) from everything else.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    /// The WAL has reached `max_wal_bytes`: the sink has not stored and
+    /// released enough yet. Retryable.
+    #[error(
+        "the WAL is full: {used_bytes} bytes used, max_wal_bytes is {max_bytes}; \
+         retry when the store has caught up"
+    )]
+    Full {
+        /// Bytes used by segments and the queue, without the refused append.
+        used_bytes: u64,
+        /// The configured `max_wal_bytes`.
+        max_bytes: u64,
+    },
+    /// The writer's queue has reached `max_queue_bytes`. Retryable.
+    #[error(
+        "the WAL write queue is full: {queued_bytes} bytes queued, max_queue_bytes is {max_bytes}; retry shortly"
+    )]
+    QueueFull {
+        /// Bytes queued or being written, without the refused append.
+        queued_bytes: u64,
+        /// The configured `max_queue_bytes`.
+        max_bytes: u64,
+    },
+    /// One append is larger than the queue can ever hold.
+    #[error("an append of {bytes} bytes can never be written: the limit is {max_bytes} bytes")]
+    TooLarge {
+        /// The append's size in the WAL.
+        bytes: u64,
+        /// The limit it exceeds (`max_queue_bytes`).
+        max_bytes: u64,
+    },
+    /// A record's stored hash is not the hash of its content.
+    #[error("record seq {seq} of chain {chain_id}: its hash does not match its content")]
+    BadHash {
+        /// The chain.
+        chain_id: String,
+        /// The record's seq.
+        seq: u64,
+    },
+    /// A record does not continue its chain where the WAL has it: a gap, a
+    /// repeat, or a `prev_hash` that is not the previous record's hash. The
+    /// caller must append each chain's records in order, and roll its chain
+    /// back when an append of it is refused.
+    #[error(
+        "record seq {seq} of chain {chain_id} does not link to the chain's last record \
+         (expected seq {expected_seq} with prev_hash equal to its hash)"
+    )]
+    Unlinked {
+        /// The chain.
+        chain_id: String,
+        /// The record's seq.
+        seq: u64,
+        /// The seq that would have continued the chain.
+        expected_seq: u64,
+    },
+    /// [`Wal::shutdown`] was called.
+    #[error("the WAL is shut down")]
+    Closed,
+    /// An earlier write or fsync failed; the WAL accepts nothing more until
+    /// the process reopens it (replay recovers everything acknowledged).
+    #[error("the WAL failed earlier and accepts no more appends; reopen it to recover: {source}")]
+    Failed {
+        /// The original failure.
+        #[source]
+        source: Arc<WalError>,
+    },
+    /// A file system operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Damaged bytes where acknowledged data is (not a torn tail).
+    #[error(
+        "{} is corrupt at offset {offset}: {reason}{}",
+        path.display(),
+        valid_frame_after.map_or(String::new(), |o| format!(
+            "; a valid frame follows at offset {o}, so acknowledged data is damaged"
+        ))
+    )]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+        /// In the last segment, where a valid frame was found after the
+        /// damage (which is why it is not a torn tail).
+        valid_frame_after: Option<u64>,
+    },
+    /// A record in a frame with a valid checksum does not decode.
+    #[error("{} frame at offset {offset}, record {index}: {source}", path.display())]
+    Decode {
+        /// The segment file.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// The record's index in the frame.
+        index: usize,
+        /// Why it does not decode.
+        #[source]
+        source: DecodeCanonicalError,
+    },
+    /// A record whose hash is not the hash of its content.
+    #[error(
+        "{} frame at offset {offset}: record seq {seq} of chain {chain_id} fails its hash check",
+        path.display()
+    )]
+    HashMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// The chain.
+        chain_id: String,
+        /// The record's seq.
+        seq: u64,
+    },
+    /// Records of a chain in the WAL do not link: one is missing, repeated,
+    /// or does not continue from what was released.
+    #[error(
+        "{} frame at offset {offset}: chain {chain_id} has seq {seq} where seq {expected_seq} \
+         linking to the previous record was expected",
+        path.display()
+    )]
+    ChainBroken {
+        /// The segment file.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// The chain.
+        chain_id: String,
+        /// The record's seq.
+        seq: u64,
+        /// The seq that would have continued the chain.
+        expected_seq: u64,
+    },
+    /// The `released` marker file is damaged or disagrees with the segments.
+    #[error("{}: {reason}", path.display())]
+    Marker {
+        /// The marker file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Another process has the WAL directory open.
+    #[error("{} is locked: another collector is using this WAL directory", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A release that cannot be right.
+    #[error("cannot release chain {chain_id} up to seq {seq}: {reason}")]
+    Release {
+        /// The chain.
+        chain_id: String,
+        /// The seq given.
+        seq: u64,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// An option is out of range.
+    #[error("invalid WAL option {field}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+impl WalError {
+    /// Whether the same append may succeed later ([`Full`](Self::Full) and
+    /// [`QueueFull`](Self::QueueFull)): receivers answer these with
+    /// `RESOURCE_EXHAUSTED` / HTTP 429 or 503 and `Retry-After`.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WalError::Full { .. } | WalError::QueueFull { .. })
+    }
+}
+
+/// A submitted append; resolves once its records are fsynced (or failed).
+///
+/// Await it from async code, or call [`Appending::wait`] from a plain thread.
+/// Dropping it does not cancel the append.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only when this resolves"]
+pub struct Appending {
+    rx: oneshot::Receiver<Result<Appended, WalError>>,
+}
+
+impl Appending {
+    /// Blocks the current thread until the append is durable. Must not be
+    /// called from inside an async runtime (await the future there).
+    pub fn wait(self) -> Result<Appended, WalError> {
+        self.rx.blocking_recv().unwrap_or(Err(WalError::Closed))
+    }
+}
+
+impl Future for Appending {
+    type Output = Result<Appended, WalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The writer thread answers every queued append before it exits; a
+        // dropped sender means it is gone without answering.
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(WalError::Closed)))
+    }
+}
+
+/// One queued append.
+struct Pending {
+    entries: Vec<u8>,
+    count: u32,
+    chains: Vec<(String, ChainHead)>,
+    tx: oneshot::Sender<Result<Appended, WalError>>,
+}
+
+/// What is known of one segment file.
+#[derive(Debug, Default)]
+struct SegmentInfo {
+    path: PathBuf,
+    bytes: u64,
+    /// The highest seq of each chain in the segment.
+    chains: HashMap<String, u64>,
+}
+
+impl SegmentInfo {
+    fn fully_released(&self, released: &HashMap<String, ChainHead>) -> bool {
+        self.chains
+            .iter()
+            .all(|(chain, &max)| released.get(chain).is_some_and(|r| r.seq >= max))
+    }
+}
+
+struct State {
+    queue: Vec<Pending>,
+    /// Entry bytes queued or being written.
+    queued_bytes: u64,
+    /// Bytes of all segment files.
+    disk_bytes: u64,
+    /// Each chain's last record, queued or written (what the next must link to).
+    heads: HashMap<String, ChainHead>,
+    /// Each chain's last fsynced record (or released head): what may be released.
+    durable_heads: HashMap<String, ChainHead>,
+    /// What the store holds (as in the marker file).
+    released: HashMap<String, ChainHead>,
+    segments: BTreeMap<u64, SegmentInfo>,
+    /// The segment being written.
+    active: u64,
+    durable: WalPosition,
+    writer_waiting: bool,
+    closed: bool,
+    failed: Option<Arc<WalError>>,
+    stats: WalStats,
+    /// Tests hold the writer to make group commits deterministic.
+    #[cfg(test)]
+    paused: bool,
+}
+
+impl State {
+    /// Whether the writer has nothing (it may take) to write.
+    fn idle(&self) -> bool {
+        #[cfg(test)]
+        if self.paused {
+            return true;
+        }
+        self.queue.is_empty()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    dir: PathBuf,
+    options: WalOptions,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters, never the files,
+        // inconsistent: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Serialises releases (marker writes and segment deletions).
+    release_lock: Mutex<()>,
+    _lock_file: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = stop_writer(&self.shared, &self.writer);
+    }
+}
+
+/// The write-ahead log. Cheap to clone; all clones share one writer thread.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `options.dir`, recovers it after a crash,
+    /// and starts its writer thread. Returns the WAL and the records to
+    /// replay: every record not yet released, in append order, with each
+    /// chain's head. Errors name the damaged file and offset.
+    pub fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
+        replay::open(options)
+    }
+
+    /// The directory of this WAL.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// Queues `records` for the next group commit and returns a future that
+    /// resolves once they are fsynced. Refuses at once, writing nothing, when
+    /// the WAL or its queue is full (retryable), or when a record does not
+    /// link to its chain's last record in the WAL; the records of one call
+    /// are written all together or not at all.
+    ///
+    /// Each chain's records must be submitted in chain order (one submitter
+    /// per chain at a time, or a lock held across `Chain::append` and
+    /// `submit`); a refused submission must not advance the caller's chain.
+    pub fn submit(&self, records: &[Record]) -> Result<Appending, WalError> {
+        let shared = &self.inner.shared;
+        let (tx, rx) = oneshot::channel();
+        // Encode and check outside the lock: this work runs on the callers'
+        // threads, in parallel.
+        let mut entries = Vec::with_capacity(records.len() * 768);
+        // Per chain: (first seq, first prev_hash, last head).
+        let mut chains: Vec<(String, u64, [u8; 32], ChainHead)> = Vec::new();
+        for r in records {
+            let canonical = encode_entry(r, &mut entries)?;
+            if shared.options.verify_hashes_on_append
+                && row_hash(&r.prev_hash, &entries[canonical]) != r.hash
+            {
+                return Err(WalError::BadHash {
+                    chain_id: r.chain_id.clone(),
+                    seq: r.seq,
+                });
+            }
+            let head = ChainHead {
+                seq: r.seq,
+                hash: r.hash,
+            };
+            match chains.iter_mut().find(|c| c.0 == r.chain_id) {
+                Some(c) => {
+                    if r.seq != c.3.seq.wrapping_add(1) || r.prev_hash != c.3.hash {
+                        return Err(WalError::Unlinked {
+                            chain_id: r.chain_id.clone(),
+                            seq: r.seq,
+                            expected_seq: c.3.seq.wrapping_add(1),
+                        });
+                    }
+                    c.3 = head;
+                }
+                None => chains.push((r.chain_id.clone(), r.seq, r.prev_hash, head)),
+            }
+        }
+        let bytes = entries.len() as u64;
+        let max_queue = shared.options.max_queue_bytes;
+        if bytes + GROUP_OVERHEAD_BYTES > max_queue {
+            return Err(WalError::TooLarge {
+                bytes: bytes + GROUP_OVERHEAD_BYTES,
+                max_bytes: max_queue,
+            });
+        }
+
+        let mut st = shared.lock();
+        if let Some(source) = &st.failed {
+            return Err(WalError::Failed {
+                source: source.clone(),
+            });
+        }
+        if st.closed {
+            return Err(WalError::Closed);
+        }
+        if records.is_empty() {
+            let _ = tx.send(Ok(Appended {
+                position: st.durable,
+                chains: Vec::new(),
+            }));
+            return Ok(Appending { rx });
+        }
+        let used = st.disk_bytes + st.queued_bytes;
+        if used + bytes + GROUP_OVERHEAD_BYTES > shared.options.max_wal_bytes {
+            return Err(WalError::Full {
+                used_bytes: used,
+                max_bytes: shared.options.max_wal_bytes,
+            });
+        }
+        if st.queued_bytes + bytes > max_queue {
+            return Err(WalError::QueueFull {
+                queued_bytes: st.queued_bytes,
+                max_bytes: max_queue,
+            });
+        }
+        for (chain, first_seq, first_prev, _) in &chains {
+            if let Some(h) = st.heads.get(chain.as_str())
+                && (*first_seq != h.seq.wrapping_add(1) || *first_prev != h.hash)
+            {
+                return Err(WalError::Unlinked {
+                    chain_id: chain.clone(),
+                    seq: *first_seq,
+                    expected_seq: h.seq.wrapping_add(1),
+                });
+            }
+        }
+        for (chain, _, _, last) in &chains {
+            match st.heads.get_mut(chain.as_str()) {
+                Some(h) => *h = *last,
+                None => {
+                    st.heads.insert(chain.clone(), *last);
+                }
+            }
+        }
+        st.queued_bytes += bytes;
+        st.queue.push(Pending {
+            entries,
+            count: records.len() as u32,
+            chains: chains.into_iter().map(|(c, _, _, h)| (c, h)).collect(),
+            tx,
+        });
+        let wake = st.writer_waiting;
+        drop(st);
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(Appending { rx })
+    }
+
+    /// Appends `records` and resolves once they are durable: [`Wal::submit`]
+    /// (which runs now, not when the future is first polled) followed by
+    /// awaiting its answer.
+    pub fn append(
+        &self,
+        records: &[Record],
+    ) -> impl Future<Output = Result<Appended, WalError>> + Send + 'static {
+        let submitted = self.submit(records);
+        async move { submitted?.await }
+    }
+
+    /// Records that the store durably holds chain `chain_id` up to and
+    /// including row `upto` (`upto.hash` is that row's hash: the last hash of
+    /// the data file), then deletes every segment whose records are all
+    /// released. The record is made durable (the `released` marker file is
+    /// replaced atomically) before any segment is deleted; replay skips
+    /// released records. Releasing what is already released does nothing.
+    ///
+    /// Blocks on file system I/O (a few fsyncs): call it from a blocking
+    /// thread (`tokio::task::spawn_blocking`), not from an async task.
+    pub fn release(&self, chain_id: &str, upto: ChainHead) -> Result<Released, WalError> {
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        let _serial = inner.release_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let refuse = |reason| {
+            Err(WalError::Release {
+                chain_id: chain_id.to_owned(),
+                seq: upto.seq,
+                reason,
+            })
+        };
+        let marker = {
+            let st = shared.lock();
+            let Some(head) = st.durable_heads.get(chain_id) else {
+                return refuse(if st.heads.contains_key(chain_id) {
+                    "no record of this chain is durable yet"
+                } else {
+                    "the WAL has no record of this chain"
+                });
+            };
+            if upto.seq > head.seq {
+                return refuse(
+                    "the chain's last durable record in the WAL has a lower seq \
+                     (release only acknowledged records)",
+                );
+            }
+            if upto.seq == head.seq && upto.hash != head.hash {
+                return refuse("the hash is not the hash of the chain's record at that seq");
+            }
+            if let Some(r) = st.released.get(chain_id) {
+                if upto.seq < r.seq || (upto.seq == r.seq && upto.hash == r.hash) {
+                    return Ok(Released::default());
+                }
+                if upto.seq == r.seq {
+                    return refuse("the hash differs from the one released before at that seq");
+                }
+            }
+            let mut released: BTreeMap<String, ChainHead> =
+                st.released.iter().map(|(c, h)| (c.clone(), *h)).collect();
+            released.insert(chain_id.to_owned(), upto);
+            Marker {
+                next_segment: st.active + 1,
+                released,
+            }
+        };
+        marker.store(&shared.dir)?;
+
+        let doomed: Vec<(u64, PathBuf, u64)> = {
+            let mut st = shared.lock();
+            match st.released.get_mut(chain_id) {
+                Some(r) => *r = upto,
+                None => {
+                    st.released.insert(chain_id.to_owned(), upto);
+                }
+            }
+            let active = st.active;
+            let numbers: Vec<u64> = st
+                .segments
+                .iter()
+                .filter(|(n, s)| **n != active && s.fully_released(&st.released))
+                .map(|(n, _)| *n)
+                .collect();
+            numbers
+                .into_iter()
+                .filter_map(|n| st.segments.remove(&n).map(|s| (n, s.path, s.bytes)))
+                .collect()
+        };
+        delete_segments(shared, doomed)
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> WalStats {
+        let st = self.inner.shared.lock();
+        WalStats {
+            disk_bytes: st.disk_bytes,
+            queued_bytes: st.queued_bytes,
+            segments: st.segments.len(),
+            ..st.stats
+        }
+    }
+
+    /// Each chain's last record in the WAL (queued, written or released): where
+    /// the chain continues.
+    pub fn heads(&self) -> BTreeMap<String, ChainHead> {
+        let st = self.inner.shared.lock();
+        st.heads.iter().map(|(c, h)| (c.clone(), *h)).collect()
+    }
+
+    /// Stops accepting appends, writes and fsyncs everything already queued
+    /// (answering its waiters), stops the writer thread, and deletes every
+    /// segment whose records are all released, the current one included — so
+    /// a collector that drained its sink leaves no segment behind. Later appends fail with
+    /// [`WalError::Closed`]. Also done, ignoring errors, when the last clone
+    /// is dropped.
+    pub fn shutdown(&self) -> Result<(), WalError> {
+        stop_writer(&self.inner.shared, &self.inner.writer)?;
+        let _serial = self
+            .inner
+            .release_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let doomed: Vec<(u64, PathBuf, u64)> = {
+            let mut st = self.inner.shared.lock();
+            if st.failed.is_some() {
+                Vec::new()
+            } else {
+                let numbers: Vec<u64> = st
+                    .segments
+                    .iter()
+                    .filter(|(_, s)| s.fully_released(&st.released))
+                    .map(|(n, _)| *n)
+                    .collect();
+                numbers
+                    .into_iter()
+                    .filter_map(|n| st.segments.remove(&n).map(|s| (n, s.path, s.bytes)))
+                    .collect()
+            }
+        };
+        delete_segments(&self.inner.shared, doomed).map(|_| ())
+    }
+}
+
+/// Deletes segment files already removed from the state, then gives their
+/// bytes back.
+fn delete_segments(
+    shared: &Shared,
+    doomed: Vec<(u64, PathBuf, u64)>,
+) -> Result<Released, WalError> {
+    let mut out = Released::default();
+    let mut result = Ok(());
+    for (_, path, bytes) in &doomed {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                out.deleted_segments += 1;
+                out.freed_bytes += bytes;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.freed_bytes += bytes;
+            }
+            Err(source) => {
+                result = Err(WalError::Io {
+                    op: "delete segment",
+                    path: path.clone(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    {
+        let mut st = shared.lock();
+        st.disk_bytes = st.disk_bytes.saturating_sub(out.freed_bytes);
+        // A segment that could not be deleted stays accounted for.
+        if result.is_err() {
+            for (n, path, bytes) in doomed.into_iter().skip(out.deleted_segments) {
+                st.segments.insert(
+                    n,
+                    SegmentInfo {
+                        path,
+                        bytes,
+                        chains: HashMap::new(),
+                    },
+                );
+            }
+        }
+    }
+    result?;
+    if out.deleted_segments > 0 {
+        // Not needed for correctness (a resurrected segment is replayed
+        // without its released records), but frees the space for good.
+        format::sync_dir(&shared.dir)?;
+    }
+    Ok(out)
+}
+
+fn stop_writer(shared: &Shared, writer: &Mutex<Option<JoinHandle<()>>>) -> Result<(), WalError> {
+    {
+        let mut st = shared.lock();
+        st.closed = true;
+    }
+    shared.wake.notify_all();
+    let handle = writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(handle) = handle {
+        // A panic in the writer thread has already failed its waiters.
+        let _ = handle.join();
+    }
+    match &shared.lock().failed {
+        Some(source) => Err(WalError::Failed {
+            source: source.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otel_audit_event::{AuditEvent, Category, Chain};
+
+    fn options(dir: &Path) -> WalOptions {
+        WalOptions {
+            dir: dir.to_owned(),
+            max_segment_bytes: 64 * 1024,
+            max_wal_bytes: 64 * MIB,
+            max_queue_bytes: 64 * 1024,
+            verify_hashes_on_append: true,
+        }
+    }
+
+    fn record(chain: &mut Chain, i: usize) -> Record {
+        let mut e = AuditEvent::new(chain.tenant(), "svc", Category::Inference, "llm.chat");
+        e.attributes.insert("i".into(), i.to_string());
+        e.attributes.insert("pad".into(), "x".repeat(400));
+        chain.append(chrono::Utc::now(), e).unwrap()
+    }
+
+    fn set_paused(wal: &Wal, paused: bool) {
+        wal.inner.shared.lock().paused = paused;
+        wal.inner.shared.wake.notify_all();
+    }
+
+    #[test]
+    fn one_fsync_serves_every_appender_queued_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        set_paused(&wal, true);
+        let pending: Vec<Appending> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|t| {
+                    let wal = wal.clone();
+                    s.spawn(move || {
+                        let mut chain = Chain::new(format!("c{t}.acme"), "acme").unwrap();
+                        let records = [record(&mut chain, 0), record(&mut chain, 1)];
+                        wal.submit(&records).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wal.stats().groups_written, 0);
+        set_paused(&wal, false);
+        let acks: Vec<Appended> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
+        let stats = wal.stats();
+        assert_eq!(stats.groups_written, 1, "{stats:?}");
+        assert_eq!(stats.appends_written, 16);
+        assert_eq!(stats.records_written, 32);
+        assert!(acks.iter().all(|a| a.position == acks[0].position));
+        assert!(
+            acks.iter()
+                .all(|a| a.chains.len() == 1 && a.chains[0].1.seq == 1)
+        );
+        drop(wal);
+        let (_, replay) = Wal::open(options(dir.path())).unwrap();
+        assert_eq!(replay.record_count(), 32);
+        assert_eq!(replay.heads().len(), 16);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        set_paused(&wal, true);
+        let mut pending = Vec::new();
+        let err = loop {
+            let head = (chain.next_seq(), chain.head());
+            let r = record(&mut chain, 0);
+            match wal.submit(std::slice::from_ref(&r)) {
+                Ok(p) => pending.push(p),
+                Err(e) => {
+                    // Refused: roll the chain back, as the pipeline must.
+                    chain = Chain::resume("c1.acme", "acme", head.0, head.1).unwrap();
+                    break e;
+                }
+            }
+        };
+        assert!(err.is_retryable(), "{err}");
+        let WalError::QueueFull {
+            queued_bytes,
+            max_bytes,
+        } = err
+        else {
+            panic!("expected QueueFull, got {err}");
+        };
+        assert_eq!(max_bytes, 64 * 1024);
+        assert!(queued_bytes <= max_bytes);
+        assert!(wal.stats().queued_bytes > 0);
+        set_paused(&wal, false);
+        let n = pending.len() as u64;
+        for p in pending {
+            p.wait().unwrap();
+        }
+        assert_eq!(wal.stats().queued_bytes, 0);
+        let r = record(&mut chain, 0);
+        assert_eq!(r.seq, n);
+        wal.submit(&[r]).unwrap().wait().unwrap();
+    }
+
+    #[test]
+    fn shutdown_answers_everything_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        set_paused(&wal, true);
+        let pending: Vec<_> = (0..5)
+            .map(|i| wal.submit(&[record(&mut chain, i)]).unwrap())
+            .collect();
+        // Shutdown drains the queue even while paused.
+        wal.shutdown().unwrap();
+        for p in pending {
+            p.wait().unwrap();
+        }
+        assert!(matches!(
+            wal.submit(&[record(&mut chain, 9)]),
+            Err(WalError::Closed)
+        ));
+        drop(wal);
+        let (_, replay) = Wal::open(options(dir.path())).unwrap();
+        assert_eq!(replay.record_count(), 5);
+    }
+
+    #[test]
+    fn only_durable_records_can_be_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        let first = record(&mut chain, 0);
+        wal.submit(std::slice::from_ref(&first))
+            .unwrap()
+            .wait()
+            .unwrap();
+        set_paused(&wal, true);
+        let second = record(&mut chain, 1);
+        let pending = wal.submit(std::slice::from_ref(&second)).unwrap();
+        let head = |r: &Record| ChainHead {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        assert!(matches!(
+            wal.release("c1.acme", head(&second)),
+            Err(WalError::Release { seq: 1, .. })
+        ));
+        wal.release("c1.acme", head(&first)).unwrap();
+        set_paused(&wal, false);
+        pending.wait().unwrap();
+        wal.release("c1.acme", head(&second)).unwrap();
+    }
+}

@@ -1,0 +1,514 @@
+//! Opening the WAL: recovery scan, torn-tail truncation, and replay.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use otel_audit_event::Record;
+
+use super::format::{
+    self, Entry, FrameReader, LOCK_FILE, MARKER_FILE, MARKER_TMP_FILE, Marker, Next,
+    SEGMENT_HEADER_BYTES, create_segment, decode_entry, find_valid_frame_after, io_err,
+    parse_segment_file_name, split_entries,
+};
+use super::writer::{self, ActiveSegment};
+use super::{ChainHead, Inner, SegmentInfo, Shared, State, Wal, WalError, WalOptions, WalStats};
+
+/// The bytes cut from the end of the last segment at open: a group commit
+/// that a crash interrupted, so never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedTail {
+    /// The segment file (deleted if its header itself was incomplete).
+    pub path: PathBuf,
+    /// Where the valid data ended.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub discarded_bytes: u64,
+    /// What was wrong with the first cut frame.
+    pub reason: &'static str,
+}
+
+/// The records to replay after [`Wal::open`]: every record not yet released,
+/// in append order (so each chain's in seq order), read lazily from the
+/// segments one frame at a time. Also the heads of all chains, for
+/// `Chain::resume`.
+///
+/// Records come back as stored: `time` and `received_at` at microsecond
+/// precision (what the canonical encoding and so the hash cover).
+#[derive(Debug)]
+pub struct Replay {
+    heads: BTreeMap<String, ChainHead>,
+    record_count: u64,
+    truncated: Option<TruncatedTail>,
+    segments: VecDeque<(u64, PathBuf, u64)>,
+    released: BTreeMap<String, ChainHead>,
+    reader: Option<FrameReader>,
+    payload: Vec<u8>,
+    ready: VecDeque<Record>,
+    done: bool,
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replay {
+    /// Each chain's last record (in the WAL, or released to the store): the
+    /// chain continues at `seq + 1` linking to `hash`.
+    pub fn heads(&self) -> &BTreeMap<String, ChainHead> {
+        &self.heads
+    }
+
+    /// Per chain, the last row the store holds (as released before the
+    /// restart): replay yields only records after it.
+    pub fn released(&self) -> &BTreeMap<String, ChainHead> {
+        &self.released
+    }
+
+    /// How many records the iterator yields.
+    pub fn record_count(&self) -> u64 {
+        self.record_count
+    }
+
+    /// What was cut from the end of the WAL at open, if anything.
+    pub fn truncated_tail(&self) -> Option<&TruncatedTail> {
+        self.truncated.as_ref()
+    }
+
+    /// Reads the next frame with records into `ready`; `false` at the end.
+    fn fill(&mut self) -> Result<bool, WalError> {
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => {
+                let Some((number, path, len)) = self.segments.pop_front() else {
+                    return Ok(false);
+                };
+                // Only a segment whose records are all released is ever
+                // deleted: one gone since open has nothing left to replay.
+                match FrameReader::open(&path, number, Some(len)) {
+                    Err(WalError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Ok(r)) => self.reader.insert(r),
+                    Ok(Err(reason)) => {
+                        return Err(WalError::Corrupt {
+                            path,
+                            offset: 0,
+                            reason,
+                            valid_frame_after: None,
+                        });
+                    }
+                }
+            }
+        };
+        match reader.next(&mut self.payload)? {
+            Next::End => {
+                self.reader = None;
+                Ok(true)
+            }
+            Next::Bad { offset, reason } => Err(WalError::Corrupt {
+                path: reader.path.clone(),
+                offset,
+                reason,
+                valid_frame_after: None,
+            }),
+            Next::Frame { offset } => {
+                let mut entries = Vec::new();
+                split_entries(&self.payload, &mut entries).map_err(|reason| WalError::Corrupt {
+                    path: reader.path.clone(),
+                    offset,
+                    reason,
+                    valid_frame_after: None,
+                })?;
+                for (index, entry) in entries.iter().enumerate() {
+                    let r = decode_entry(entry, &reader.path, offset, index)?;
+                    let released = self
+                        .released
+                        .get(&r.chain_id)
+                        .is_some_and(|rel| r.seq <= rel.seq);
+                    if !released {
+                        self.ready.push_back(r);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl Iterator for Replay {
+    type Item = Result<Record, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Per-chain checks across all segments during the open scan.
+struct Scan {
+    marker_path: PathBuf,
+    released: HashMap<String, ChainHead>,
+    /// Each chain's last record seen (or its released head).
+    last: HashMap<String, ChainHead>,
+    unreleased: u64,
+}
+
+impl Scan {
+    fn visit(
+        &mut self,
+        r: &Record,
+        path: &Path,
+        offset: u64,
+        info: &mut SegmentInfo,
+    ) -> Result<(), WalError> {
+        match info.chains.get_mut(r.chain_id.as_str()) {
+            Some(max) => *max = (*max).max(r.seq),
+            None => {
+                info.chains.insert(r.chain_id.clone(), r.seq);
+            }
+        }
+        if let Some(rel) = self.released.get(r.chain_id.as_str())
+            && r.seq <= rel.seq
+        {
+            if r.seq == rel.seq && r.hash != rel.hash {
+                return Err(WalError::Marker {
+                    path: self.marker_path.clone(),
+                    reason: "a released hash differs from the hash of that record in the WAL",
+                });
+            }
+            return Ok(());
+        }
+        let head = ChainHead {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        match self.last.get_mut(r.chain_id.as_str()) {
+            Some(h) => {
+                if r.seq != h.seq.wrapping_add(1) || r.prev_hash != h.hash {
+                    return Err(WalError::ChainBroken {
+                        path: path.to_owned(),
+                        offset,
+                        chain_id: r.chain_id.clone(),
+                        seq: r.seq,
+                        expected_seq: h.seq.wrapping_add(1),
+                    });
+                }
+                *h = head;
+            }
+            None => {
+                self.last.insert(r.chain_id.clone(), head);
+            }
+        }
+        self.unreleased += 1;
+        Ok(())
+    }
+}
+
+enum Scanned {
+    /// The segment stays; its valid bytes end at `len`.
+    Kept { info: SegmentInfo, len: u64 },
+    /// The segment's header was torn at creation: it was deleted.
+    Removed,
+}
+
+/// Scans one segment: every frame, every record. Only the last segment may
+/// end in a torn frame, which is truncated away.
+fn scan_segment(
+    path: &Path,
+    number: u64,
+    is_last: bool,
+    scan: &mut Scan,
+    truncated: &mut Option<TruncatedTail>,
+) -> Result<Scanned, WalError> {
+    let mut reader = match FrameReader::open(path, number, None)? {
+        Ok(r) => r,
+        Err(reason) => {
+            // Headers are synced before any frame: a valid frame after a bad
+            // header means the header was damaged later.
+            let after = find_valid_frame_after(path, number, SEGMENT_HEADER_BYTES - 1)?;
+            if !is_last || after.is_some() {
+                return Err(WalError::Corrupt {
+                    path: path.to_owned(),
+                    offset: 0,
+                    reason,
+                    valid_frame_after: after,
+                });
+            }
+            let len = fs::metadata(path)
+                .map_err(io_err("read segment metadata", path))?
+                .len();
+            fs::remove_file(path).map_err(io_err("delete torn segment", path))?;
+            *truncated = Some(TruncatedTail {
+                path: path.to_owned(),
+                offset: 0,
+                discarded_bytes: len,
+                reason,
+            });
+            return Ok(Scanned::Removed);
+        }
+    };
+    let mut info = SegmentInfo {
+        path: path.to_owned(),
+        ..SegmentInfo::default()
+    };
+    let mut payload = Vec::new();
+    loop {
+        match reader.next(&mut payload)? {
+            Next::End => {
+                info.bytes = reader.len();
+                return Ok(Scanned::Kept {
+                    len: reader.len(),
+                    info,
+                });
+            }
+            Next::Frame { offset } => {
+                let mut entries: Vec<Entry<'_>> = Vec::new();
+                split_entries(&payload, &mut entries).map_err(|reason| WalError::Corrupt {
+                    path: path.to_owned(),
+                    offset,
+                    reason,
+                    valid_frame_after: None,
+                })?;
+                for (index, entry) in entries.iter().enumerate() {
+                    let r = decode_entry(entry, path, offset, index)?;
+                    scan.visit(&r, path, offset, &mut info)?;
+                }
+            }
+            Next::Bad { offset, reason } => {
+                let after = if is_last {
+                    find_valid_frame_after(path, number, offset)?
+                } else {
+                    None
+                };
+                if !is_last || after.is_some() {
+                    return Err(WalError::Corrupt {
+                        path: path.to_owned(),
+                        offset,
+                        reason,
+                        valid_frame_after: after,
+                    });
+                }
+                let file_len = reader.len();
+                drop(reader);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err("open segment", path))?;
+                file.set_len(offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_err("truncate torn segment tail", path))?;
+                *truncated = Some(TruncatedTail {
+                    path: path.to_owned(),
+                    offset,
+                    discarded_bytes: file_len - offset,
+                    reason,
+                });
+                info.bytes = offset;
+                return Ok(Scanned::Kept { len: offset, info });
+            }
+        }
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open lock file", &path))?;
+    // The lock belongs to the open file, which a child process being spawned
+    // by this or another process inherits for a moment (between fork and
+    // exec): a lock just given up can look held. Wait a little before
+    // concluding that another collector has the directory.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => return Err(WalError::Locked { path }),
+            Err(TryLockError::Error(source)) => {
+                return Err(WalError::Io {
+                    op: "lock",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// How long [`lock_dir`] waits for a lock that is held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
+    options.validate()?;
+    let dir = options.dir.clone();
+    fs::create_dir_all(&dir).map_err(io_err("create WAL directory", &dir))?;
+    let lock_file = lock_dir(&dir)?;
+
+    // A marker write that a crash interrupted before its rename.
+    let tmp = dir.join(MARKER_TMP_FILE);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(WalError::Io {
+                op: "delete",
+                path: tmp,
+                source,
+            });
+        }
+    }
+    let marker = Marker::load(&dir)?;
+
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io_err("list WAL directory", &dir))? {
+        let entry = entry.map_err(io_err("list WAL directory", &dir))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+
+    let released: HashMap<String, ChainHead> = marker.released.clone().into_iter().collect();
+    let mut scan = Scan {
+        marker_path: dir.join(MARKER_FILE),
+        released: released.clone(),
+        last: released.clone(),
+        unreleased: 0,
+    };
+    let mut truncated = None;
+    let mut kept: Vec<(u64, SegmentInfo, u64)> = Vec::new();
+    for (i, &n) in numbers.iter().enumerate() {
+        let path = dir.join(format::segment_file_name(n));
+        let is_last = i + 1 == numbers.len();
+        match scan_segment(&path, n, is_last, &mut scan, &mut truncated)? {
+            Scanned::Kept { info, len } => kept.push((n, info, len)),
+            Scanned::Removed => {}
+        }
+    }
+
+    // Segments whose records are all in the store go now; the rest are
+    // replayed and stay until released.
+    let mut segments = BTreeMap::new();
+    let mut replay_segments = VecDeque::new();
+    let mut deleted = false;
+    for (n, info, len) in kept {
+        if info.fully_released(&released) {
+            fs::remove_file(&info.path).map_err(io_err("delete released segment", &info.path))?;
+            deleted = true;
+        } else {
+            replay_segments.push_back((n, info.path.clone(), len));
+            segments.insert(n, info);
+        }
+    }
+    if deleted || truncated.is_some() {
+        format::sync_dir(&dir)?;
+    }
+
+    let next = numbers
+        .last()
+        .map_or(1, |n| n.saturating_add(1))
+        .max(marker.next_segment)
+        .max(1);
+    let (file, path) = create_segment(&dir, next)?;
+    segments.insert(
+        next,
+        SegmentInfo {
+            path: path.clone(),
+            bytes: SEGMENT_HEADER_BYTES,
+            chains: HashMap::new(),
+        },
+    );
+    let disk_bytes = segments.values().map(|s| s.bytes).sum();
+
+    let heads: BTreeMap<String, ChainHead> =
+        scan.last.iter().map(|(c, h)| (c.clone(), *h)).collect();
+    let state = State {
+        queue: Vec::new(),
+        queued_bytes: 0,
+        disk_bytes,
+        durable_heads: scan.last.clone(),
+        heads: scan.last,
+        released,
+        segments,
+        active: next,
+        durable: super::WalPosition {
+            segment: next,
+            offset: SEGMENT_HEADER_BYTES,
+        },
+        writer_waiting: false,
+        closed: false,
+        failed: None,
+        stats: WalStats {
+            max_wal_bytes: options.max_wal_bytes,
+            ..WalStats::default()
+        },
+        #[cfg(test)]
+        paused: false,
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        wake: Condvar::new(),
+        dir,
+        options,
+    });
+    let active = ActiveSegment {
+        number: next,
+        file,
+        path: path.clone(),
+        len: SEGMENT_HEADER_BYTES,
+    };
+    let thread_shared = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name("otel-audit-wal".into())
+        .spawn(move || writer::run(thread_shared, active))
+        .map_err(io_err("start the WAL writer thread for", &path))?;
+    let wal = Wal {
+        inner: Arc::new(Inner {
+            shared,
+            writer: Mutex::new(Some(handle)),
+            release_lock: Mutex::new(()),
+            _lock_file: lock_file,
+        }),
+    };
+    let replay = Replay {
+        heads,
+        record_count: scan.unreleased,
+        truncated,
+        segments: replay_segments,
+        released: marker.released,
+        reader: None,
+        payload: Vec::new(),
+        ready: VecDeque::new(),
+        done: false,
+    };
+    Ok((wal, replay))
+}

@@ -1,0 +1,181 @@
+//! The writer thread: one group commit at a time.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::format::{GROUP_OVERHEAD_BYTES, create_segment, frame_prefix, io_err};
+use super::{Appended, Pending, SegmentInfo, Shared, WalError, WalPosition};
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub(crate) number: u64,
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) len: u64,
+}
+
+/// Above this, the frame buffer is given back after a group.
+const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Runs until the WAL is closed and its queue drained, or a write fails.
+pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
+    let mut group: Vec<Pending> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        {
+            let mut st = shared.lock();
+            while st.idle() && !st.closed {
+                st.writer_waiting = true;
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.writer_waiting = false;
+            }
+            if st.queue.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut group, &mut st.queue);
+        }
+        match write_group(&shared, &mut segment, &group, &mut buf) {
+            Ok(position) => complete(&shared, &segment, &mut group, position),
+            Err(e) => {
+                fail(&shared, &mut group, e);
+                return;
+            }
+        }
+        if buf.capacity() > KEEP_BUFFER_BYTES {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// Writes one frame holding every record of `group`, rolling to a new
+/// segment first if it would not fit, and fsyncs it.
+fn write_group(
+    shared: &Shared,
+    segment: &mut ActiveSegment,
+    group: &[Pending],
+    buf: &mut Vec<u8>,
+) -> Result<WalPosition, WalError> {
+    let entry_bytes: u64 = group.iter().map(|p| p.entries.len() as u64).sum();
+    let frame_bytes = GROUP_OVERHEAD_BYTES + entry_bytes;
+    let empty = segment.len == super::format::SEGMENT_HEADER_BYTES;
+    if !empty && segment.len + frame_bytes > shared.options.max_segment_bytes {
+        roll(shared, segment)?;
+    }
+    let count: u32 = group.iter().map(|p| p.count).sum();
+    let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_slice()).collect();
+    buf.clear();
+    buf.extend_from_slice(&frame_prefix(segment.number, segment.len, count, &parts));
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    let path = &segment.path;
+    segment
+        .file
+        .write_all(buf)
+        .map_err(io_err("write segment", path))?;
+    segment
+        .file
+        .sync_data()
+        .map_err(io_err("fsync segment", path))?;
+    segment.len += frame_bytes;
+    Ok(WalPosition {
+        segment: segment.number,
+        offset: segment.len,
+    })
+}
+
+/// Starts the next segment; the full one stays for replay until released.
+fn roll(shared: &Shared, segment: &mut ActiveSegment) -> Result<(), WalError> {
+    let number = segment.number + 1;
+    let (file, path) = create_segment(&shared.dir, number)?;
+    let len = super::format::SEGMENT_HEADER_BYTES;
+    {
+        let mut st = shared.lock();
+        st.segments.insert(
+            number,
+            SegmentInfo {
+                path: path.clone(),
+                bytes: len,
+                chains: Default::default(),
+            },
+        );
+        st.disk_bytes += len;
+        st.active = number;
+    }
+    *segment = ActiveSegment {
+        number,
+        file,
+        path,
+        len,
+    };
+    Ok(())
+}
+
+/// Books a written group and answers its waiters.
+fn complete(
+    shared: &Shared,
+    segment: &ActiveSegment,
+    group: &mut Vec<Pending>,
+    position: WalPosition,
+) {
+    let entry_bytes: u64 = group.iter().map(|p| p.entries.len() as u64).sum();
+    {
+        let mut st = shared.lock();
+        st.queued_bytes -= entry_bytes;
+        st.disk_bytes += entry_bytes + GROUP_OVERHEAD_BYTES;
+        st.durable = position;
+        st.stats.groups_written += 1;
+        st.stats.appends_written += group.len() as u64;
+        st.stats.records_written += group.iter().map(|p| u64::from(p.count)).sum::<u64>();
+        let info = st
+            .segments
+            .get_mut(&segment.number)
+            .expect("the active segment is registered");
+        info.bytes = segment.len;
+        for p in group.iter() {
+            for (chain, head) in &p.chains {
+                match info.chains.get_mut(chain.as_str()) {
+                    Some(max) => *max = (*max).max(head.seq),
+                    None => {
+                        info.chains.insert(chain.clone(), head.seq);
+                    }
+                }
+            }
+        }
+        for p in group.iter() {
+            for (chain, head) in &p.chains {
+                match st.durable_heads.get_mut(chain.as_str()) {
+                    Some(h) => *h = *head,
+                    None => {
+                        st.durable_heads.insert(chain.clone(), *head);
+                    }
+                }
+            }
+        }
+    }
+    for p in group.drain(..) {
+        // A waiter that went away does not care.
+        let _ = p.tx.send(Ok(Appended {
+            position,
+            chains: p.chains,
+        }));
+    }
+}
+
+/// Fails the group, everything queued, and every later append.
+fn fail(shared: &Shared, group: &mut Vec<Pending>, error: WalError) {
+    let source = Arc::new(error);
+    let queued = {
+        let mut st = shared.lock();
+        st.failed = Some(source.clone());
+        st.queued_bytes = 0;
+        std::mem::take(&mut st.queue)
+    };
+    for p in group.drain(..).chain(queued) {
+        let _ = p.tx.send(Err(WalError::Failed {
+            source: source.clone(),
+        }));
+    }
+}
