@@ -978,3 +978,74 @@ impl EventBuilder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use otel_audit_event::redact::Method;
+
+    use super::*;
+
+    fn redactor(policy: Policy) -> Redactor {
+        Redactor::new(policy, Keys::hmac(Keyring::hmac("k1", [3u8; 32]).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn an_explicit_method_still_gets_the_policy() {
+        // Default policy: a truncated prompt is still content, so HMAC'd.
+        let r = redactor(Policy::default());
+        let out = settle(
+            &r,
+            "prompt",
+            r.apply(
+                "prompt",
+                "tell me a story",
+                &Method::Truncate { max_chars: 4 },
+            ),
+        );
+        assert!(matches!(out.value, Redacted::Digest(_)), "{out:?}");
+        let methods: Vec<_> = out.redactions.iter().map(|x| x.method).collect();
+        assert_eq!(methods, [RedactionMethod::Truncate, RedactionMethod::Hmac]);
+        // Allowlist: a masked value of a name not allowed fails closed.
+        let r = redactor(Policy::allowlist(["http.route"]));
+        let out = settle(&r, "card", r.apply("card", "4111", &Method::MASK));
+        assert!(matches!(out.value, Redacted::Digest(_)), "{out:?}");
+        // Text the policy lets pass is left as the method made it.
+        let r = redactor(Policy::default());
+        let out = settle(&r, "note", r.apply("note", "abcdef", &Method::MASK));
+        assert_eq!(out.text(), Some("***def")); // MASK keeps at most half
+        assert_eq!(out.redactions.len(), 1);
+    }
+
+    #[test]
+    fn attributes_are_cut_to_the_limit() {
+        let mut p = Pending::new("a", Category::System, Severity::Info);
+        p.insert_attribute("big", "é".repeat(MAX_ATTRIBUTE_VALUE_BYTES));
+        p.insert_attribute("small", "x".to_owned());
+        assert!(p.event.attributes["big"].len() <= MAX_ATTRIBUTE_VALUE_BYTES);
+        assert_eq!(p.event.attributes["small"], "x");
+        assert_eq!(p.event.redactions.len(), 1);
+        assert_eq!(p.event.redactions[0].method, RedactionMethod::Truncate);
+        assert!(!p.raw_attributes);
+        p.set_gen_ai_int("gen_ai.unknown.count", 3);
+        assert!(
+            p.raw_attributes,
+            "an unredacted attribute sends the event through the policy"
+        );
+    }
+
+    #[test]
+    fn ids_format_as_w3c_hex() {
+        let ids = Ids {
+            trace: [0x0123_4567_89ab_cdef, 0x1],
+            span: 0xff,
+            parent: Some(u64::MAX),
+        };
+        let t = ids.context();
+        assert_eq!(
+            t.trace_id.as_deref(),
+            Some("0123456789abcdef0000000000000001")
+        );
+        assert_eq!(t.span_id.as_deref(), Some("00000000000000ff"));
+        assert_eq!(t.parent_span_id.as_deref(), Some("ffffffffffffffff"));
+    }
+}

@@ -462,6 +462,36 @@ mod tests {
     }
 
     #[test]
+    fn the_cached_active_key_follows_rotation() {
+        let fresh = |key: &[u8], v: &[u8]| -> [u8; 32] {
+            let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap();
+            mac.update(v);
+            mac.finalize().into_bytes().into()
+        };
+        let mut ring = Keyring::hmac("old", [1u8; 32]).unwrap();
+        assert_eq!(
+            ring.digest("f", b"v").unwrap().digest,
+            fresh(&[1u8; 32], b"v")
+        );
+        ring.add("new", [2u8; 40]).unwrap();
+        assert_eq!(
+            ring.digest("f", b"v").unwrap().digest,
+            fresh(&[1u8; 32], b"v")
+        );
+        ring.set_active("new").unwrap();
+        let d = ring.digest("f", b"v").unwrap();
+        assert_eq!(d.key_id.as_deref(), Some("new"));
+        assert_eq!(d.digest, fresh(&[2u8; 40], b"v"));
+        // The retired key still verifies what it wrote.
+        assert_eq!(
+            ring.hmac_sha256("old", b"v").unwrap(),
+            fresh(&[1u8; 32], b"v")
+        );
+        // A clone keeps the keyed state.
+        assert_eq!(ring.clone().digest("f", b"v").unwrap(), d);
+    }
+
+    #[test]
     fn purposes_are_not_mixed() {
         let ring = Keyring::hmac("k", [0u8; 32]).unwrap();
         assert!(matches!(

@@ -27,17 +27,21 @@ struct Glob {
     parts: Vec<Box<str>>,
     starts_with_star: bool,
     ends_with_star: bool,
+    /// The shortest name that can match (the literal parts' lengths).
+    min_len: usize,
 }
 
 impl Glob {
     fn new(pattern: &str) -> Self {
         let lower = pattern.to_ascii_lowercase();
+        let parts: Vec<Box<str>> = lower
+            .split('*')
+            .filter(|p| !p.is_empty())
+            .map(Into::into)
+            .collect();
         Glob {
-            parts: lower
-                .split('*')
-                .filter(|p| !p.is_empty())
-                .map(Into::into)
-                .collect(),
+            min_len: parts.iter().map(|p| p.len()).sum(),
+            parts,
             starts_with_star: lower.starts_with('*'),
             ends_with_star: lower.ends_with('*'),
         }
@@ -45,6 +49,16 @@ impl Glob {
 
     fn matches(&self, name: &str) -> bool {
         let name = name.as_bytes();
+        if name.len() < self.min_len {
+            return false;
+        }
+        // The common shape `*.suffix` (every name ending so).
+        if let [part] = self.parts.as_slice()
+            && self.starts_with_star
+            && !self.ends_with_star
+        {
+            return ends_with_ci(name, part.as_bytes());
+        }
         let mut pos = 0;
         let n = self.parts.len();
         if n == 0 {
