@@ -42,9 +42,9 @@ pub(crate) enum GenAiKind {
     Int,
     /// The sampling temperature.
     Float,
-    /// Prompt or completion content: redacted by the policy (HMAC by default).
-    Content,
-    /// Kept as an attribute under its own name.
+    /// An attribute under its own name, through its name's policy: prompt
+    /// and completion content (`gen_ai.input.messages`, ...) is HMAC'd by
+    /// the default policy.
     Attribute,
 }
 
@@ -60,11 +60,11 @@ pub(crate) const GEN_AI_KEYS: &[(&str, GenAiKind)] = &[
     ("gen_ai.usage.input_tokens", GenAiKind::Int),
     ("gen_ai.usage.output_tokens", GenAiKind::Int),
     ("gen_ai.request.temperature", GenAiKind::Float),
-    ("gen_ai.input.messages", GenAiKind::Content),
-    ("gen_ai.output.messages", GenAiKind::Content),
-    ("gen_ai.system_instructions", GenAiKind::Content),
-    ("gen_ai.tool.call.arguments", GenAiKind::Content),
-    ("gen_ai.tool.call.result", GenAiKind::Content),
+    ("gen_ai.input.messages", GenAiKind::Attribute),
+    ("gen_ai.output.messages", GenAiKind::Attribute),
+    ("gen_ai.system_instructions", GenAiKind::Attribute),
+    ("gen_ai.tool.call.arguments", GenAiKind::Attribute),
+    ("gen_ai.tool.call.result", GenAiKind::Attribute),
     ("gen_ai.tool.call.id", GenAiKind::Attribute),
     ("gen_ai.agent.id", GenAiKind::Attribute),
     ("gen_ai.response.id", GenAiKind::Attribute),

@@ -106,7 +106,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         let key = &f.key;
         let value = &f.value;
         prepare.push(quote_spanned! {value.span()=>
-            let #var = __oa_ctx.field(#key, (&&&&#p::Wrap(&(#value))).__audit_text());
+            let #var = __oa_ctx.arg(#key, (&&&&#p::Wrap(&(#value))).__audit_text(), ::core::option::Option::None);
         });
         span_fields.push(quote!(#key = __oa_ctx.shown(#var)));
         n_fields += 1;
@@ -119,7 +119,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         match kind {
             GenAiKind::Int => {
                 prepare.push(quote_spanned! {value.span()=>
-                    let #var: i64 = __oa_ctx.gen_ai_int(#key, #p::AsI64::as_i64(&(#value)));
+                    let #var: ::core::option::Option<i64> = __oa_ctx.gen_ai_int(#key, #p::AsI64::as_i64(&(#value)));
                 });
                 span_fields.push(quote!(#key = #var));
             }
@@ -129,14 +129,13 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
                 });
                 span_fields.push(quote!(#key = #var));
             }
-            GenAiKind::Text | GenAiKind::Content | GenAiKind::Attribute => {
-                let call = match kind {
-                    GenAiKind::Text => quote!(gen_ai_text),
-                    GenAiKind::Content => quote!(content),
-                    _ => quote!(field),
-                };
-                prepare.push(quote_spanned! {value.span()=>
-                    let #var = __oa_ctx.#call(#key, (&&&&#p::Wrap(&(#value))).__audit_text());
+            GenAiKind::Text | GenAiKind::Attribute => {
+                // Text columns are typed; the rest are attributes.
+                let text = quote_spanned! {value.span()=> (&&&&#p::Wrap(&(#value))).__audit_text()};
+                prepare.push(if *kind == GenAiKind::Text {
+                    quote!(let #var = __oa_ctx.gen_ai_text(#key, #text);)
+                } else {
+                    quote!(let #var = __oa_ctx.arg(#key, #text, ::core::option::Option::None);)
                 });
                 span_fields.push(quote!(#key = __oa_ctx.shown(#var)));
             }

@@ -12,7 +12,7 @@ use otel_audit_event::{
     Actor, AuditEvent, Category, MAX_ATTRIBUTE_VALUE_BYTES, Outcome, Redaction, RedactionMethod,
     Service, Severity, Target, TraceContext,
 };
-use tracing::span::{Attributes, Id, Record};
+use tracing::span::{Attributes, Id};
 use tracing::{Span, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
@@ -86,6 +86,10 @@ pub enum LayerError {
     /// `OTEL_AUDIT_HMAC_KEY` is not hex.
     #[error("OTEL_AUDIT_HMAC_KEY must be hex digits (at least 64 for a 32-byte key)")]
     KeyEnv,
+    /// No key was configured and the OS gave no randomness for a
+    /// per-process one.
+    #[error("no HMAC key configured and no OS randomness for an ephemeral one")]
+    Random(#[source] getrandom::Error),
 }
 
 impl AuditLayer {
@@ -188,11 +192,10 @@ impl AuditLayerBuilder {
                                 .unwrap_or_else(|_| "hmac-env".to_owned()),
                             hex::decode(hex_key.trim()).map_err(|_| LayerError::KeyEnv)?,
                         ),
-                        Err(_) => {
-                            let mut key = vec![0u8; 32];
-                            fill_random(&mut key);
-                            ("ephemeral".to_owned(), key)
-                        }
+                        Err(_) => (
+                            EPHEMERAL_KEY_ID.to_owned(),
+                            ephemeral_key().map_err(LayerError::Random)?.to_vec(),
+                        ),
                     },
                 };
                 let key_error = |path: &str| {
@@ -260,29 +263,30 @@ fn service_from_env() -> Service {
     s
 }
 
-/// The default policy under a key that lives only as long as this process:
-/// nothing leaks in clear, but digests cannot be recomputed afterwards.
-fn ephemeral_redactor() -> Result<Redactor, otel_audit_event::redact::PolicyError> {
-    let mut key = [0u8; 32];
-    fill_random(&mut key);
-    Redactor::default_with_key("ephemeral", &key)
-}
+const EPHEMERAL_KEY_ID: &str = "ephemeral";
 
-fn fill_random(buf: &mut [u8]) {
-    // Ids and an ephemeral key; if the OS refuses, the thread-local generator
-    // (seeded from the clock and address space) is the fallback.
-    if getrandom::fill(buf).is_err() {
-        for b in buf.iter_mut() {
-            *b = next_u64() as u8;
-        }
-    }
+/// A key that lives only as long as this process: nothing leaks in clear,
+/// but digests cannot be recomputed afterwards. Only from the OS: a key
+/// derived from anything guessable would let short values be brute-forced.
+fn ephemeral_key() -> Result<[u8; 32], getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    Ok(key)
 }
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
+        // Ids need uniqueness, not secrecy: without OS randomness the clock
+        // and this thread's stack address still tell threads and runs apart.
         let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        u64::from_le_bytes(seed) ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9e37_79b9_7f4a_7c15
+        if getrandom::fill(&mut seed).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let here = &seed as *const _ as u64;
+            seed = (now ^ here.rotate_left(32)).to_le_bytes();
+        }
+        u64::from_le_bytes(seed)
     });
 }
 
@@ -386,7 +390,9 @@ impl RedactorRef {
 fn fallback_redactor() -> &'static Redactor {
     static FALLBACK: OnceLock<Redactor> = OnceLock::new();
     FALLBACK.get_or_init(|| {
-        ephemeral_redactor().expect("the default policy with a 32-byte key is valid")
+        let key = ephemeral_key().expect("OS randomness for the fallback redaction key");
+        Redactor::default_with_key(EPHEMERAL_KEY_ID, &key)
+            .expect("the default policy with a 32-byte key is valid")
     })
 }
 
@@ -559,34 +565,6 @@ impl Pending {
     }
 }
 
-/// A value redacted with an explicit method (`redact(arg = "...")`, a
-/// `Sensitive<T>`, content) that is still text also gets the policy for its
-/// name, as the policy pass over the whole event at close used to give it:
-/// an allowlist policy still fails closed on it.
-pub(crate) fn settle<'a>(
-    redactor: &Redactor,
-    name: &str,
-    r: RedactedField<'a>,
-) -> RedactedField<'a> {
-    let again = match r.text() {
-        Some(text) => redactor.redact_field(name, text).into_owned(),
-        None => return r,
-    };
-    if again.is_clear() {
-        return r;
-    }
-    let RedactedField { mut redactions, .. } = r;
-    for rec in again.redactions {
-        if !redactions.contains(&rec) {
-            redactions.push(rec);
-        }
-    }
-    RedactedField {
-        value: again.value,
-        redactions,
-    }
-}
-
 /// Per-span state, private to this layer (in the span's extensions).
 struct AuditSpan {
     started_at: DateTime<Utc>,
@@ -694,8 +672,6 @@ where
             pending: None,
         });
     }
-
-    fn on_record(&self, _id: &Id, _values: &Record<'_>, _ctx: Context<'_, S>) {}
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
@@ -840,7 +816,7 @@ impl Current {
     pub fn content(&self, key: &str, value: &str) -> &Self {
         self.update(|inner, p| {
             let m = inner.redactor.policy().content_method;
-            let r = settle(&inner.redactor, key, inner.redactor.apply(key, value, &m));
+            let r = inner.redactor.apply_then_policy(key, value, &m);
             p.store(key, r);
         })
     }
@@ -950,7 +926,7 @@ impl EventBuilder {
         for (k, v, content) in fields {
             let r = if content {
                 let m = inner.redactor.policy().content_method;
-                inner.redactor.apply(&k, &v, &m)
+                inner.redactor.apply_then_policy(&k, &v, &m)
             } else {
                 inner.redactor.redact_field(&k, &v)
             };
@@ -993,25 +969,21 @@ mod tests {
     fn an_explicit_method_still_gets_the_policy() {
         // Default policy: a truncated prompt is still content, so HMAC'd.
         let r = redactor(Policy::default());
-        let out = settle(
-            &r,
+        let out = r.apply_then_policy(
             "prompt",
-            r.apply(
-                "prompt",
-                "tell me a story",
-                &Method::Truncate { max_chars: 4 },
-            ),
+            "tell me a story",
+            &Method::Truncate { max_chars: 4 },
         );
         assert!(matches!(out.value, Redacted::Digest(_)), "{out:?}");
         let methods: Vec<_> = out.redactions.iter().map(|x| x.method).collect();
         assert_eq!(methods, [RedactionMethod::Truncate, RedactionMethod::Hmac]);
         // Allowlist: a masked value of a name not allowed fails closed.
         let r = redactor(Policy::allowlist(["http.route"]));
-        let out = settle(&r, "card", r.apply("card", "4111", &Method::MASK));
+        let out = r.apply_then_policy("card", "4111", &Method::MASK);
         assert!(matches!(out.value, Redacted::Digest(_)), "{out:?}");
         // Text the policy lets pass is left as the method made it.
         let r = redactor(Policy::default());
-        let out = settle(&r, "note", r.apply("note", "abcdef", &Method::MASK));
+        let out = r.apply_then_policy("note", "abcdef", &Method::MASK);
         assert_eq!(out.text(), Some("***def")); // MASK keeps at most half
         assert_eq!(out.redactions.len(), 1);
     }

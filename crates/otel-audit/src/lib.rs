@@ -84,7 +84,7 @@ pub use otel_audit_macros::audit;
 macro_rules! audit_event {
     (category = $cat:ident, action = $action:expr $(, $($rest:tt)*)?) => {
         $crate::__audit_event_build!(
-            @ $crate::event($crate::__private::category(::core::stringify!($cat)), $action);
+            @ $crate::event($crate::__private::categories::$cat, $action);
             $($($rest)*)?
         )
     };

@@ -146,16 +146,17 @@ impl<T: fmt::Debug + ?Sized> RetAny for Wrap<'_, T> {
     }
 }
 
-/// Token counts from any integer type.
+/// Token counts from any integer type, or an `Option` of one (`None`
+/// records nothing rather than a count of zero).
 pub trait AsI64 {
     /// The value, saturated into `i64`.
-    fn as_i64(&self) -> i64;
+    fn as_i64(&self) -> Option<i64>;
 }
 macro_rules! as_i64 {
     ($($t:ty),*) => {$(
         impl AsI64 for $t {
-            fn as_i64(&self) -> i64 {
-                i64::try_from(*self).unwrap_or(i64::MAX)
+            fn as_i64(&self) -> Option<i64> {
+                Some(i64::try_from(*self).unwrap_or(i64::MAX))
             }
         }
     )*};
@@ -164,13 +165,13 @@ as_i64!(
     i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize
 );
 impl<T: AsI64 + ?Sized> AsI64 for &T {
-    fn as_i64(&self) -> i64 {
+    fn as_i64(&self) -> Option<i64> {
         (**self).as_i64()
     }
 }
 impl<T: AsI64> AsI64 for Option<T> {
-    fn as_i64(&self) -> i64 {
-        self.as_ref().map_or(0, AsI64::as_i64)
+    fn as_i64(&self) -> Option<i64> {
+        self.as_ref().and_then(AsI64::as_i64)
     }
 }
 
@@ -325,18 +326,28 @@ impl Ctx {
         Shown(self.texts.len() - 1)
     }
 
-    /// Records an argument; returns its redacted text for the span.
-    pub fn arg(&mut self, name: &'static str, text: Text<'_>, method: Option<Method>) -> Shown {
+    /// The redaction of one value: an explicit method (then the policy),
+    /// the content method for a `Sensitive<T>`, else the policy.
+    fn redact<'t>(
+        &self,
+        name: &str,
+        text: &'t str,
+        sensitive: bool,
+        method: Option<Method>,
+    ) -> RedactedField<'t> {
         let r = self.redactor.get();
+        match (method, sensitive) {
+            (Some(m), _) => r.apply_then_policy(name, text, &m),
+            (None, true) => r.apply_then_policy(name, text, &r.policy().content_method),
+            (None, false) => r.redact_field(name, text),
+        }
+    }
+
+    /// Records an argument, a `fields(...)` entry or GenAI content; returns
+    /// its redacted text for the span.
+    pub fn arg(&mut self, name: &'static str, text: Text<'_>, method: Option<Method>) -> Shown {
         let Text { text, sensitive } = text;
-        let out = match (method, sensitive) {
-            (Some(m), _) => layer::settle(r, name, r.apply(name, &text, &m)),
-            // A Sensitive<T> without a method: the content method (HMAC by default).
-            (None, true) => {
-                layer::settle(r, name, r.apply(name, &text, &r.policy().content_method))
-            }
-            (None, false) => r.redact_field(name, &text),
-        };
+        let out = self.redact(name, &text, sensitive, method);
         let (shown, attribute) = if out.is_clear() && matches!(text, Cow::Owned(_)) {
             // Unchanged text formatted for this call: keep that String, no copy.
             let RedactedField { value, redactions } = out;
@@ -354,32 +365,19 @@ impl Ctx {
         self.keep(dest, shown)
     }
 
-    /// Records a `fields(...)` entry or a GenAI attribute kept as an attribute.
-    pub fn field(&mut self, key: &'static str, text: Text<'_>) -> Shown {
-        self.arg(key, text, None)
-    }
-
-    /// Records prompt or completion content (HMAC'd by the default policy).
-    pub fn content(&mut self, key: &'static str, text: Text<'_>) -> Shown {
-        self.arg(key, text, None)
-    }
-
     /// Records a GenAI text attribute into its typed column.
     pub fn gen_ai_text(&mut self, key: &'static str, text: Text<'_>) -> Shown {
-        let r = self.redactor.get();
-        let out = if text.sensitive {
-            r.apply(key, &text.text, &r.policy().content_method)
-        } else {
-            r.redact_field(key, &text.text)
-        };
+        let out = self.redact(key, &text.text, text.sensitive, None);
         let shown = shown_text(&out);
         self.pending.redactions_from(out);
         self.keep(Dest::GenAi(key), shown)
     }
 
     /// Records a GenAI count into its typed column.
-    pub fn gen_ai_int(&mut self, key: &'static str, v: i64) -> i64 {
-        self.pending.set_gen_ai_int(key, v);
+    pub fn gen_ai_int(&mut self, key: &'static str, v: Option<i64>) -> Option<i64> {
+        if let Some(v) = v {
+            self.pending.set_gen_ai_int(key, v);
+        }
         v
     }
 
@@ -445,10 +443,26 @@ pub fn finish(span: &Span, failure: Failure, ret: Option<String>, err: bool) {
     }
 }
 
-/// `category = admin` in `audit_event!`.
-pub fn category(name: &str) -> Category {
-    match name.parse() {
-        Ok(c) => c,
-        Err(e) => panic!("audit_event!: {e}"),
-    }
+/// `category = admin` in `audit_event!`: a misspelt category is a
+/// compile error ("cannot find value"), as in `#[audit]`.
+#[allow(non_upper_case_globals)]
+pub mod categories {
+    use otel_audit_event::Category;
+
+    /// `inference`.
+    pub const inference: Category = Category::Inference;
+    /// `tool`.
+    pub const tool: Category = Category::Tool;
+    /// `data_access`.
+    pub const data_access: Category = Category::DataAccess;
+    /// `security`.
+    pub const security: Category = Category::Security;
+    /// `governance`.
+    pub const governance: Category = Category::Governance;
+    /// `admin`.
+    pub const admin: Category = Category::Admin;
+    /// `compliance`.
+    pub const compliance: Category = Category::Compliance;
+    /// `system`.
+    pub const system: Category = Category::System;
 }

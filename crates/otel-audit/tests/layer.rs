@@ -499,3 +499,16 @@ fn root_audit_span_joins_the_active_opentelemetry_trace() {
     let inner = events.iter().find(|e| e.action == "inner").unwrap();
     assert_eq!(inner.trace.trace_id, outer.trace.trace_id);
 }
+
+#[audit(action = "maybe.tokens", category = inference, gen_ai.usage.output_tokens = tokens)]
+fn maybe_tokens(tokens: Option<u32>) {}
+
+#[test]
+fn an_absent_token_count_is_not_recorded_as_zero() {
+    let (_, events, _, _) = run(|| {
+        maybe_tokens(None);
+        maybe_tokens(Some(7));
+    });
+    assert_eq!(events[0].gen_ai.output_tokens, None);
+    assert_eq!(events[1].gen_ai.output_tokens, Some(7));
+}

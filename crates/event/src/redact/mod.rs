@@ -329,6 +329,43 @@ impl Redactor {
         self.apply_inner(field, value, method, true)
     }
 
+    /// Applies `method` (as [`apply`](Self::apply)), then the policy for
+    /// `field` to whatever is still readable: a name the policy redacts (a
+    /// content field, or any name outside an allowlist) is redacted again,
+    /// and the detectors scan what remains. This is what an explicit method
+    /// from application code needs: `redact(prompt = "truncate(20)")` still
+    /// leaves a prompt HMAC'd, and an allowlist still fails closed.
+    ///
+    /// ```
+    /// use otel_audit_event::redact::{Method, Redacted, Redactor};
+    /// let r = Redactor::default_with_key("k1", &[7u8; 32]).unwrap();
+    /// let out = r.apply_then_policy("prompt", "tell me a story", &Method::Truncate { max_chars: 4 });
+    /// assert!(matches!(out.value, Redacted::Digest(_)));
+    /// assert_eq!(out.redactions.len(), 2); // truncate, then hmac
+    /// ```
+    pub fn apply_then_policy<'a>(
+        &self,
+        field: &str,
+        value: &'a str,
+        method: &Method,
+    ) -> RedactedField<'a> {
+        // The detectors run once, in the policy step, over the method's output.
+        let first = self.apply_inner(field, value, method, false);
+        let again = match first.text() {
+            Some(text) => self.redact_inner(field, text, true).into_owned(),
+            None => return first,
+        };
+        if again.is_clear() {
+            return first;
+        }
+        let RedactedField { mut redactions, .. } = first;
+        redactions.extend(again.redactions);
+        RedactedField {
+            value: again.value,
+            redactions,
+        }
+    }
+
     /// Like [`apply`](Self::apply), but reports why a method could not be applied.
     pub fn try_apply<'a>(
         &self,

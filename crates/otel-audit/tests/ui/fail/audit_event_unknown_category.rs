@@ -1,0 +1,3 @@
+fn main() {
+    let _ = otel_audit::audit_event!(category = admn, action = "user.create");
+}
