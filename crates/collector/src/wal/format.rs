@@ -376,31 +376,40 @@ pub(crate) fn split_entries<'a>(
     Ok(())
 }
 
-/// Decodes an entry and checks its hash. `index` is its position in the frame.
+/// Decodes an entry. Its hash is checked once, by the open scan
+/// ([`check_entry_hash`]); replay re-reads the same CRC-checked frames.
 pub(crate) fn decode_entry(
     entry: &Entry<'_>,
     path: &Path,
     offset: u64,
     index: usize,
 ) -> Result<Record, WalError> {
-    let record =
-        decode_canonical(entry.canonical, entry.prev_hash, entry.hash).map_err(|source| {
-            WalError::Decode {
-                path: path.to_owned(),
-                offset,
-                index,
-                source,
-            }
-        })?;
+    decode_canonical(entry.canonical, entry.prev_hash, entry.hash).map_err(|source| {
+        WalError::Decode {
+            path: path.to_owned(),
+            offset,
+            index,
+            source,
+        }
+    })
+}
+
+/// Checks that an entry's hash is the hash of its content.
+pub(crate) fn check_entry_hash(
+    entry: &Entry<'_>,
+    record: &Record,
+    path: &Path,
+    offset: u64,
+) -> Result<(), WalError> {
     if row_hash(&entry.prev_hash, entry.canonical) != entry.hash {
         return Err(WalError::HashMismatch {
             path: path.to_owned(),
             offset,
-            chain_id: record.chain_id,
+            chain_id: record.chain_id.clone(),
             seq: record.seq,
         });
     }
-    Ok(record)
+    Ok(())
 }
 
 /// What the marker file records: per chain, the last row the store holds,

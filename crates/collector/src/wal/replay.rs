@@ -9,8 +9,8 @@ use otel_audit_event::Record;
 
 use super::format::{
     self, Entry, FrameReader, LOCK_FILE, MARKER_FILE, MARKER_TMP_FILE, Marker, Next,
-    SEGMENT_HEADER_BYTES, create_segment, decode_entry, find_valid_frame_after, io_err,
-    parse_segment_file_name, split_entries,
+    SEGMENT_HEADER_BYTES, check_entry_hash, create_segment, decode_entry, find_valid_frame_after,
+    io_err, parse_segment_file_name, split_entries,
 };
 use super::writer::{self, ActiveSegment};
 use super::{ChainHead, Inner, SegmentInfo, Shared, State, Wal, WalError, WalOptions, WalStats};
@@ -294,6 +294,7 @@ fn scan_segment(
                 })?;
                 for (index, entry) in entries.iter().enumerate() {
                     let r = decode_entry(entry, path, offset, index)?;
+                    check_entry_hash(entry, &r, path, offset)?;
                     scan.visit(&r, path, offset, &mut info)?;
                 }
             }
