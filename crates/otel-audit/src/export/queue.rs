@@ -294,28 +294,16 @@ impl Queued {
             return;
         }
         if st.queue.len() >= config.capacity {
-            let mut room = false;
             if let FullQueuePolicy::Block { timeout } = config.full_queue_policy {
-                let deadline = Instant::now() + timeout;
-                loop {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    st = shared
-                        .space
-                        .wait_timeout(st, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                    if st.shutdown || st.worker_done {
-                        break;
-                    }
-                    if st.queue.len() < config.capacity {
-                        room = true;
-                        break;
-                    }
-                }
+                st = shared
+                    .space
+                    .wait_timeout_while(st, timeout, |st| {
+                        st.queue.len() >= config.capacity && !(st.shutdown || st.worker_done)
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
+            let room = st.queue.len() < config.capacity && !(st.shutdown || st.worker_done);
             if !room {
                 // Counted towards the marker only while a later event can still carry it.
                 if !(st.shutdown || st.worker_done) {
@@ -362,26 +350,22 @@ impl Queued {
         st.flush_to = st.flush_to.max(target);
         shared.wake_worker.notify_one();
         let timeout = shared.config.flush_timeout;
-        let deadline = Instant::now() + timeout;
-        while st.completed < target {
-            if st.worker_done {
-                return Err(ExportError::WorkerStopped {
+        let (mut st, _) = shared
+            .progress
+            .wait_timeout_while(st, timeout, |st| st.completed < target && !st.worker_done)
+            .unwrap_or_else(|p| p.into_inner());
+        if st.completed < target {
+            return Err(if st.worker_done {
+                ExportError::WorkerStopped {
                     exporter: shared.name,
-                });
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ExportError::Timeout {
+                }
+            } else {
+                ExportError::Timeout {
                     operation: "force_flush",
                     exporter: shared.name,
                     timeout,
-                });
-            }
-            st = shared
-                .progress
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+                }
+            });
         }
         take_failures(shared, &mut st)
     }
@@ -397,22 +381,17 @@ impl Queued {
         shared.wake_worker.notify_one();
         shared.space.notify_all();
         let timeout = shared.config.shutdown_timeout;
-        let deadline = Instant::now() + timeout;
-        while !st.worker_done {
-            let now = Instant::now();
-            if now >= deadline {
-                // The thread goes on draining; it is not joined.
-                return Err(ExportError::Timeout {
-                    operation: "shutdown",
-                    exporter: shared.name,
-                    timeout,
-                });
-            }
-            st = shared
-                .progress
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        let (mut st, _) = shared
+            .progress
+            .wait_timeout_while(st, timeout, |st| !st.worker_done)
+            .unwrap_or_else(|p| p.into_inner());
+        if !st.worker_done {
+            // The thread goes on draining; it is not joined.
+            return Err(ExportError::Timeout {
+                operation: "shutdown",
+                exporter: shared.name,
+                timeout,
+            });
         }
         let lost = std::mem::take(&mut st.gap);
         let shutdown_error = st.shutdown_error.take();
