@@ -311,18 +311,6 @@ fn id_word() -> u64 {
     }
 }
 
-/// `words` as lower-case hex, 16 digits each.
-fn hex_words(words: &[u64]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(words.len() * 16);
-    for w in words {
-        for shift in (0..16).rev() {
-            s.push(HEX[((w >> (shift * 4)) & 0xf) as usize] as char);
-        }
-    }
-    s
-}
-
 /// A span's W3C ids, kept as numbers until an event is built.
 #[derive(Clone, Copy)]
 struct Ids {
@@ -334,9 +322,9 @@ struct Ids {
 impl Ids {
     fn context(&self) -> TraceContext {
         TraceContext {
-            trace_id: Some(hex_words(&self.trace)),
-            span_id: Some(hex_words(&[self.span])),
-            parent_span_id: self.parent.map(|p| hex_words(&[p])),
+            trace_id: Some(format!("{:016x}{:016x}", self.trace[0], self.trace[1])),
+            span_id: Some(format!("{:016x}", self.span)),
+            parent_span_id: self.parent.map(|p| format!("{p:016x}")),
         }
     }
 }
