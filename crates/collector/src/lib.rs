@@ -1,7 +1,11 @@
 //! The otel-audit collector: it receives OTLP, applies the server-side
 //! redaction policy, chains every event and makes it durable in a
 //! write-ahead log before acknowledging, then writes partitioned Parquet.
-//!
-//! So far this crate holds the [write-ahead log](wal).
 
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod ingest;
+pub mod metrics;
+pub mod receiver;
 pub mod wal;

@@ -1,0 +1,2 @@
+//! `otel-audit-collector` (being written).
+fn main() {}
