@@ -100,6 +100,10 @@ pub struct CollectorSection {
     /// the host name (`HOSTNAME`), else `collector`. A path token: letters,
     /// digits, `-`, `_`, `.`.
     pub instance_id: String,
+    /// The tenant whose chain holds the collector's own events (start, stop,
+    /// configuration loaded, retention and backup runs). Default
+    /// `otel-audit`.
+    pub own_events_tenant: String,
     /// How long a graceful shutdown may take to flush the store, in seconds,
     /// before it gives up (what is not stored stays in the WAL and is
     /// written after the next start). Default 30.
@@ -126,6 +130,7 @@ impl Default for CollectorSection {
             .filter(|h| !h.is_empty() && !h.starts_with('.'));
         CollectorSection {
             instance_id: host.unwrap_or_else(|| "collector".into()),
+            own_events_tenant: "otel-audit".into(),
             shutdown_timeout_secs: 30,
         }
     }
@@ -415,6 +420,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         otel_audit_event::check_path_token(&self.collector.instance_id, 64)
             .map_err(|r| invalid("collector.instance_id", r))?;
+        otel_audit_event::check_path_token(&self.collector.own_events_tenant, 64)
+            .map_err(|r| invalid("collector.own_events_tenant", r))?;
         otel_audit_event::check_path_token(&self.receivers.default_tenant, 64)
             .map_err(|r| invalid("receivers.default_tenant", r))?;
         let grpc = &self.receivers.otlp.grpc;

@@ -835,6 +835,47 @@ impl Wal {
         }
     }
 
+    /// The end of the last durable (fsynced) group commit.
+    pub fn durable_position(&self) -> WalPosition {
+        self.inner.shared.lock().durable
+    }
+
+    /// Reads back what is durable now: every record after `after`'s head of
+    /// its chain (and after what is released), in append order, from the
+    /// segment files. For a sink that fell behind its in-memory feed and
+    /// must catch up from disk; records made durable after this call are
+    /// not included. The reader's [`Replay::record_count`] is 0 (not counted
+    /// in advance).
+    pub fn read_durable(&self, after: &BTreeMap<String, ChainHead>) -> Replay {
+        let st = self.inner.shared.lock();
+        let mut skip: BTreeMap<String, ChainHead> =
+            st.released.iter().map(|(c, h)| (c.clone(), *h)).collect();
+        for (c, h) in after {
+            match skip.get_mut(c) {
+                Some(s) if s.seq >= h.seq => {}
+                Some(s) => *s = *h,
+                None => {
+                    skip.insert(c.clone(), *h);
+                }
+            }
+        }
+        let segments = st
+            .segments
+            .iter()
+            // Frames are appended only after `bytes` is updated to the durable
+            // length, so reading up to it never meets a half-written frame.
+            .filter(|(n, _)| **n <= st.durable.segment)
+            .map(|(n, info)| (*n, info.path.clone(), info.bytes))
+            .collect();
+        let heads = st
+            .durable_heads
+            .iter()
+            .map(|(c, h)| (c.clone(), *h))
+            .collect();
+        drop(st);
+        Replay::reader(heads, segments, skip)
+    }
+
     /// Each chain's last record in the WAL (queued, written or released): where
     /// the chain continues.
     pub fn heads(&self) -> BTreeMap<String, ChainHead> {

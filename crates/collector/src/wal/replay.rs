@@ -80,6 +80,26 @@ impl Replay {
         self.truncated.as_ref()
     }
 
+    /// A reader over `segments` (number, path, bytes to read) that skips
+    /// each chain's records at or below its `skip` head.
+    pub(super) fn reader(
+        heads: BTreeMap<String, ChainHead>,
+        segments: VecDeque<(u64, PathBuf, u64)>,
+        skip: BTreeMap<String, ChainHead>,
+    ) -> Replay {
+        Replay {
+            heads,
+            record_count: 0,
+            truncated: None,
+            segments,
+            released: skip,
+            reader: None,
+            payload: Vec::new(),
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+
     /// Reads the next frame with records into `ready`; `false` at the end.
     fn fill(&mut self) -> Result<bool, WalError> {
         let reader = match &mut self.reader {

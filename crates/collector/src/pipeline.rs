@@ -1,0 +1,396 @@
+//! policy → chain → WAL → acknowledge; then the [sink](crate::sink) writes
+//! Parquet.
+//!
+//! [`Pipeline`] implements [`Ingest`]: it applies the server-side redaction
+//! policy to every event before anything is written (the WAL included),
+//! links the events into their tenant's chain (`<instance_id>.<tenant>`),
+//! appends them to the WAL as one all-or-nothing group and answers only once
+//! the WAL has fsynced them. Durable events are then handed to the sink
+//! through a bounded in-memory feed; when the feed is full they are not
+//! queued but read back from the WAL by the sink later, so memory stays
+//! bounded however far the store falls behind.
+//!
+//! A program can embed just this stage ("plugin" use): see
+//! `examples/embedded_pipeline.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use otel_audit_event::redact::Redactor;
+use otel_audit_event::{AuditEvent, Chain, Record};
+use tokio::sync::mpsc;
+
+use crate::ingest::{Ingest, IngestAck, IngestError, Principal, Rejection};
+use crate::metrics::Metrics;
+use crate::sink::{FeedMsg, approx_record_bytes};
+use crate::wal::{Appending, ChainHead, Wal, WalError};
+
+/// How long clients are told to wait when the collector is at a limit.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The in-memory feed from the pipeline to the sink.
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    tx: mpsc::UnboundedSender<FeedMsg>,
+    /// Record bytes queued (approximately); the sink subtracts what it takes.
+    pub(crate) bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+    /// Set when durable records were not queued because the feed was full:
+    /// the sink must read them back from the WAL.
+    pub(crate) spilled: Arc<AtomicBool>,
+}
+
+impl Feed {
+    pub(crate) fn new(max_bytes: u64) -> (Feed, mpsc::UnboundedReceiver<FeedMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Feed {
+                tx,
+                bytes: Arc::new(AtomicU64::new(0)),
+                max_bytes,
+                spilled: Arc::new(AtomicBool::new(false)),
+            },
+            rx,
+        )
+    }
+
+    fn start(&self, chain_id: &str, next_seq: u64) {
+        // Tiny and needed to place the chain's first record: never spilled.
+        let _ = self.tx.send(FeedMsg::Start {
+            chain_id: chain_id.to_owned(),
+            next_seq,
+        });
+    }
+
+    fn records(&self, records: Vec<Record>) {
+        let bytes: u64 = records.iter().map(approx_record_bytes).sum();
+        let queued = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if queued + bytes > self.max_bytes {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.spilled.store(true, Ordering::Release);
+            let _ = self.tx.send(FeedMsg::Wake);
+            return;
+        }
+        if self.tx.send(FeedMsg::Records(records, bytes)).is_err() {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One tenant's chain and the last receive time given to it (receive times
+/// never go backwards within a chain, so its files' hours only move forward).
+#[derive(Debug)]
+struct Slot {
+    chain: Chain,
+    last_received: DateTime<Utc>,
+}
+
+/// The policy → chain → WAL stage. Cheap to share (`Arc<Pipeline>`).
+pub struct Pipeline {
+    redactor: Arc<Redactor>,
+    instance_id: String,
+    wal: Wal,
+    feed: Feed,
+    metrics: Arc<Metrics>,
+    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    /// Where chains not in the WAL continue (found in the store at start).
+    resume: HashMap<String, ChainHead>,
+    accepting: AtomicBool,
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("instance_id", &self.instance_id)
+            .field("wal", &self.wal)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pipeline {
+    /// A pipeline writing to `wal`. `heads` are where chains continue (the
+    /// WAL's heads, plus heads found in the store for chains the WAL does not
+    /// know); `feed` goes to the sink.
+    pub(crate) fn new(
+        redactor: Arc<Redactor>,
+        instance_id: String,
+        wal: Wal,
+        feed: Feed,
+        metrics: Arc<Metrics>,
+        heads: HashMap<String, ChainHead>,
+    ) -> Pipeline {
+        Pipeline {
+            redactor,
+            instance_id,
+            wal,
+            feed,
+            metrics,
+            slots: Mutex::new(HashMap::new()),
+            resume: heads,
+            accepting: AtomicBool::new(true),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The chain id of `tenant`'s chain.
+    pub fn chain_id(&self, tenant: &str) -> String {
+        format!("{}.{tenant}", self.instance_id)
+    }
+
+    /// Whether requests are being accepted.
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting requests (they get `UNAVAILABLE` / 503); events
+    /// already submitted still complete.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// The WAL.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Each chain's next seq, for metrics.
+    pub fn chain_heads(&self) -> BTreeMap<String, u64> {
+        let slots = lock(&self.slots);
+        slots
+            .values()
+            .map(|s| {
+                let s = lock(s);
+                (s.chain.id().to_owned(), s.chain.next_seq())
+            })
+            .collect()
+    }
+
+    fn slot(&self, tenant: &str) -> Result<Arc<Mutex<Slot>>, String> {
+        let mut slots = lock(&self.slots);
+        if let Some(s) = slots.get(tenant) {
+            return Ok(s.clone());
+        }
+        let chain_id = self.chain_id(tenant);
+        let chain = match self.resume.get(&chain_id) {
+            Some(h) => Chain::resume(chain_id.clone(), tenant, h.seq + 1, h.hash),
+            None => Chain::new(chain_id.clone(), tenant),
+        }
+        .map_err(|e| e.to_string())?;
+        self.feed.start(&chain_id, chain.next_seq());
+        let slot = Arc::new(Mutex::new(Slot {
+            chain,
+            last_received: DateTime::<Utc>::MIN_UTC,
+        }));
+        slots.insert(tenant.to_owned(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Chains, makes durable and feeds the sink; the core of [`Ingest`].
+    /// Events must already have been through the policy.
+    async fn commit(
+        &self,
+        by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<usize, IngestError> {
+        let Some((appending, records)) = self.chain_and_submit(by_tenant, rejected)? else {
+            return Ok(0);
+        };
+        match appending.await {
+            Ok(_) => {
+                let n = records.len();
+                let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+                for r in &records {
+                    *per_tenant.entry(r.event.tenant.as_str()).or_default() += 1;
+                }
+                for (tenant, count) in per_tenant {
+                    self.metrics.events_accepted.add(&[("tenant", tenant)], count);
+                }
+                self.feed.records(records);
+                Ok(n)
+            }
+            Err(e) => Err(self.wal_error(e)),
+        }
+    }
+
+    /// The synchronous half of `commit`: chain locks are never held across
+    /// an await.
+    fn chain_and_submit(
+        &self,
+        by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
+        rejected: &mut Vec<Rejection>,
+    ) -> Result<Option<(Appending, Vec<Record>)>, IngestError> {
+        let mut slots = Vec::with_capacity(by_tenant.len());
+        let mut batches = Vec::with_capacity(by_tenant.len());
+        for (tenant, events) in by_tenant {
+            match self.slot(&tenant) {
+                Ok(s) => {
+                    slots.push(s);
+                    batches.push(events);
+                }
+                Err(message) => rejected.extend(events.into_iter().map(|(index, _)| Rejection {
+                    index,
+                    reason: "validation",
+                    message: message.clone(),
+                })),
+            }
+        }
+        // Every chain of the request is locked (in tenant order, so two
+        // requests never wait on each other crosswise) across append and
+        // submit: the WAL then receives each chain's records in seq order,
+        // and one all-or-nothing submit means a refused request leaves no
+        // chain advanced.
+        let mut guards: Vec<MutexGuard<'_, Slot>> = slots.iter().map(|s| lock(s)).collect();
+        let saved: Vec<(u64, [u8; 32])> = guards
+            .iter()
+            .map(|g| (g.chain.next_seq(), g.chain.head()))
+            .collect();
+        let mut records = Vec::new();
+        let mut received = Vec::with_capacity(guards.len());
+        for (guard, events) in guards.iter_mut().zip(batches) {
+            let now = Utc::now().max(guard.last_received);
+            received.push(now);
+            for (index, event) in events {
+                match guard.chain.append(now, event) {
+                    Ok(r) => records.push(r),
+                    Err(e) => rejected.push(Rejection {
+                        index,
+                        reason: "validation",
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let appending = match self.wal.submit(&records) {
+            Ok(a) => {
+                for (g, t) in guards.iter_mut().zip(received) {
+                    g.last_received = t;
+                }
+                a
+            }
+            Err(e) => {
+                for (g, (seq, head)) in guards.iter_mut().zip(saved) {
+                    let (id, tenant) = (g.chain.id().to_owned(), g.chain.tenant().to_owned());
+                    g.chain = Chain::resume(id, tenant, seq, head)
+                        .expect("the chain was valid a moment ago");
+                }
+                return Err(self.wal_error(e));
+            }
+        };
+        drop(guards);
+        Ok(Some((appending, records)))
+    }
+
+    fn wal_error(&self, e: WalError) -> IngestError {
+        match &e {
+            WalError::Full { .. } => {
+                self.metrics.backpressure.add(&[("reason", "wal_full")], 1);
+                IngestError::Backpressure {
+                    reason: e.to_string(),
+                    retry_after: RETRY_AFTER,
+                }
+            }
+            WalError::QueueFull { .. } => {
+                self.metrics.backpressure.add(&[("reason", "queue_full")], 1);
+                IngestError::Backpressure {
+                    reason: e.to_string(),
+                    retry_after: RETRY_AFTER,
+                }
+            }
+            WalError::TooLarge { .. } => IngestError::Backpressure {
+                reason: format!("{e}; send smaller batches"),
+                retry_after: RETRY_AFTER,
+            },
+            WalError::Closed => IngestError::Unavailable {
+                reason: "shutting down".into(),
+                retry_after: RETRY_AFTER,
+            },
+            _ => {
+                // A failed write or fsync: nothing more can be acknowledged
+                // until a restart replays the WAL.
+                self.failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, "WAL write failed; refusing data until restarted");
+                IngestError::Internal {
+                    reason: "the write-ahead log failed; the collector must be restarted".into(),
+                }
+            }
+        }
+    }
+
+    /// Appends one event the collector itself produces (lifecycle, retention,
+    /// backup), through the same policy, chain and WAL.
+    pub async fn record_own_event(&self, event: AuditEvent) -> Result<(), IngestError> {
+        let mut by_tenant = BTreeMap::new();
+        let mut event = event;
+        self.redactor.redact_event(&mut event);
+        by_tenant.insert(event.tenant.clone(), vec![(0, event)]);
+        let mut rejected = Vec::new();
+        self.commit(by_tenant, &mut rejected).await?;
+        match rejected.pop() {
+            None => Ok(()),
+            Some(r) => Err(IngestError::Internal { reason: r.message }),
+        }
+    }
+}
+
+impl Ingest for Pipeline {
+    async fn ingest(
+        &self,
+        principal: &Principal,
+        events: Vec<(usize, AuditEvent)>,
+        rejected_before: Vec<Rejection>,
+    ) -> Result<IngestAck, IngestError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(IngestError::Internal {
+                reason: "the write-ahead log failed; the collector must be restarted".into(),
+            });
+        }
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(IngestError::Unavailable {
+                reason: "shutting down".into(),
+                retry_after: RETRY_AFTER,
+            });
+        }
+        let mut rejected = rejected_before;
+        let mut by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>> = BTreeMap::new();
+        for (index, mut event) in events {
+            if let Some(t) = &principal.tenant
+                && event.tenant != *t
+            {
+                rejected.push(Rejection {
+                    index,
+                    reason: "tenant_mismatch",
+                    message: format!(
+                        "record {index} names tenant {:?}, but the token writes to tenant {t:?}",
+                        event.tenant.chars().take(64).collect::<String>()
+                    ),
+                });
+                continue;
+            }
+            // Before anything is written anywhere, the WAL included.
+            self.redactor.redact_event(&mut event);
+            match by_tenant.get_mut(&event.tenant) {
+                Some(v) => v.push((index, event)),
+                None => {
+                    by_tenant.insert(event.tenant.clone(), vec![(index, event)]);
+                }
+            }
+        }
+        let accepted = self.commit(by_tenant, &mut rejected).await?;
+        for r in &rejected {
+            self.metrics.records_rejected.add(&[("reason", r.reason)], 1);
+        }
+        rejected.sort_by_key(|r| r.index);
+        Ok(IngestAck { accepted, rejected })
+    }
+}

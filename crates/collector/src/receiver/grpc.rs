@@ -1,0 +1,386 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.{logs,trace}.v1` `Export`.
+//!
+//! A tower layer in front of tonic's router ([`Guard`]) authenticates each
+//! request from its `authorization` metadata before the message is decoded,
+//! counts every answer in `otel_audit_requests_total`, and gives the errors
+//! tonic raises itself (decoding, size limits) the codes the OTLP
+//! specification asks for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use axum::http;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::{
+    Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export,
+    message_limit, tls,
+};
+use crate::auth::{AuthError, Authenticator};
+use crate::config::Endpoint;
+use crate::ingest::{Ingest, IngestError, Principal};
+use crate::metrics::Metrics;
+
+const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then stops
+/// accepting connections, lets in-flight requests finish and returns.
+///
+/// Requests may be compressed with gzip or zstd. Status codes:
+///
+/// | situation | code |
+/// |---|---|
+/// | accepted (rejected records in `partial_success`) | `OK` |
+/// | no or unknown bearer token | `UNAUTHENTICATED` |
+/// | message larger than `max_message_bytes` (after decompression) | `RESOURCE_EXHAUSTED` |
+/// | undecodable message or compression | `INVALID_ARGUMENT` |
+/// | backpressure | `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo` |
+/// | collector unavailable (shutting down) | `UNAVAILABLE` with a `google.rpc.RetryInfo` |
+/// | durable write failed | `INTERNAL` |
+pub async fn serve_grpc<I: Ingest>(
+    listener: tokio::net::TcpListener,
+    endpoint: &Endpoint,
+    ctx: Arc<ReceiverContext<I>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiveError> {
+    let tls = endpoint
+        .tls
+        .as_ref()
+        .map(|t| tls::server_config(t, tls::ALPN_GRPC))
+        .transpose()?;
+    let with_tls = tls.is_some();
+    let incoming = tls::Incoming::start(listener, tls, "grpc")?;
+    let limit = message_limit(endpoint);
+    tracing::info!(
+        address = %incoming.local(),
+        tls = with_tls,
+        max_message_bytes = limit,
+        "OTLP/gRPC receiver listening"
+    );
+
+    let service = Arc::new(GrpcService { ctx: ctx.clone() });
+    let logs = LogsServiceServer::from_arc(service.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(limit);
+    let traces = TraceServiceServer::from_arc(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(limit);
+    let guard = GuardLayer(Arc::new(GuardState {
+        auth: ctx.auth.clone(),
+        metrics: ctx.metrics.clone(),
+        limit,
+    }));
+    tonic::transport::Server::builder()
+        .layer(guard)
+        .add_service(logs)
+        .add_service(traces)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(ReceiveError::Grpc)?;
+    tracing::info!("OTLP/gRPC receiver stopped");
+    Ok(())
+}
+
+/// The `LogsService` and `TraceService` implementation.
+struct GrpcService<I: Ingest> {
+    ctx: Arc<ReceiverContext<I>>,
+}
+
+impl<I: Ingest> GrpcService<I> {
+    async fn handle<S: Signal>(
+        &self,
+        request: tonic::Request<S::Request>,
+    ) -> Result<tonic::Response<S::Response>, Status> {
+        let (_, extensions, message) = request.into_parts();
+        let outcome = extensions.get::<Outcome>().cloned();
+        let set = |label: &'static str| {
+            if let Some(o) = &outcome {
+                let _ = o.0.set(label);
+            }
+        };
+        let Some(principal) = extensions.get::<Principal>() else {
+            // The guard layer always inserts it; without it the request
+            // was not authenticated, so it must not be stored.
+            set("internal");
+            return Err(Status::internal(
+                "the request was not authenticated (receiver misconfigured)",
+            ));
+        };
+        match export::<I, S>(&self.ctx, principal, message).await {
+            Ok(partial) => {
+                set(if partial.is_some() { "partial" } else { "ok" });
+                Ok(tonic::Response::new(S::response(partial)))
+            }
+            Err(failure) => {
+                set(failure.label());
+                Err(status_for(&failure))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<I: Ingest> LogsService for GrpcService<I> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
+        self.handle::<Logs>(request).await
+    }
+}
+
+#[tonic::async_trait]
+impl<I: Ingest> TraceService for GrpcService<I> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        self.handle::<Traces>(request).await
+    }
+}
+
+/// The gRPC status of a refused request. Retryable refusals carry a
+/// `google.rpc.RetryInfo` so OTLP exporters wait as long as asked.
+fn status_for(failure: &Failure) -> Status {
+    let message = failure.message();
+    match failure {
+        Failure::Ingest(IngestError::Backpressure { retry_after, .. }) => {
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            )
+        }
+        Failure::Ingest(IngestError::Unavailable { retry_after, .. }) => {
+            Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            )
+        }
+        _ => Status::internal(message),
+    }
+}
+
+/// Where the handler records the `status` label of its answer, so the guard
+/// can tell its answers from errors tonic produced before the handler ran.
+#[derive(Clone, Default)]
+struct Outcome(Arc<OnceLock<&'static str>>);
+
+/// What the guard needs.
+struct GuardState {
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+    limit: usize,
+}
+
+/// Wraps tonic's router in a [`Guard`].
+#[derive(Clone)]
+struct GuardLayer(Arc<GuardState>);
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+/// Authenticates `Export` calls before their message is decoded, counts the
+/// answers and rewrites tonic's own decoding errors (see the module doc).
+#[derive(Clone)]
+struct Guard<S> {
+    inner: S,
+    state: Arc<GuardState>,
+}
+
+type Response = http::Response<tonic::body::Body>;
+
+impl<S, B> tower::Service<http::Request<B>> for Guard<S>
+where
+    S: tower::Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The service that was polled ready is the one to call; leave a
+        // fresh clone in its place (the usual tower pattern).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let signal = match request.uri().path() {
+            LOGS_PATH => Logs::NAME,
+            TRACES_PATH => Traces::NAME,
+            // Unknown methods: tonic answers UNIMPLEMENTED.
+            _ => return Box::pin(inner.call(request)),
+        };
+        let state = self.state.clone();
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str().map_err(|_| AuthError::Malformed));
+        let principal = header
+            .transpose()
+            .and_then(|h| state.auth.check(h.map(str::trim)));
+        match principal {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+            }
+            Err(e) => {
+                count(&state.metrics, signal, "unauthenticated");
+                tracing::warn!(
+                    transport = "grpc",
+                    signal,
+                    status = "unauthenticated",
+                    reason = %e,
+                    "refused an OTLP request"
+                );
+                let response = Status::unauthenticated(e.to_string()).into_http();
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+        }
+        let outcome = Outcome::default();
+        request.extensions_mut().insert(outcome.clone());
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            let label = match outcome.0.get() {
+                Some(label) => label,
+                None => rewrite_tonic_error(&mut response, state.limit, signal),
+            };
+            count(&state.metrics, signal, label);
+            Ok(response)
+        })
+    }
+}
+
+fn count(metrics: &Metrics, signal: &'static str, status: &'static str) {
+    metrics.requests.add(
+        &[("transport", "grpc"), ("signal", signal), ("status", status)],
+        1,
+    );
+}
+
+/// Maps an error tonic answered before the handler ran (the handler records
+/// its own outcome) to the OTLP status and returns the metrics label.
+///
+/// tonic reports an oversized message as `OUT_OF_RANGE` and an undecodable
+/// one as `INTERNAL` (the gRPC library convention); OTLP wants
+/// `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`, and `INTERNAL` would make
+/// exporters retry a request that can never succeed.
+fn rewrite_tonic_error(response: &mut Response, limit: usize, signal: &'static str) -> &'static str {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        // No status in the headers: a normal response whose status is in
+        // the trailers; only the handler produces those.
+        return "ok";
+    };
+    let (code, message, label) = match status.code() {
+        Code::Ok => return "ok",
+        Code::OutOfRange | Code::ResourceExhausted => (
+            Code::ResourceExhausted,
+            format!(
+                "the request is larger than the limit of {limit} bytes (max_message_bytes): {}",
+                status.message()
+            ),
+            "too_large",
+        ),
+        Code::Internal | Code::InvalidArgument | Code::DataLoss => (
+            Code::InvalidArgument,
+            format!("invalid request: {}", status.message()),
+            "bad_request",
+        ),
+        // UNIMPLEMENTED: a compression the receiver does not accept; tonic's
+        // answer already lists the accepted ones.
+        other => {
+            tracing::warn!(
+                transport = "grpc",
+                signal,
+                code = ?other,
+                reason = status.message(),
+                "refused an OTLP request"
+            );
+            return "bad_request";
+        }
+    };
+    tracing::warn!(
+        transport = "grpc",
+        signal,
+        status = label,
+        reason = %message,
+        "refused an OTLP request"
+    );
+    *response = Status::new(code, message).into_http();
+    label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_failures_carry_retry_info() {
+        let s = status_for(&Failure::Ingest(IngestError::Backpressure {
+            reason: "wal_full".into(),
+            retry_after: std::time::Duration::from_secs(3),
+        }));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("wal_full"), "{}", s.message());
+        let retry = s.get_details_retry_info().expect("RetryInfo");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(3)));
+
+        let s = status_for(&Failure::Ingest(IngestError::Unavailable {
+            reason: "shutting down".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        }));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.get_details_retry_info().is_some());
+
+        let s = status_for(&Failure::Panicked);
+        assert_eq!(s.code(), Code::Internal);
+    }
+
+    #[test]
+    fn tonic_decode_errors_become_invalid_argument() {
+        let mut response: Response =
+            Status::internal("failed to decode Protobuf message: invalid wire type").into_http();
+        assert_eq!(rewrite_tonic_error(&mut response, 1024, "logs"), "bad_request");
+        let s = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("invalid wire type"), "{}", s.message());
+
+        let mut response: Response = Status::out_of_range("too large").into_http();
+        assert_eq!(rewrite_tonic_error(&mut response, 1024, "logs"), "too_large");
+        let s = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("1024 bytes"), "{}", s.message());
+    }
+}

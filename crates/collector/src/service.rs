@@ -1,0 +1,482 @@
+//! Assembling and running the collector: WAL, store, pipeline, sink,
+//! receivers and the telemetry endpoint.
+//!
+//! [`Collector::start`] opens the durable parts (WAL replay, chain heads from
+//! the store, the sink) and returns a handle whose [`Collector::pipeline`]
+//! accepts events — what a program embedding only the pipeline uses.
+//! [`run`] adds the receivers and the `/metrics` endpoint and runs until a
+//! signal, as the `otel-audit-collector` binary does.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otel_audit_event::redact::{Keyring, Keys, Redactor};
+use otel_audit_event::{AuditEvent, Category, Outcome, Severity};
+use otel_audit_storage::{Store, TimeRange, list_files, reader};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::pipeline::{Feed, Pipeline};
+use crate::sink::{Sink, SinkOptions, SinkStopError};
+use crate::wal::{ChainHead, Wal, WalError};
+
+/// The service name of the collector's own events.
+pub const SERVICE_NAME: &str = "otel-audit-collector";
+
+/// Why the collector could not start. Each variant names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The WAL could not be opened or recovered.
+    #[error("wal.dir: {0}")]
+    Wal(#[from] WalError),
+    /// The store could not be opened or listed.
+    #[error("storage.url: {0}")]
+    Store(String),
+    /// The server-side policy or its keys are invalid.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// A listener could not be bound.
+    #[error("{key}: cannot listen on {endpoint}: {source}")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        endpoint: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A receiver could not be set up (TLS files, ...).
+    #[error("{0}")]
+    Receiver(String),
+}
+
+/// The durable half of a running collector: pipeline, WAL and sink.
+pub struct Collector {
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    wal: Wal,
+    sink: JoinHandle<Result<(), SinkStopError>>,
+    stop_sink: watch::Sender<bool>,
+    own_tenant: String,
+    instance_id: String,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether everything acknowledged is in the store (the WAL is empty).
+    pub drained: bool,
+    /// Segment files left in the WAL.
+    pub wal_segments_left: usize,
+}
+
+impl Collector {
+    /// Opens the WAL (replaying it after a crash), the store and the policy,
+    /// finds where each chain continues, and starts the sink. The returned
+    /// collector accepts events through [`Collector::pipeline`].
+    pub async fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Collector, StartError> {
+        config.validate()?;
+        let redactor = Arc::new(server_redactor(config)?);
+        let store = Store::open(&config.storage.url, &config.storage.s3)
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        let wal_options = config.wal.clone();
+        let (wal, replay) = tokio::task::spawn_blocking(move || Wal::open(wal_options))
+            .await
+            .expect("WAL open task panicked")?;
+        if let Some(t) = replay.truncated_tail() {
+            tracing::warn!(
+                path = %t.path.display(), offset = t.offset, bytes = t.discarded_bytes,
+                reason = t.reason, "cut an incomplete, never acknowledged group commit from the WAL"
+            );
+        }
+        tracing::info!(
+            records = replay.record_count(),
+            chains = replay.heads().len(),
+            "WAL opened"
+        );
+        let mut heads: HashMap<String, ChainHead> = replay
+            .heads()
+            .iter()
+            .map(|(c, h)| (c.clone(), *h))
+            .collect();
+        let instance = &config.collector.instance_id;
+        for (chain, head) in store_heads(&store, instance).await? {
+            // The WAL knows better for chains it has; the store tells where
+            // chains continue whose WAL is gone (a new disk, a restore).
+            heads.entry(chain).or_insert(head);
+        }
+
+        let (feed, rx) = Feed::new(config.storage.max_buffer_bytes);
+        let (stop_sink, stop_rx) = watch::channel(false);
+        let s = &config.storage;
+        let sink = Sink::new(
+            store,
+            wal.clone(),
+            SinkOptions {
+                parquet: s.parquet.clone(),
+                max_file_rows: s.max_file_rows,
+                max_file_bytes: s.max_file_bytes,
+                flush_interval: Duration::from_secs(s.flush_interval_secs),
+                retry_initial_backoff: Duration::from_millis(s.retry_initial_backoff_ms),
+                retry_max_backoff: Duration::from_secs(s.retry_max_backoff_secs),
+            },
+            metrics.clone(),
+            rx,
+            feed.clone(),
+            stop_rx,
+            Duration::from_secs(config.collector.shutdown_timeout_secs),
+        );
+        let sink = tokio::spawn(sink.run(replay));
+        let pipeline = Arc::new(Pipeline::new(
+            redactor,
+            instance.clone(),
+            wal.clone(),
+            feed,
+            metrics.clone(),
+            heads,
+        ));
+        Ok(Collector {
+            pipeline,
+            metrics,
+            wal,
+            sink,
+            stop_sink,
+            own_tenant: config.collector.own_events_tenant.clone(),
+            instance_id: instance.clone(),
+        })
+    }
+
+    /// The pipeline: give it events ([`crate::ingest::Ingest`]).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Records one of the collector's own lifecycle events (category
+    /// `system`) in its own tenant's chain.
+    pub async fn record_system_event(
+        &self,
+        action: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), crate::ingest::IngestError> {
+        let mut event = AuditEvent::new(&self.own_tenant, SERVICE_NAME, Category::System, action);
+        event.service.version = Some(env!("CARGO_PKG_VERSION").into());
+        event.service.host = Some(self.instance_id.clone());
+        event.actor.id = Some(self.instance_id.clone());
+        event.actor.kind = Some(otel_audit_event::ActorType::Service);
+        event.severity = Severity::Info;
+        event.outcome = Outcome::Success;
+        for (k, v) in attributes {
+            event.attributes.insert((*k).to_owned(), v.clone());
+        }
+        self.pipeline.record_own_event(event).await
+    }
+
+    /// Stops accepting, records `collector.stop`, lets the sink store
+    /// everything durable, and closes the WAL (deleting every segment whose
+    /// rows are all stored).
+    pub async fn shutdown(self) -> Result<ShutdownReport, SinkStopError> {
+        if let Err(e) = self.record_system_event("collector.stop", &[]).await {
+            tracing::warn!(error = %e, "could not record collector.stop");
+        }
+        self.pipeline.stop_accepting();
+        let _ = self.stop_sink.send(true);
+        let sink_result = self.sink.await.expect("sink task panicked");
+        let wal = self.wal.clone();
+        let closed = tokio::task::spawn_blocking(move || wal.shutdown())
+            .await
+            .expect("WAL shutdown task panicked");
+        if let Err(e) = closed {
+            tracing::error!(error = %e, "closing the WAL failed");
+        }
+        let stats = self.wal.stats();
+        sink_result?;
+        Ok(ShutdownReport {
+            drained: stats.segments == 0,
+            wal_segments_left: stats.segments,
+        })
+    }
+
+    /// Gauges for `/metrics`: WAL usage and chain heads.
+    pub fn gauges(&self) -> String {
+        use std::fmt::Write as _;
+        let st = self.wal.stats();
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "# HELP otel_audit_wal_bytes Bytes of WAL segment files.\n# TYPE otel_audit_wal_bytes gauge\notel_audit_wal_bytes {}\n\
+             # HELP otel_audit_wal_max_bytes The configured wal.max_wal_bytes.\n# TYPE otel_audit_wal_max_bytes gauge\notel_audit_wal_max_bytes {}\n\
+             # HELP otel_audit_wal_queued_bytes Record bytes waiting for a WAL write.\n# TYPE otel_audit_wal_queued_bytes gauge\notel_audit_wal_queued_bytes {}\n\
+             # HELP otel_audit_wal_segments WAL segment files.\n# TYPE otel_audit_wal_segments gauge\notel_audit_wal_segments {}\n\
+             # HELP otel_audit_wal_group_commits_total Group commits (one fsync each).\n# TYPE otel_audit_wal_group_commits_total counter\notel_audit_wal_group_commits_total {}\n",
+            st.disk_bytes, st.max_wal_bytes, st.queued_bytes, st.segments, st.groups_written
+        );
+        let _ = writeln!(
+            out,
+            "# HELP otel_audit_chain_next_seq The seq the next event of each chain gets.\n# TYPE otel_audit_chain_next_seq gauge"
+        );
+        for (chain, next) in self.pipeline.chain_heads() {
+            let _ = writeln!(out, "otel_audit_chain_next_seq{{chain=\"{chain}\"}} {next}");
+        }
+        out
+    }
+}
+
+/// The server-side redactor: the configured policy, with its keys; when the
+/// policy names no HMAC key, a key generated once and kept in
+/// `<wal.dir>/server-hmac.key` (so digests stay comparable across restarts).
+fn server_redactor(config: &Config) -> Result<Redactor, StartError> {
+    let policy = config.load_policy()?;
+    let mut keys = policy
+        .keys
+        .load()
+        .map_err(|e| StartError::Policy(e.to_string()))?;
+    if keys.hmac.is_none() {
+        let path = config.wal.dir.join("server-hmac.key");
+        let key = load_or_create_key(&path).map_err(|e| {
+            StartError::Policy(format!(
+                "no HMAC key configured (policy keys.hmac) and {}: {e}",
+                path.display()
+            ))
+        })?;
+        let id = format!("server-{}", &hex::encode(Sha256::digest(&key))[..8]);
+        tracing::info!(key_id = %id, path = %path.display(), "no HMAC key configured; using the collector's generated key");
+        keys = Keys {
+            hmac: Some(
+                Keyring::hmac(id, key).map_err(|e| StartError::Policy(e.to_string()))?,
+            ),
+            ..keys
+        };
+    }
+    Redactor::new(policy, keys).map_err(|e| StartError::Policy(e.to_string()))
+}
+
+fn load_or_create_key(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => hex::decode(text.trim()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not hex: {e}"))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write as _;
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(&tmp)?;
+                f.write_all(hex::encode(key).as_bytes())?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)?;
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The last row of each of this instance's chains found in the store.
+async fn store_heads(
+    store: &Store,
+    instance_id: &str,
+) -> Result<Vec<(String, ChainHead)>, StartError> {
+    let listing = list_files(store, &TimeRange::all())
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let prefix = format!("{instance_id}.");
+    let mut newest: HashMap<&str, (u64, &str)> = HashMap::new();
+    for f in &listing.files {
+        if !f.file.chain_id.starts_with(&prefix) {
+            continue;
+        }
+        let e = newest
+            .entry(f.file.chain_id.as_str())
+            .or_insert((f.file.first_seq, f.path.as_str()));
+        if f.file.first_seq >= e.0 {
+            *e = (f.file.first_seq, f.path.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for (chain, (_, path)) in newest {
+        let bytes = reader::fetch(store, path)
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        let footer = reader::footer_of(bytes)
+            .map_err(|e| StartError::Store(format!("{path}: {e}")))?;
+        out.push((
+            chain.to_owned(),
+            ChainHead {
+                seq: footer.last_seq,
+                hash: footer.last_hash,
+            },
+        ));
+    }
+    Ok(out)
+}
+/// Binds `endpoint` for the config key `key`.
+async fn bind(key: &'static str, endpoint: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(endpoint)
+        .await
+        .map_err(|source| StartError::Bind {
+            key,
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+}
+
+/// Runs the whole collector until `stop` resolves (the binary passes
+/// SIGTERM/SIGINT): starts the pipeline, records `collector.start` and
+/// `config.loaded` (with the configuration's SHA-256), serves the receivers
+/// and the telemetry endpoint, then shuts down gracefully — receivers stop
+/// accepting and finish in-flight requests, the sink stores everything, the
+/// WAL is left empty.
+pub async fn run(
+    config: Config,
+    config_text: &str,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<ShutdownReport, anyhow::Error> {
+    use crate::receiver::{ReceiverContext, serve_grpc, serve_http};
+
+    let metrics = Arc::new(Metrics::default());
+    let collector = Arc::new(Collector::start(&config, metrics.clone()).await?);
+    let auth = crate::auth::Authenticator::from_config(&config.receivers.auth)?;
+    let ctx = Arc::new(ReceiverContext {
+        ingest: collector.pipeline().clone(),
+        auth,
+        metrics: metrics.clone(),
+        convert: crate::convert::ConvertOptions {
+            default_tenant: config.receivers.default_tenant.clone(),
+            unmapped: config.receivers.unmapped,
+        },
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut addresses = Vec::new();
+    let mut tasks: Vec<JoinHandle<Result<(), String>>> = Vec::new();
+    let otlp = &config.receivers.otlp;
+    if otlp.grpc.enabled {
+        let listener = bind("receivers.otlp.grpc.endpoint", &otlp.grpc.endpoint).await?;
+        let addr = listener.local_addr()?;
+        addresses.push(format!("grpc={addr}"));
+        tracing::info!(%addr, tls = otlp.grpc.tls.is_some(), "OTLP/gRPC receiver listening");
+        let (ep, ctx, s) = (otlp.grpc.clone(), ctx.clone(), stopped());
+        tasks.push(tokio::spawn(async move {
+            serve_grpc(listener, &ep, ctx, s)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    if otlp.http.enabled {
+        let listener = bind("receivers.otlp.http.endpoint", &otlp.http.endpoint).await?;
+        let addr = listener.local_addr()?;
+        addresses.push(format!("http={addr}"));
+        tracing::info!(%addr, tls = otlp.http.tls.is_some(), "OTLP/HTTP receiver listening");
+        let (ep, ctx, s) = (otlp.http.clone(), ctx.clone(), stopped());
+        tasks.push(tokio::spawn(async move {
+            serve_http(listener, &ep, ctx, s)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    if !config.telemetry.endpoint.is_empty() {
+        let listener = bind("telemetry.endpoint", &config.telemetry.endpoint).await?;
+        let addr = listener.local_addr()?;
+        addresses.push(format!("telemetry={addr}"));
+        tracing::info!(%addr, "metrics and health on /metrics, /healthz, /readyz");
+        let (c, s) = (collector.clone(), stopped());
+        tasks.push(tokio::spawn(async move {
+            crate::telemetry::serve(listener, c, s)
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+
+    let config_sha256 = hex::encode(Sha256::digest(config_text.as_bytes()));
+    collector
+        .record_system_event(
+            "collector.start",
+            &[("otel_audit.collector.version", env!("CARGO_PKG_VERSION").into())],
+        )
+        .await?;
+    collector
+        .record_system_event(
+            "config.loaded",
+            &[("otel_audit.config.sha256", config_sha256.clone())],
+        )
+        .await?;
+    tracing::info!(config_sha256 = %config_sha256, instance_id = %config.collector.instance_id, "collector started");
+    if let Some(path) = &config.telemetry.address_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addresses.join("\n") + "\n")?;
+        std::fs::rename(&tmp, path)?;
+    }
+
+    // A receiver that fails (TLS setup, ...) stops the collector too.
+    let mut failed = None;
+    tokio::select! {
+        _ = stop => tracing::info!("shutting down"),
+        r = futures::future::select_all(tasks.iter_mut()) => {
+            let (r, _, _) = r;
+            let msg = match r {
+                Ok(Ok(())) => "a receiver stopped".to_owned(),
+                Ok(Err(e)) => e,
+                Err(e) => format!("a receiver panicked: {e}"),
+            };
+            tracing::error!(error = %msg, "receiver failed; shutting down");
+            failed = Some(msg);
+        }
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        if !t.is_finished() {
+            let _ = t.await;
+        }
+    }
+    let collector = Arc::try_unwrap(collector)
+        .map_err(|_| anyhow::anyhow!("the pipeline is still in use after the receivers stopped"))?;
+    let report = collector.shutdown().await?;
+    if report.drained {
+        tracing::info!("stopped; everything acknowledged is in the store and the WAL is empty");
+    } else {
+        tracing::warn!(
+            segments = report.wal_segments_left,
+            "stopped with data left in the WAL; it is written after the next start"
+        );
+    }
+    match failed {
+        Some(msg) => Err(anyhow::anyhow!(msg)),
+        None => Ok(report),
+    }
+}

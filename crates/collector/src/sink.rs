@@ -1,0 +1,531 @@
+//! The sink: durable records → Parquet files in the store → WAL release.
+//!
+//! Records reach the sink through the pipeline's in-memory feed, or — after
+//! a restart, or when the feed was full — read back from the WAL. Per chain
+//! the sink keeps one open run (one chain, one hour partition, consecutive
+//! seqs) and closes it into a file when it reaches `max_file_rows` or
+//! `max_file_bytes`, when it is `flush_interval_secs` old, or when the next
+//! record belongs to another hour. A file is put create-only; once the store
+//! holds it, the WAL releases its rows. A failed put is retried with backoff
+//! for as long as it takes: the WAL holds the data meanwhile, and the
+//! pipeline pushes back once the WAL is full.
+//!
+//! After a crash between a put and its release, the same rows come back from
+//! the WAL. Runs then start where the released rows end, so the first put
+//! finds the file already there: an identical file counts as written; a file
+//! holding the same first rows (with equal hashes) but more or fewer of them
+//! is accepted as far as it goes, and the sink continues after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use otel_audit_event::Record;
+use otel_audit_storage::{
+    EncodedFile, Partition, SinkError, Store, WriteOutcome, WriterOptions, encode_file, put_file,
+    read_file,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::pipeline::Feed;
+use crate::wal::{ChainHead, Replay, Wal, WalError};
+
+/// What the pipeline sends the sink.
+#[derive(Debug)]
+pub(crate) enum FeedMsg {
+    /// A chain's first record this run will have `next_seq`.
+    Start {
+        /// The chain.
+        chain_id: String,
+        /// Its next seq.
+        next_seq: u64,
+    },
+    /// Durable records (in seq order per chain), and their approximate size.
+    Records(Vec<Record>, u64),
+    /// Records were spilled: look at the WAL.
+    Wake,
+}
+
+/// An estimate of a record's memory, for the feed's and runs' byte limits.
+pub(crate) fn approx_record_bytes(r: &Record) -> u64 {
+    let e = &r.event;
+    let strings: usize = e.attributes.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+        + e.action.len()
+        + e.tenant.len()
+        + r.chain_id.len()
+        + e.sealed_content
+            .iter()
+            .map(|s| s.ciphertext.len() + 64)
+            .sum::<usize>()
+        + e.content_digests.len() * 96
+        + e.redactions.len() * 64;
+    (std::mem::size_of::<Record>() + strings) as u64
+}
+
+/// Settings of the sink (from `storage.*`).
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// Parquet encoding.
+    pub parquet: WriterOptions,
+    /// Rows per file at most.
+    pub max_file_rows: usize,
+    /// Approximate in-memory bytes per file at most.
+    pub max_file_bytes: u64,
+    /// Age at which a run is closed.
+    pub flush_interval: Duration,
+    /// First retry delay.
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay.
+    pub retry_max_backoff: Duration,
+}
+
+#[derive(Debug)]
+struct ChainState {
+    /// The seq the next accepted record must have.
+    next: u64,
+    run: Vec<Record>,
+    run_bytes: u64,
+    run_started: Instant,
+    /// Rows up to this seq are already in the store (found there after a
+    /// restart); later copies are released, not written.
+    held_upto: Option<ChainHead>,
+    /// Records that arrived ahead of `next` (concurrent requests finish in
+    /// any order); drained as the gap fills.
+    ahead: BTreeMap<u64, Record>,
+}
+
+impl ChainState {
+    fn new(next: u64) -> Self {
+        ChainState {
+            next,
+            run: Vec::new(),
+            run_bytes: 0,
+            run_started: Instant::now(),
+            held_upto: None,
+            ahead: BTreeMap::new(),
+        }
+    }
+}
+
+/// Records held ahead of their turn before the sink stops waiting for the
+/// gap to fill from the feed and reads the WAL instead.
+const MAX_AHEAD: usize = 50_000;
+
+/// The sink task. Run it with [`Sink::run`].
+pub(crate) struct Sink {
+    store: Store,
+    wal: Wal,
+    options: SinkOptions,
+    metrics: Arc<Metrics>,
+    rx: mpsc::UnboundedReceiver<FeedMsg>,
+    feed: Feed,
+    chains: HashMap<String, ChainState>,
+    /// Set by `shutdown` → drain everything, then return.
+    shutdown: watch::Receiver<bool>,
+    /// When shutting down, give up retrying the store at this instant.
+    give_up_at: Option<Instant>,
+    shutdown_timeout: Duration,
+}
+
+/// Why the sink stopped without storing everything.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkStopError {
+    /// The store did not take the data before the shutdown timeout; it stays
+    /// in the WAL and is written after the next start.
+    #[error("the store did not accept the remaining data within the shutdown timeout: {0}")]
+    Timeout(String),
+    /// Reading the WAL back failed.
+    #[error("reading the WAL back failed: {0}")]
+    Wal(#[from] WalError),
+}
+
+impl Sink {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Store,
+        wal: Wal,
+        options: SinkOptions,
+        metrics: Arc<Metrics>,
+        rx: mpsc::UnboundedReceiver<FeedMsg>,
+        feed: Feed,
+        shutdown: watch::Receiver<bool>,
+        shutdown_timeout: Duration,
+    ) -> Sink {
+        Sink {
+            store,
+            wal,
+            options,
+            metrics,
+            rx,
+            feed,
+            chains: HashMap::new(),
+            shutdown,
+            give_up_at: None,
+            shutdown_timeout,
+        }
+    }
+
+    /// Writes what the WAL replayed at open, then follows the feed until
+    /// shutdown, when it stores everything durable and returns.
+    pub(crate) async fn run(mut self, replay: Replay) -> Result<(), SinkStopError> {
+        self.consume_wal(replay).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.feed.spilled.swap(false, Ordering::AcqRel) {
+                self.catch_up().await?;
+            }
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await?,
+                    None => break,
+                },
+                _ = tick.tick() => self.flush_aged().await?,
+                _ = self.shutdown.changed() => break,
+            }
+        }
+        // Drain: what is in the feed, then anything durable it missed.
+        self.give_up_at = Some(Instant::now() + self.shutdown_timeout);
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg).await?;
+        }
+        self.catch_up().await?;
+        let ids: Vec<String> = self.chains.keys().cloned().collect();
+        for id in ids {
+            self.flush(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: FeedMsg) -> Result<(), SinkStopError> {
+        match msg {
+            FeedMsg::Start { chain_id, next_seq } => {
+                self.chains
+                    .entry(chain_id)
+                    .or_insert_with(|| ChainState::new(next_seq));
+            }
+            FeedMsg::Records(records, bytes) => {
+                self.feed.bytes.fetch_sub(bytes, Ordering::AcqRel);
+                for r in records {
+                    self.accept(r).await?;
+                }
+            }
+            FeedMsg::Wake => {}
+        }
+        Ok(())
+    }
+
+    /// Reads everything durable that the sink has not taken yet from the
+    /// WAL.
+    async fn catch_up(&mut self) -> Result<(), SinkStopError> {
+        self.metrics.sink_catch_ups.add(1);
+        let after: BTreeMap<String, ChainHead> = self
+            .chains
+            .iter()
+            .filter(|(_, s)| s.next > 0)
+            .map(|(c, s)| {
+                (
+                    c.clone(),
+                    ChainHead {
+                        seq: s.next - 1,
+                        hash: [0; 32],
+                    },
+                )
+            })
+            .collect();
+        let reader = self.wal.read_durable(&after);
+        self.consume_wal(reader).await
+    }
+
+    /// Feeds every record of a WAL reader through `accept`, reading in
+    /// chunks on the blocking pool (the reader does file I/O).
+    async fn consume_wal(&mut self, reader: Replay) -> Result<(), SinkStopError> {
+        let mut reader = Some(reader);
+        loop {
+            let mut r = reader.take().expect("the reader is put back after each chunk");
+            let (r, chunk) = tokio::task::spawn_blocking(move || {
+                let mut chunk = Vec::with_capacity(4096);
+                for item in r.by_ref().take(4096) {
+                    match item {
+                        Ok(rec) => chunk.push(rec),
+                        Err(e) => return (r, Err(e)),
+                    }
+                }
+                (r, Ok(chunk))
+            })
+            .await
+            .expect("WAL read task panicked");
+            reader = Some(r);
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            for rec in chunk {
+                // The WAL reads chains from where they stand; a chain first
+                // met here starts at its first unreleased record.
+                self.chains
+                    .entry(rec.chain_id.clone())
+                    .or_insert_with(|| ChainState::new(rec.seq));
+                self.accept(rec).await?;
+            }
+        }
+    }
+
+    async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
+        let id = r.chain_id.clone();
+        let Some(state) = self.chains.get_mut(&id) else {
+            // A chain always announces itself (`Start`) before its records.
+            tracing::warn!(chain = %id, seq = r.seq, "record of an unannounced chain; reading the WAL");
+            self.chains.insert(id.clone(), ChainState::new(r.seq));
+            return Box::pin(self.accept(r)).await;
+        };
+        if r.seq < state.next {
+            return Ok(());
+        }
+        if r.seq > state.next {
+            state.ahead.insert(r.seq, r);
+            if state.ahead.len() > MAX_AHEAD {
+                state.ahead.clear();
+                self.feed.spilled.store(true, Ordering::Release);
+            }
+            return Ok(());
+        }
+        self.take(&id, r).await?;
+        loop {
+            let state = self.chains.get_mut(&id).expect("chain present");
+            let next = state.next;
+            match state.ahead.remove(&next) {
+                Some(r) => self.take(&id, r).await?,
+                None => {
+                    state.ahead.retain(|seq, _| *seq > next);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Adds the chain's next record to its run, closing runs as needed.
+    async fn take(&mut self, id: &str, r: Record) -> Result<(), SinkStopError> {
+        let state = self.chains.get_mut(id).expect("chain present");
+        state.next = r.seq + 1;
+        if let Some(held) = state.held_upto
+            && r.seq <= held.seq
+        {
+            // Already in the store: release instead of writing it again.
+            if r.seq == held.seq {
+                if r.hash != held.hash {
+                    tracing::error!(chain = id, seq = r.seq, "a stored file's last hash differs from the WAL's record");
+                }
+                let head = ChainHead {
+                    seq: r.seq,
+                    hash: r.hash,
+                };
+                state.held_upto = None;
+                self.release(id, head).await;
+            }
+            return Ok(());
+        }
+        let new_partition = state
+            .run
+            .last()
+            .is_some_and(|last| Partition::of(last) != Partition::of(&r));
+        if new_partition {
+            self.flush(id).await?;
+        }
+        let state = self.chains.get_mut(id).expect("chain present");
+        if state.run.is_empty() {
+            state.run_started = Instant::now();
+        }
+        state.run_bytes += approx_record_bytes(&r);
+        state.run.push(r);
+        if state.run.len() >= self.options.max_file_rows
+            || state.run_bytes >= self.options.max_file_bytes
+        {
+            self.flush(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_aged(&mut self) -> Result<(), SinkStopError> {
+        let due: Vec<String> = self
+            .chains
+            .iter()
+            .filter(|(_, s)| {
+                !s.run.is_empty() && s.run_started.elapsed() >= self.options.flush_interval
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for id in due {
+            self.flush(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the chain's run as one file (retrying until the store takes
+    /// it) and releases its rows from the WAL.
+    async fn flush(&mut self, id: &str) -> Result<(), SinkStopError> {
+        let state = self.chains.get_mut(id).expect("chain present");
+        if state.run.is_empty() {
+            return Ok(());
+        }
+        let mut run = std::mem::take(&mut state.run);
+        state.run_bytes = 0;
+        while !run.is_empty() {
+            let opts = self.options.parquet.clone();
+            let (back, encoded) = tokio::task::spawn_blocking(move || {
+                let e = encode_file(&run, &opts);
+                (run, e)
+            })
+            .await
+            .expect("encoding task panicked");
+            run = back;
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => {
+                    // Records that passed validation always encode; if one
+                    // does not, retrying cannot help and the data stays in
+                    // the WAL for an operator to look at.
+                    tracing::error!(chain = id, error = %e, "cannot encode a file");
+                    return Err(SinkStopError::Timeout(e.to_string()));
+                }
+            };
+            match self.put(&encoded, &run).await? {
+                Put::Stored(outcome) => {
+                    if outcome == WriteOutcome::Written {
+                        self.metrics
+                            .files_written
+                            .add(&[("tenant", &run[0].event.tenant)], 1);
+                        self.metrics.bytes_written.add(encoded.bytes.len() as u64);
+                        self.metrics.rows_written.add(run.len() as u64);
+                    }
+                    let last = run.last().expect("run not empty");
+                    let head = ChainHead {
+                        seq: last.seq,
+                        hash: last.hash,
+                    };
+                    self.release(id, head).await;
+                    return Ok(());
+                }
+                Put::Holds(held) => {
+                    // The store holds this run's first rows already; continue
+                    // after them.
+                    let last_in_run = run.last().expect("run not empty").seq;
+                    let upto = held.seq.min(last_in_run);
+                    let head_rec = run
+                        .iter()
+                        .find(|r| r.seq == upto)
+                        .expect("upto lies within the run");
+                    let head = ChainHead {
+                        seq: head_rec.seq,
+                        hash: head_rec.hash,
+                    };
+                    self.release(id, head).await;
+                    tracing::info!(
+                        chain = id,
+                        first_seq = run[0].seq,
+                        held_upto = held.seq,
+                        "the store already held these rows (written before a restart)"
+                    );
+                    run.retain(|r| r.seq > held.seq);
+                    if held.seq > last_in_run {
+                        let state = self.chains.get_mut(id).expect("chain present");
+                        state.held_upto = Some(held);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a file, retrying with backoff; resolves a name conflict by
+    /// reading the existing file.
+    async fn put(&mut self, file: &EncodedFile, run: &[Record]) -> Result<Put, SinkStopError> {
+        let mut delay = self.options.retry_initial_backoff;
+        loop {
+            let err = match put_file(&self.store, file).await {
+                Ok(outcome) => return Ok(Put::Stored(outcome)),
+                Err(SinkError::Conflict { path, reason }) => {
+                    match self.existing_prefix(&path, run).await {
+                        Ok(held) => return Ok(Put::Holds(held)),
+                        Err(why) => {
+                            tracing::error!(
+                                path = %path, %reason, problem = %why,
+                                "a different file already has this name: is another collector \
+                                 using the same collector.instance_id? Retrying."
+                            );
+                            self.metrics.store_errors.add(&[("op", "conflict")], 1);
+                            why
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.metrics.store_errors.add(&[("op", "put")], 1);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    e.to_string()
+                }
+            };
+            if let Some(t) = self.give_up_at
+                && Instant::now() + delay > t
+            {
+                return Err(SinkStopError::Timeout(err));
+            }
+            self.metrics.store_retries.add(1);
+            // A shutdown during the wait shortens it: the deadline is then
+            // checked on the next round.
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed(), if self.give_up_at.is_none() => {
+                    self.give_up_at = Some(Instant::now() + self.shutdown_timeout);
+                }
+            }
+            delay = (delay * 2).min(self.options.retry_max_backoff);
+        }
+    }
+
+    /// For a name conflict: whether the existing file holds this run's
+    /// first rows (same seqs and hashes, row by row where they overlap), and
+    /// up to which row.
+    async fn existing_prefix(&self, path: &str, run: &[Record]) -> Result<ChainHead, String> {
+        let existing = read_file(&self.store, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (Some(first), Some(last)) = (existing.first(), existing.last()) else {
+            return Err("the existing file is empty".into());
+        };
+        if first.seq != run[0].seq || first.prev_hash != run[0].prev_hash {
+            return Err("the existing file starts elsewhere in the chain".into());
+        }
+        for (theirs, ours) in existing.iter().zip(run) {
+            if theirs.seq != ours.seq || theirs.hash != ours.hash {
+                return Err(format!(
+                    "the existing file's row seq {} differs from ours",
+                    theirs.seq
+                ));
+            }
+        }
+        Ok(ChainHead {
+            seq: last.seq,
+            hash: last.hash,
+        })
+    }
+
+    async fn release(&self, id: &str, head: ChainHead) {
+        let wal = self.wal.clone();
+        let chain = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || wal.release(&chain, head))
+            .await
+            .expect("release task panicked");
+        if let Err(e) = result {
+            tracing::error!(chain = id, seq = head.seq, error = %e, "WAL release failed");
+        }
+    }
+}
+
+enum Put {
+    Stored(WriteOutcome),
+    /// The store already holds the run's rows up to this head.
+    Holds(ChainHead),
+}
