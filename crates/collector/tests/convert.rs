@@ -374,8 +374,10 @@ fn otel_audit_records_round_trip_exactly() {
         let mut e = AuditEvent::new("acme-prod", "agent", Category::Tool, "tool.run");
         e.gen_ai.tool_name = Some("get_weather".into());
         e.gen_ai.temperature = Some(1.0);
-        e.attributes
-            .insert("gen_ai.tool.call.arguments".into(), "{\"city\":\"Oslo\"}".into());
+        e.attributes.insert(
+            "gen_ai.tool.call.arguments".into(),
+            "{\"city\":\"Oslo\"}".into(),
+        );
         e
     };
     let events = [rich, minimal, odd_trace, tool];
@@ -441,10 +443,7 @@ fn indexes_count_records_across_resources_and_scopes() {
     assert_eq!(c.events[0].1, a);
     assert_eq!(c.events[1].1, b);
     let rejected: Vec<(usize, &str)> = c.rejected.iter().map(|r| (r.index, r.reason)).collect();
-    assert_eq!(
-        rejected,
-        [(0, "unmapped"), (2, "mapping"), (3, "unmapped")]
-    );
+    assert_eq!(rejected, [(0, "unmapped"), (2, "mapping"), (3, "unmapped")]);
     assert_eq!(c.rejected[1].message, "audit.action is required");
 }
 
@@ -559,10 +558,7 @@ fn openai_v2_chat_span_fills_the_typed_columns() {
         ("gen_ai.request.max_tokens", "256"),
         ("gen_ai.response.finish_reasons", "[\"stop\"]"),
         ("gen_ai.response.id", "chatcmpl-AbC123"),
-        (
-            "otel.scope.name",
-            "opentelemetry.instrumentation.openai_v2",
-        ),
+        ("otel.scope.name", "opentelemetry.instrumentation.openai_v2"),
         ("otel.scope.version", "2.1b0"),
         ("server.address", "api.openai.com"),
         ("server.port", "443"),
@@ -752,7 +748,10 @@ fn tool_spans() {
         ],
     );
     // No operation, a tool name and no model: a tool event named by the span.
-    let mut bare = span("weather lookup", vec![kvs("gen_ai.tool.name", "get_weather")]);
+    let mut bare = span(
+        "weather lookup",
+        vec![kvs("gen_ai.tool.name", "get_weather")],
+    );
     bare.span_id = vec![7; 8];
     let request = traces_request(python_resource(), "agents", vec![execute, bare]);
     let c = convert_traces(&request, &anonymous(), &options(Unmapped::Drop));
@@ -799,7 +798,10 @@ fn error_spans() {
         attributes: vec![
             kvs("exception.type", "openai.APITimeoutError"),
             kvs("exception.message", "Request timed out."),
-            kvs("exception.stacktrace", "Traceback (most recent call last): ..."),
+            kvs(
+                "exception.stacktrace",
+                "Traceback (most recent call last): ...",
+            ),
         ],
         dropped_attributes_count: 0,
     });
@@ -874,7 +876,10 @@ fn unmapped_records_are_dropped_or_rejected() {
         body: Some(str_value("hello")),
         ..LogRecord::default()
     };
-    let logs_req = logs_request(vec![(python_resource(), vec![plain_log.clone(), plain_log])]);
+    let logs_req = logs_request(vec![(
+        python_resource(),
+        vec![plain_log.clone(), plain_log],
+    )]);
 
     let c = convert_traces(&traces_req, &anonymous(), &options(Unmapped::Drop));
     assert_eq!((c.records, c.unmapped, c.events.len()), (2, 1, 1));
@@ -917,13 +922,17 @@ fn malformed_ids_are_rejected_naming_the_field() {
     ));
     assert_eq!(r.message, "span_id is invalid: expected 8 bytes, got 16");
 
-    let cases: Vec<(fn(&mut Span), &str)> = vec![
+    type BreakIt = fn(&mut Span);
+    let cases: Vec<(BreakIt, &str)> = vec![
         (
             |s| s.span_id = vec![1; 3],
             "span_id is invalid: expected 8 bytes, got 3",
         ),
         (|s| s.trace_id.clear(), "trace_id is required"),
-        (|s| s.trace_id = vec![0; 16], "trace_id is invalid: all zeros"),
+        (
+            |s| s.trace_id = vec![0; 16],
+            "trace_id is invalid: all zeros",
+        ),
         (
             |s| s.parent_span_id = vec![1; 9],
             "parent_span_id is invalid: expected 8 bytes, got 9",
@@ -957,7 +966,10 @@ fn malformed_ids_are_rejected_naming_the_field() {
 
 #[test]
 fn over_limit_telemetry_is_kept_within_the_limits() {
-    let big = format!("[{{\"role\":\"user\",\"content\":\"{CANARY} {}\"}}]", "x".repeat(40_000));
+    let big = format!(
+        "[{{\"role\":\"user\",\"content\":\"{CANARY} {}\"}}]",
+        "x".repeat(40_000)
+    );
     let long_text = "y".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 100);
     let mut attributes = vec![
         kvs("gen_ai.operation.name", "chat"),
@@ -1069,7 +1081,10 @@ fn rejection_messages_never_contain_values() {
         OtlpValue::Array(vec![OtlpValue::KvList(vec![
             ("field".into(), canary.clone()),
             ("algorithm".into(), s("sha256")),
-            ("digest".into(), OtlpValue::Bytes(CANARY.as_bytes().to_vec())),
+            (
+                "digest".into(),
+                OtlpValue::Bytes(CANARY.as_bytes().to_vec()),
+            ),
         ])]),
     );
     with(

@@ -46,9 +46,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
+use tonic::Code;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 const TOKEN: &str = "acme-token-0123456789";
@@ -581,9 +581,7 @@ impl Pki {
             dir,
             ca: ca.der().clone(),
             client_cert: client_cert.der().clone(),
-            client_key: rustls::pki_types::PrivateKeyDer::Pkcs8(
-                client_key.serialize_der().into(),
-            ),
+            client_key: rustls::pki_types::PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
         }
     }
 
@@ -700,7 +698,10 @@ async fn grpc_requires_a_valid_bearer_token() {
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("missing authorization"), "{e:?}");
     let e = client
-        .export(with_token(no_records_request(), Some("not-the-token-at-all")))
+        .export(with_token(
+            no_records_request(),
+            Some("not-the-token-at-all"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -727,10 +728,7 @@ async fn grpc_oversized_message_is_resource_exhausted() {
     )
     .await;
     let mut client = LogsServiceClient::new(grpc_channel(server.addr).await);
-    let e = client
-        .export(large_request(10_000))
-        .await
-        .unwrap_err();
+    let e = client.export(large_request(10_000)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("4096 bytes"), "{e:?}");
     assert_eq!(server.requests("grpc", "logs", "too_large"), 1);
@@ -942,7 +940,11 @@ async fn http_requires_a_valid_bearer_token() {
         },
     )
     .await;
-    let r = http(server.addr, HttpRequest::post("/v1/logs", "application/json", "{}")).await;
+    let r = http(
+        server.addr,
+        HttpRequest::post("/v1/logs", "application/json", "{}"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.header("www-authenticate").starts_with("Bearer"));
     let (code, message) = r.rpc_status();
@@ -965,7 +967,11 @@ async fn http_requires_a_valid_bearer_token() {
 #[tokio::test]
 async fn http_unsupported_media_types_are_415() {
     let server = start(Transport::Http, Options::default()).await;
-    let r = http(server.addr, HttpRequest::post("/v1/logs", "text/plain", "hello")).await;
+    let r = http(
+        server.addr,
+        HttpRequest::post("/v1/logs", "text/plain", "hello"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(
@@ -985,10 +991,7 @@ async fn http_unsupported_media_types_are_415() {
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (_, message) = r.rpc_status();
     assert!(message.contains("gzip"), "{message}");
-    assert_eq!(
-        server.requests("http", "logs", "unsupported_media_type"),
-        3
-    );
+    assert_eq!(server.requests("http", "logs", "unsupported_media_type"), 3);
     server.stop().await.unwrap();
 }
 
@@ -1013,17 +1016,27 @@ async fn http_oversized_bodies_are_413() {
     )
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.rpc_status().1.contains("4096 bytes"), "{:?}", r.rpc_status());
+    assert!(
+        r.rpc_status().1.contains("4096 bytes"),
+        "{:?}",
+        r.rpc_status()
+    );
 
     // Streamed without a length: cut off at the limit.
-    let r = http(
-        server.addr,
-        HttpRequest::post("/v1/logs", "application/x-protobuf", Vec::new())
-            .body(chunked(vec![vec![0u8; 3000], vec![0u8; 3000], vec![0u8; 3000]])),
-    )
-    .await;
+    let r =
+        http(
+            server.addr,
+            HttpRequest::post("/v1/logs", "application/x-protobuf", Vec::new()).body(chunked(
+                vec![vec![0u8; 3000], vec![0u8; 3000], vec![0u8; 3000]],
+            )),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.rpc_status().1.contains("4096 bytes"), "{:?}", r.rpc_status());
+    assert!(
+        r.rpc_status().1.contains("4096 bytes"),
+        "{:?}",
+        r.rpc_status()
+    );
 
     // A gzip bomb: 400 bytes on the wire, 1 MiB inflated.
     let bomb = gzip(&large_request(1024 * 1024).encode_to_vec());
@@ -1035,7 +1048,11 @@ async fn http_oversized_bodies_are_413() {
     )
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.rpc_status().1.contains("decompressed"), "{:?}", r.rpc_status());
+    assert!(
+        r.rpc_status().1.contains("decompressed"),
+        "{:?}",
+        r.rpc_status()
+    );
     assert_eq!(server.requests("http", "logs", "too_large"), 3);
     server.stop().await.unwrap();
 }
@@ -1082,7 +1099,11 @@ async fn http_malformed_bodies_are_400_naming_the_problem() {
 
     let r = http(
         server.addr,
-        HttpRequest::post("/v1/logs", "application/json", b"{\"x\": \"\xc3\x28\"}".to_vec()),
+        HttpRequest::post(
+            "/v1/logs",
+            "application/json",
+            b"{\"x\": \"\xc3\x28\"}".to_vec(),
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -1090,8 +1111,7 @@ async fn http_malformed_bodies_are_400_naming_the_problem() {
 
     let r = http(
         server.addr,
-        HttpRequest::post("/v1/logs", "application/json", "{}")
-            .header("content-encoding", "gzip"),
+        HttpRequest::post("/v1/logs", "application/json", "{}").header("content-encoding", "gzip"),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -1106,8 +1126,12 @@ async fn http_gzip_requests_are_accepted() {
     let server = start(Transport::Http, Options::default()).await;
     let r = http(
         server.addr,
-        HttpRequest::post("/v1/logs", "application/json", gzip(b"{\"resourceLogs\":[]}"))
-            .header("content-encoding", "gzip"),
+        HttpRequest::post(
+            "/v1/logs",
+            "application/json",
+            gzip(b"{\"resourceLogs\":[]}"),
+        )
+        .header("content-encoding", "gzip"),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1172,7 +1196,11 @@ async fn http_over_tls_and_mutual_tls() {
     let tls = tls_connect(server.addr, &pki.connector(true, alpn))
         .await
         .unwrap();
-    let r = http_on(tls, HttpRequest::post("/v1/traces", "application/json", "{}")).await;
+    let r = http_on(
+        tls,
+        HttpRequest::post("/v1/traces", "application/json", "{}"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     // Without a client certificate: the handshake, or the first exchange
     // after it (TLS 1.3 reports the refusal late), fails.
@@ -1333,7 +1361,15 @@ async fn grpc_rejected_records_are_a_partial_success() {
         "{}",
         partial.error_message
     );
-    assert!(partial.error_message.contains("#1 "), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("#1 "),
+        "{}",
+        partial.error_message
+    );
+    let calls = server.ingest.calls();
+    assert_eq!(calls[0].events.len(), 1);
+    assert_eq!(calls[0].rejected.len(), 1);
+    assert_eq!(calls[0].rejected[0].index, 1);
     assert_eq!(server.requests("grpc", "logs", "partial"), 1);
     assert_eq!(server.metrics.records_rejected.total(), 1);
     server.stop().await.unwrap();
@@ -1365,7 +1401,10 @@ async fn grpc_ingest_errors_map_to_status_codes() {
     assert_eq!(server.requests("grpc", "logs", "backpressure"), 1);
     assert_eq!(server.requests("grpc", "logs", "unavailable"), 1);
     assert_eq!(server.requests("grpc", "logs", "internal"), 1);
-    assert_eq!(server.metrics.backpressure.get(&[("reason", "wal_full")]), 1);
+    assert_eq!(
+        server.metrics.backpressure.get(&[("reason", "wal_full")]),
+        1
+    );
     server.stop().await.unwrap();
 }
 
@@ -1468,7 +1507,11 @@ async fn http_unmapped_spans_rejected_by_config_are_a_partial_success() {
     };
     let r = http(
         server.addr,
-        HttpRequest::post("/v1/traces", "application/json", serde_json::to_vec(&request).unwrap()),
+        HttpRequest::post(
+            "/v1/traces",
+            "application/json",
+            serde_json::to_vec(&request).unwrap(),
+        ),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);

@@ -291,7 +291,9 @@ pub(crate) fn body_key(event_name: &str) -> &'static str {
 }
 
 fn time(nanos: u64) -> Option<DateTime<Utc>> {
-    i64::try_from(nanos).ok().map(DateTime::from_timestamp_nanos)
+    i64::try_from(nanos)
+        .ok()
+        .map(DateTime::from_timestamp_nanos)
 }
 
 /// A UUIDv7 that a retry of the same span reproduces: the timestamp is the

@@ -396,9 +396,15 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// A log record's trace and span ids, each optional.
+type LogIds = (Option<[u8; 16]>, Option<[u8; 8]>);
+
+/// A span's trace id, span id and parent span id.
+type SpanIds = ([u8; 16], [u8; 8], Option<[u8; 8]>);
+
 /// The record's trace and span ids; a wrong length names the field (the
 /// message carries lengths only).
-fn log_ids(rec: &LogRecord) -> Result<(Option<[u8; 16]>, Option<[u8; 8]>), String> {
+fn log_ids(rec: &LogRecord) -> Result<LogIds, String> {
     let trace_id = id::<16>("trace_id", &rec.trace_id).map_err(|e| e.to_string())?;
     let span_id = id::<8>("span_id", &rec.span_id).map_err(|e| e.to_string())?;
     Ok((trace_id, span_id))
@@ -446,7 +452,7 @@ fn raw_log_owned(rec: LogRecord, kind: LogKind) -> Result<RawLog, String> {
 }
 
 /// The span's ids: trace and span id are required for a span.
-fn span_ids(span: &Span) -> Result<([u8; 16], [u8; 8], Option<[u8; 8]>), String> {
+fn span_ids(span: &Span) -> Result<SpanIds, String> {
     let trace_id = id::<16>("trace_id", &span.trace_id)
         .map_err(|e| e.to_string())?
         .ok_or("trace_id is required")?;
@@ -553,6 +559,9 @@ mod tests {
             LogKind::GenAi
         );
         assert_eq!(classify_log("gen_ai.choice", &[]), LogKind::GenAi);
-        assert_eq!(classify_log("http.request", &[kv("x", "y")]), LogKind::Other);
+        assert_eq!(
+            classify_log("http.request", &[kv("x", "y")]),
+            LogKind::Other
+        );
     }
 }

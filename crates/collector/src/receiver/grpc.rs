@@ -29,8 +29,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{
-    Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export,
-    message_limit, tls,
+    Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export, message_limit, tls,
 };
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Endpoint;
@@ -285,7 +284,11 @@ where
 
 fn count(metrics: &Metrics, signal: &'static str, status: &'static str) {
     metrics.requests.add(
-        &[("transport", "grpc"), ("signal", signal), ("status", status)],
+        &[
+            ("transport", "grpc"),
+            ("signal", signal),
+            ("status", status),
+        ],
         1,
     );
 }
@@ -297,7 +300,11 @@ fn count(metrics: &Metrics, signal: &'static str, status: &'static str) {
 /// one as `INTERNAL` (the gRPC library convention); OTLP wants
 /// `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`, and `INTERNAL` would make
 /// exporters retry a request that can never succeed.
-fn rewrite_tonic_error(response: &mut Response, limit: usize, signal: &'static str) -> &'static str {
+fn rewrite_tonic_error(
+    response: &mut Response,
+    limit: usize,
+    signal: &'static str,
+) -> &'static str {
     let Some(status) = Status::from_header_map(response.headers()) else {
         // No status in the headers: a normal response whose status is in
         // the trailers; only the handler produces those.
@@ -372,13 +379,19 @@ mod tests {
     fn tonic_decode_errors_become_invalid_argument() {
         let mut response: Response =
             Status::internal("failed to decode Protobuf message: invalid wire type").into_http();
-        assert_eq!(rewrite_tonic_error(&mut response, 1024, "logs"), "bad_request");
+        assert_eq!(
+            rewrite_tonic_error(&mut response, 1024, "logs"),
+            "bad_request"
+        );
         let s = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(s.code(), Code::InvalidArgument);
         assert!(s.message().contains("invalid wire type"), "{}", s.message());
 
         let mut response: Response = Status::out_of_range("too large").into_http();
-        assert_eq!(rewrite_tonic_error(&mut response, 1024, "logs"), "too_large");
+        assert_eq!(
+            rewrite_tonic_error(&mut response, 1024, "logs"),
+            "too_large"
+        );
         let s = Status::from_header_map(response.headers()).unwrap();
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("1024 bytes"), "{}", s.message());

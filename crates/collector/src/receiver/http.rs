@@ -219,7 +219,11 @@ async fn handle<I: Ingest, S: Signal>(
         }
     };
     state.ctx.metrics.requests.add(
-        &[("transport", "http"), ("signal", S::NAME), ("status", label)],
+        &[
+            ("transport", "http"),
+            ("signal", S::NAME),
+            ("status", label),
+        ],
         1,
     );
     response
@@ -237,16 +241,14 @@ async fn process<I: Ingest, S: Signal>(
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().map_err(|_| crate::auth::AuthError::Malformed))
         .transpose();
-    let principal = authorization
-        .and_then(|h| ctx.auth.check(h))
-        .map_err(|e| {
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                Code::Unauthenticated,
-                "unauthenticated",
-                e.to_string(),
-            )
-        })?;
+    let principal = authorization.and_then(|h| ctx.auth.check(h)).map_err(|e| {
+        Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            "unauthenticated",
+            e.to_string(),
+        )
+    })?;
     let format = format?;
     let gzip = content_encoding(headers)?;
     let limit = state.limit;
@@ -319,8 +321,8 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Refusal::bad_request(format!("cannot read the request body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Refusal::bad_request(format!("cannot read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(Refusal::too_large(format!(
                 "the request body is larger than the limit of {limit} bytes (max_message_bytes)"
@@ -444,12 +446,8 @@ fn refusal_response(reply: Option<Format>, refusal: &Refusal) -> Response {
             format!("{}\n", refusal.message).into_bytes(),
         ),
     };
-    let mut response = (
-        refusal.status,
-        [(header::CONTENT_TYPE, content_type)],
-        body,
-    )
-        .into_response();
+    let mut response =
+        (refusal.status, [(header::CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();
     if let Some(after) = refusal.retry_after {
         headers.insert(
@@ -538,7 +536,11 @@ mod tests {
         let log = e.log.unwrap();
         assert!(!log.contains("12345678"), "{log}");
         let e = decode::<Logs>(Format::Json, b"{\"a\": \"\xff\"}").unwrap_err();
-        assert!(e.message.starts_with("invalid UTF-8 at byte 7"), "{}", e.message);
+        assert!(
+            e.message.starts_with("invalid UTF-8 at byte 7"),
+            "{}",
+            e.message
+        );
         let e = decode::<Traces>(Format::Protobuf, &[0x0a, 0xff]).unwrap_err();
         assert!(e.message.starts_with("invalid protobuf: "), "{}", e.message);
     }

@@ -412,7 +412,10 @@ mod tests {
             s.starts_with("7 of 20 spans rejected (mapping: 3, validation: 4): "),
             "{s}"
         );
-        assert!(s.contains("#0 validation: problem 0; #2 mapping: problem 1"), "{s}");
+        assert!(
+            s.contains("#0 validation: problem 0; #2 mapping: problem 1"),
+            "{s}"
+        );
         assert!(s.contains("#8 validation: problem 4"), "{s}");
         assert!(!s.contains("problem 5"), "{s}");
         assert!(s.ends_with("; and 2 more"), "{s}");

@@ -75,13 +75,14 @@ pub(super) fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|source| ReceiveError::TlsConfig {
-            cert_file: tls.cert_file.clone(),
-            key_file: tls.key_file.clone(),
-            source,
-        })?;
+    let mut config =
+        builder
+            .with_single_cert(certs, key)
+            .map_err(|source| ReceiveError::TlsConfig {
+                cert_file: tls.cert_file.clone(),
+                key_file: tls.key_file.clone(),
+                source,
+            })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -364,4 +365,3 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
     )
 }
-

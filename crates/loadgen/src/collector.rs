@@ -1,0 +1,290 @@
+//! A collector the generator starts itself (`--spawn`), and what it costs:
+//! CPU time from `/proc/<pid>/stat`, peak RSS, the bytes and rows it stored.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, SysconfVar, sysconf};
+use otel_audit_storage::{Store, StoreOptions, TimeRange, list_files, reader};
+
+/// A running collector in a temporary directory of its own.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    /// The OTLP/gRPC address it listens on (`host:port`).
+    pub grpc: String,
+}
+
+/// What a graceful stop left behind.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The collector's exit status.
+    pub status: ExitStatus,
+    /// CPU seconds (user + system) over the collector's whole life, from
+    /// `getrusage(RUSAGE_CHILDREN)` once it has been waited for.
+    pub cpu_seconds: f64,
+    /// Peak resident set size over its whole life, in bytes (`ru_maxrss`).
+    pub peak_rss_bytes: u64,
+    /// The directory (deleted on drop unless kept).
+    pub dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// Starts `binary` with its store, WAL and address file in a new
+    /// temporary directory under `parent` (the system's by default), every
+    /// listener on port 0, plus `extra` `--set` overrides; waits until it
+    /// has written its addresses.
+    pub fn start(binary: &Path, parent: Option<&Path>, extra: &[String]) -> anyhow::Result<Self> {
+        let dir = match parent {
+            Some(p) => tempfile::Builder::new()
+                .prefix("otel-audit-loadgen-")
+                .tempdir_in(p),
+            None => tempfile::Builder::new()
+                .prefix("otel-audit-loadgen-")
+                .tempdir(),
+        }
+        .context("cannot create the collector's directory")?;
+        let d = dir.path();
+        let addr = d.join("addr");
+        let log = File::create(d.join("collector.log"))?;
+        let mut cmd = Command::new(binary);
+        for set in [
+            format!("storage.url={}", d.join("store").display()),
+            format!("wal.dir={}", d.join("wal").display()),
+            "receivers.otlp.grpc.endpoint=127.0.0.1:0".into(),
+            "receivers.otlp.http.endpoint=127.0.0.1:0".into(),
+            "telemetry.endpoint=127.0.0.1:0".into(),
+            format!("telemetry.address_file={}", addr.display()),
+            "collector.instance_id=loadgen".into(),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            cmd.arg("--set").arg(set);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut spawned = Spawned {
+            child: Some(child),
+            dir: Some(dir),
+            grpc: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr)
+                && let Some(grpc) = text.lines().find_map(|l| l.strip_prefix("grpc="))
+            {
+                spawned.grpc = grpc.trim().to_owned();
+                return Ok(spawned);
+            }
+            if let Some(status) = spawned.child_mut().try_wait()? {
+                bail!(
+                    "the collector exited ({status}) before it was ready:\n{}",
+                    spawned.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the collector did not write {} within 60 s:\n{}",
+                    addr.display(),
+                    spawned.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the child is there until stopped")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The temporary directory (store, WAL, `collector.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("the directory is there until stopped").path()
+    }
+
+    /// CPU seconds (user + system, all threads) the collector has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        process_cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// The collector's peak resident set size so far (`VmHWM`), in bytes.
+    pub fn vm_hwm_bytes(&self) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .with_context(|| format!("no VmHWM in {path}"))
+    }
+
+    /// The last lines of the collector's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir().join("collector.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the graceful exit, in
+    /// which the collector writes everything it acknowledged to the store.
+    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Stopped> {
+        let pid = Pid::from_raw(self.pid() as i32);
+        kill(pid, Signal::SIGTERM).context("cannot send SIGTERM to the collector")?;
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child_mut().try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the collector did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        // The collector is the only child this process waits for.
+        let usage = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        let dir = self.dir.take().expect("the directory is there until stopped");
+        Ok(Stopped {
+            status,
+            cpu_seconds: secs(usage.user_time()) + secs(usage.system_time()),
+            peak_rss_bytes: usage.max_rss().max(0) as u64 * 1024,
+            dir,
+        })
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // An error on the way: never leave the collector running.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat` (or `/proc/self/stat`), in seconds.
+pub fn process_cpu_seconds(stat_path: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(stat_path).with_context(|| stat_path.to_owned())?;
+    // Fields after the command name (which may hold spaces) in parentheses:
+    // state is field 3, utime 14, stime 15.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("{stat_path}: unexpected format"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("{stat_path}: no field {}", i + 3))
+    };
+    let per_second = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Ok((ticks(11)? + ticks(12)?) as f64 / per_second)
+}
+
+/// What the store holds after the collector stopped.
+#[derive(Debug, Clone, Default)]
+pub struct StoreScan {
+    /// Parquet data files.
+    pub files: usize,
+    /// Rows per tenant (from the files' footers).
+    pub rows_by_tenant: BTreeMap<String, u64>,
+    /// Bytes of the data files.
+    pub parquet_bytes: u64,
+    /// Bytes of every file under the store directory (data files, digests, ...).
+    pub total_bytes: u64,
+}
+
+/// Lists the store under `dir` and reads each data file's footer.
+pub async fn scan_store(dir: &Path) -> anyhow::Result<StoreScan> {
+    let mut scan = StoreScan {
+        total_bytes: dir_bytes(dir)?,
+        ..StoreScan::default()
+    };
+    if !dir.exists() {
+        return Ok(scan);
+    }
+    let store = Store::open(&dir.display().to_string(), &StoreOptions::default())?;
+    let listing = list_files(&store, &TimeRange::all()).await?;
+    for f in &listing.files {
+        let bytes = reader::fetch(&store, &f.path).await?;
+        let footer = reader::footer_of(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", f.path))?;
+        *scan
+            .rows_by_tenant
+            .entry(f.file.partition.tenant.clone())
+            .or_default() += footer.row_count;
+        scan.files += 1;
+        scan.parquet_bytes += f.size;
+    }
+    Ok(scan)
+}
+
+/// Bytes of all files under `dir` (0 when it does not exist).
+pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| d.display().to_string()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let before = process_cpu_seconds("/proc/self/stat").unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i * i));
+        }
+        let after = process_cpu_seconds("/proc/self/stat").unwrap();
+        assert!(after >= before, "{before} {after} {x}");
+    }
+
+    #[test]
+    fn directory_sizes_add_up() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), [0u8; 100]).unwrap();
+        std::fs::write(d.path().join("g"), [0u8; 23]).unwrap();
+        assert_eq!(dir_bytes(d.path()).unwrap(), 123);
+        assert_eq!(dir_bytes(&d.path().join("missing")).unwrap(), 0);
+    }
+}
