@@ -19,7 +19,7 @@ pub(crate) fn value_ref(v: &AnyValue) -> Option<OtlpValue> {
         Value::IntValue(i) => OtlpValue::Int(*i),
         Value::DoubleValue(d) => OtlpValue::Double(*d),
         Value::BytesValue(b) => OtlpValue::Bytes(b.clone()),
-        Value::ArrayValue(a) => OtlpValue::Array(a.values.iter().filter_map(value_ref).collect()),
+        Value::ArrayValue(a) => OtlpValue::Array(array_ref(&a.values)),
         Value::KvlistValue(l) => OtlpValue::KvList(attributes_ref(&l.values)),
         Value::StringValueStrindex(_) => return None,
     })
@@ -33,9 +33,7 @@ pub(crate) fn value_owned(v: AnyValue) -> Option<OtlpValue> {
         Value::IntValue(i) => OtlpValue::Int(i),
         Value::DoubleValue(d) => OtlpValue::Double(d),
         Value::BytesValue(b) => OtlpValue::Bytes(b),
-        Value::ArrayValue(a) => {
-            OtlpValue::Array(a.values.into_iter().filter_map(value_owned).collect())
-        }
+        Value::ArrayValue(a) => OtlpValue::Array(array_owned(a.values)),
         Value::KvlistValue(l) => OtlpValue::KvList(attributes_owned(l.values)),
         Value::StringValueStrindex(_) => return None,
     })
@@ -44,21 +42,42 @@ pub(crate) fn value_owned(v: AnyValue) -> Option<OtlpValue> {
 /// Converts an attribute list, cloning; attributes without a value are
 /// skipped.
 pub(crate) fn attributes_ref(kvs: &[KeyValue]) -> Vec<(String, OtlpValue)> {
-    kvs.iter()
-        .filter_map(|kv| {
-            // The value first: a skipped attribute costs no key clone.
-            let v = value_ref(kv.value.as_ref()?)?;
-            Some((kv.key.clone(), v))
-        })
-        .collect()
+    // Sized up front: collecting a `filter_map` would grow the vector
+    // several times, and allocation is most of this step's cost.
+    let mut out = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        // The value first: a skipped attribute costs no key clone.
+        if let Some(v) = kv.value.as_ref().and_then(value_ref) {
+            out.push((kv.key.clone(), v));
+        }
+    }
+    out
 }
 
 /// Converts an attribute list, moving; attributes without a value are
 /// skipped.
 pub(crate) fn attributes_owned(kvs: Vec<KeyValue>) -> Vec<(String, OtlpValue)> {
-    kvs.into_iter()
-        .filter_map(|kv| Some((kv.key, value_owned(kv.value?)?)))
-        .collect()
+    let mut out = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        if let Some(v) = kv.value.and_then(value_owned) {
+            out.push((kv.key, v));
+        }
+    }
+    out
+}
+
+/// Converts array elements, cloning; elements without a value are skipped.
+fn array_ref(values: &[AnyValue]) -> Vec<OtlpValue> {
+    let mut out = Vec::with_capacity(values.len());
+    out.extend(values.iter().filter_map(value_ref));
+    out
+}
+
+/// Converts array elements, moving; elements without a value are skipped.
+fn array_owned(values: Vec<AnyValue>) -> Vec<OtlpValue> {
+    let mut out = Vec::with_capacity(values.len());
+    out.extend(values.into_iter().filter_map(value_owned));
+    out
 }
 
 /// A trace id (16 bytes) or span id (8 bytes) field: empty means absent; any

@@ -1,0 +1,324 @@
+"""The collector's promises under failure, with the real binary:
+
+- kill -9 during load, many times in a loop: every acknowledged event is in the store exactly once and
+  the chain verifies;
+- S3 (a real moto server) becomes unreachable mid-load and comes back: nothing acknowledged is lost;
+- the WAL cap reached while the store is down: retryable statuses (429 + Retry-After), bounded memory,
+  and a full catch-up once the store returns.
+
+Load comes from plain OTLP/HTTP JSON requests (GenAI spans with unique span ids); a request counts as
+acknowledged only when the collector answered 200.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+import duckdb
+import pytest
+
+from collector import Collector
+from conftest import FAKE_AWS_ENV, verify_json
+
+
+def span_batch(start: int, n: int, service: str) -> Tuple[bytes, List[str]]:
+    spans, ids = [], []
+    for i in range(start, start + n):
+        span_id = format(i + 1, "016x")
+        ids.append(span_id)
+        spans.append({
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": span_id, "name": "chat gpt-4o", "kind": 3,
+            "startTimeUnixNano": str(1767600000000000000 + i * 1000), "endTimeUnixNano": str(1767600000500000000 + i * 1000),
+            "attributes": [
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+                {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                {"key": "gen_ai.usage.input_tokens", "value": {"intValue": str(i % 500)}},
+                {"key": "enduser.id", "value": {"stringValue": f"user-{i % 13}"}},
+                {"key": "gen_ai.input.messages", "value": {"stringValue": "x" * 300}},
+            ],
+        })
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"spans": spans}],
+    }]}
+    return json.dumps(body).encode(), ids
+
+
+class Loader:
+    """Sends batches until stopped; remembers which span ids were acknowledged (HTTP 200)."""
+
+    def __init__(self, url: str, service: str, first: int = 0, batch: int = 50):
+        self.url, self.service, self.next, self.batch = url, service, first, batch
+        self.acked: List[str] = []
+        self.statuses: Dict[int, int] = {}
+        self.retry_after: List[str] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Loader":
+        self.thread.start()
+        return self
+
+    def stop(self) -> "Loader":
+        self._stop.set()
+        self.thread.join(timeout=60)
+        return self
+
+    def _run(self) -> None:
+        body, ids = span_batch(self.next, self.batch, self.service)
+        while not self._stop.is_set():
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    status = r.status
+                    answer = json.loads(r.read() or b"{}")
+            except urllib.error.HTTPError as e:
+                status = e.code
+                if e.headers.get("Retry-After"):
+                    self.retry_after.append(e.headers["Retry-After"])
+                answer = None
+            except OSError:
+                status = 0  # connection refused / reset: the collector is down
+                answer = None
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status == 200:
+                rejected = int((answer.get("partialSuccess") or {}).get("rejectedSpans") or 0) if answer else 0
+                assert rejected == 0, answer
+                self.acked.extend(ids)
+                self.next += self.batch
+                body, ids = span_batch(self.next, self.batch, self.service)
+            else:
+                time.sleep(0.05)
+
+
+def stored_span_ids(store: Path, service: str) -> List[str]:
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT span_id FROM read_parquet('{store}/**/*.parquet', hive_partitioning = true) "
+        f"WHERE service_name = '{service}'"
+    ).fetchall()
+    return [r[0] if isinstance(r[0], str) else bytes(r[0]).hex() for r in rows]
+
+
+def assert_exactly_once(acked: List[str], stored: List[str]) -> None:
+    assert len(set(stored)) == len(stored), "an event was stored twice"
+    missing = set(acked) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events missing, e.g. {sorted(missing)[:5]}"
+
+
+def assert_intact(store) -> dict:
+    code, report, stderr = verify_json(store)
+    assert code == 0, (report, stderr)
+    return report
+
+
+def test_kill_9_in_a_loop_loses_and_duplicates_nothing(tmp_path):
+    service = "crash-loop"
+    acked: List[str] = []
+    first = 0
+    rng = random.Random(7)
+    c = Collector(tmp_path, sets=["storage.flush_interval_secs=1", "storage.max_file_rows=300"])
+    for round_ in range(6):
+        c.start()
+        loader = Loader(c.http + "/v1/traces", service, first=first).start()
+        time.sleep(rng.uniform(0.4, 1.2))
+        c.kill()
+        loader.stop()
+        acked += loader.acked
+        first = loader.next + 1000  # fresh ids after the round (unacked ids are never reused)
+        assert loader.statuses.get(200, 0) > 0, (round_, loader.statuses, c.log_text()[-2000:])
+    c.start()
+    assert c.stop() == 0, c.log_text()[-3000:]
+    assert c.wal_segments() == []
+    assert len(acked) > 500
+    assert_exactly_once(acked, stored_span_ids(c.store, service))
+    assert_intact(c.store)
+
+
+class Proxy:
+    """A TCP proxy to the S3 server that can be cut (connections refused and reset) and restored."""
+
+    def __init__(self, target_port: int):
+        self.target = ("127.0.0.1", target_port)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.conns: List[socket.socket] = []
+        self.lock = threading.Lock()
+        self.listener: Optional[socket.socket] = None
+        self.restore()
+
+    def restore(self) -> None:
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self.listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def cut(self) -> None:
+        ls, self.listener = self.listener, None
+        if ls:
+            # shutdown wakes the thread blocked in accept(), so the port is really free.
+            try:
+                ls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            ls.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                r, _, _ = select.select([a, b], [], [], 1.0)
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def s3_sets(moto_s3, prefix: str, endpoint: str) -> List[str]:
+    return [
+        f"storage.url=s3://{moto_s3.bucket}/{prefix}",
+        f"storage.s3.endpoint={endpoint}",
+        "storage.s3.allow_http=true",
+        "storage.s3.region=us-east-1",
+        "storage.s3.max_retries=1",
+        "storage.s3.retry_timeout_secs=2",
+        "storage.s3.connect_timeout_secs=1",
+        "storage.flush_interval_secs=1",
+        "storage.max_file_rows=500",
+    ]
+
+
+def download(moto_s3, prefix: str, dest: Path) -> Path:
+    s3 = moto_s3.client()
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=moto_s3.bucket, Prefix=prefix + "/"):
+        for o in page.get("Contents", []):
+            rel = o["Key"][len(prefix) + 1:]
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(moto_s3.bucket, o["Key"], str(target))
+    return dest
+
+
+def test_s3_outage_mid_load_loses_nothing(tmp_path, moto_s3):
+    proxy = Proxy(moto_s3.port)
+    prefix = "outage"
+    c = Collector(tmp_path, sets=s3_sets(moto_s3, prefix, f"http://127.0.0.1:{proxy.port}"),
+                  env=FAKE_AWS_ENV).start()
+    loader = Loader(c.http + "/v1/traces", "s3-outage").start()
+    try:
+        time.sleep(2)
+        proxy.cut()
+        time.sleep(4)
+        during = loader.statuses.get(200, 0)
+        proxy.restore()
+        time.sleep(3)
+    finally:
+        loader.stop()
+        proxy.cut()
+        proxy.restore()
+    assert c.stop() == 0, c.log_text()[-3000:]
+    assert c.wal_segments() == []
+    assert during > 0
+    assert c.log_text().count("store write failed") > 0, "the outage should have made writes fail"
+    local = download(moto_s3, prefix, tmp_path / "downloaded")
+    assert_exactly_once(loader.acked, stored_span_ids(local, "s3-outage"))
+    assert_intact(local)
+    code, report, stderr = verify_json(f"s3://{moto_s3.bucket}/{prefix}?endpoint={moto_s3.endpoint}&allow_http=true",
+                                       env=moto_s3.env)
+    assert code == 0, (report, stderr)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_s3):
+    proxy = Proxy(moto_s3.port)
+    prefix = "backpressure"
+    sets = s3_sets(moto_s3, prefix, f"http://127.0.0.1:{proxy.port}") + [
+        "wal.max_segment_bytes=262144",
+        "wal.max_queue_bytes=262144",
+        "wal.max_wal_bytes=2097152",
+        "storage.max_buffer_bytes=1048576",
+    ]
+    c = Collector(tmp_path, sets=sets, env=FAKE_AWS_ENV).start()
+    proxy.cut()
+    loaders = [Loader(c.http + "/v1/traces", "backpressure", first=i * 10_000_000).start() for i in range(3)]
+    peak = 0
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(l.statuses.get(429) for l in loaders):
+            peak = max(peak, rss_kib(c.proc.pid))
+            time.sleep(0.1)
+        assert any(l.statuses.get(429) for l in loaders), [l.statuses for l in loaders]
+        for _ in range(20):  # keep pushing against the cap for a while
+            peak = max(peak, rss_kib(c.proc.pid))
+            time.sleep(0.1)
+        assert all(r.isdigit() and int(r) >= 1 for l in loaders for r in l.retry_after)
+        assert c.metric_sum("otel_audit_backpressure_total") > 0
+        proxy.restore()
+        # The store is back: the sink catches up, the WAL drains, requests succeed again.
+        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
+        deadline = time.time() + 60
+        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
+            time.sleep(0.2)
+        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20
+    finally:
+        for l in loaders:
+            l.stop()
+    assert c.stop() == 0, c.log_text()[-3000:]
+    assert peak < 300 * 1024, f"peak RSS {peak} KiB"
+    acked = [i for l in loaders for i in l.acked]
+    local = download(moto_s3, prefix, tmp_path / "downloaded")
+    assert_exactly_once(acked, stored_span_ids(local, "backpressure"))
+    assert_intact(local)
