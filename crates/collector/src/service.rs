@@ -390,7 +390,6 @@ pub async fn run(
         let listener = bind("receivers.otlp.grpc.endpoint", &otlp.grpc.endpoint).await?;
         let addr = listener.local_addr()?;
         addresses.push(format!("grpc={addr}"));
-        tracing::info!(%addr, tls = otlp.grpc.tls.is_some(), "OTLP/gRPC receiver listening");
         let (ep, ctx, s) = (otlp.grpc.clone(), ctx.clone(), stopped());
         tasks.push(tokio::spawn(async move {
             serve_grpc(listener, &ep, ctx, s)
@@ -402,7 +401,6 @@ pub async fn run(
         let listener = bind("receivers.otlp.http.endpoint", &otlp.http.endpoint).await?;
         let addr = listener.local_addr()?;
         addresses.push(format!("http={addr}"));
-        tracing::info!(%addr, tls = otlp.http.tls.is_some(), "OTLP/HTTP receiver listening");
         let (ep, ctx, s) = (otlp.http.clone(), ctx.clone(), stopped());
         tasks.push(tokio::spawn(async move {
             serve_http(listener, &ep, ctx, s)
