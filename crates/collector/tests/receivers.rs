@@ -1561,3 +1561,24 @@ async fn http_ingest_errors_map_to_status_codes() {
     assert_eq!(server.requests("http", "logs", "internal"), 1);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn http_shutdown_lets_in_flight_requests_finish() {
+    let server = start(Transport::Http, Options::default()).await;
+    *server.ingest.delay.lock().unwrap() = Duration::from_millis(500);
+    let addr = server.addr;
+    let body = logs_request(vec![log_record(&audit_event())]).encode_to_vec();
+    let in_flight = tokio::spawn(async move {
+        http(
+            addr,
+            HttpRequest::post("/v1/logs", "application/x-protobuf", body),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ingest = server.ingest.clone();
+    server.stop().await.unwrap();
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    assert_eq!(ingest.calls().len(), 1);
+    assert!(TcpStream::connect(addr).await.is_err());
+}

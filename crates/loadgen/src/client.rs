@@ -150,13 +150,6 @@ async fn worker(
 ) -> LoadResult {
     let mut grpc = tonic::client::Grpc::new(channel);
     let mut out = LoadResult::default();
-    let mut note = |out: &mut LoadResult, status: &Status| {
-        let e = out
-            .errors
-            .entry(format!("{:?}", status.code()))
-            .or_insert_with(|| (0, status.message().chars().take(300).collect()));
-        e.0 += 1;
-    };
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(request) = requests.get(i) else {
@@ -218,6 +211,15 @@ async fn worker(
         out.latencies_us.push(t0.elapsed().as_micros() as u64);
     }
     out
+}
+
+/// Counts a failure or refusal under its gRPC code, keeping the first message.
+fn note(out: &mut LoadResult, status: &Status) {
+    let e = out
+        .errors
+        .entry(format!("{:?}", status.code()))
+        .or_insert_with(|| (0, status.message().chars().take(300).collect()));
+    e.0 += 1;
 }
 
 /// Sends already-encoded `ExportLogsServiceRequest` bytes as they are, and

@@ -25,7 +25,7 @@ use clap::Parser;
 use serde::Serialize;
 
 const ABOUT: &str = "Load generator for the otel-audit collector: sends OTLP/gRPC log records \
-shaped like real GenAI audit events (17 attributes, about 600 bytes each) at a chosen rate or \
+shaped like real GenAI audit events (15 attributes, about 600 bytes each) at a chosen rate or \
 flat out, and reports events/s, acknowledgement latency (p50/p90/p99/max) and, with --spawn, the \
 collector's CPU-seconds per million events, peak RSS and bytes per stored event.";
 
@@ -34,7 +34,7 @@ const LONG_ABOUT: &str = "Load generator for the otel-audit collector.
 Sends OTLP/gRPC LogsService/Export requests holding inference audit events as the otel-audit \
 SDK emits them (docs/OTLP.md): tenant, service, actor, GenAI provider, models, token counts, \
 conversation, trace and span ids, and the raw prompt as `gen_ai.input.messages`, which the \
-collector's server-side policy replaces by an HMAC digest. 17 attributes and about 600 bytes \
+collector's server-side policy replaces by an HMAC digest. 15 attributes and about 600 bytes \
 per record. All requests are built and protobuf-encoded before the clock starts (about 0.65 KB \
 of memory per event), so the generator's own CPU stays small.
 
@@ -190,6 +190,7 @@ struct CollectorReport {
 #[derive(Debug, Serialize)]
 struct BaselineReport {
     prost_decode_records_per_cpu_second: f64,
+    records_decoded: u64,
     cpu_seconds: f64,
     /// Collector events per CPU-second ÷ prost decode records per CPU-second.
     collector_ratio: Option<f64>,
@@ -355,6 +356,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
 
     let baseline_report = baseline.map(|b| BaselineReport {
         prost_decode_records_per_cpu_second: b.records_per_cpu_second,
+        records_decoded: b.records,
         cpu_seconds: b.cpu.as_secs_f64(),
         collector_ratio: collector_report
             .as_ref()

@@ -794,7 +794,9 @@ impl Flattened {
         };
         let mut segs = rest.split('.').map(Seg::parse);
         let mut map = self.roots[family].get_or_insert_with(BTreeMap::new);
-        let mut seg = segs.next().ok_or_else(|| value.clone())?;
+        let Some(mut seg) = segs.next() else {
+            return Err(value);
+        };
         loop {
             match segs.next() {
                 None => {

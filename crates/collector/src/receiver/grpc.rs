@@ -325,17 +325,23 @@ fn rewrite_tonic_error(
             format!("invalid request: {}", status.message()),
             "bad_request",
         ),
-        // UNIMPLEMENTED: a compression the receiver does not accept; tonic's
-        // answer already lists the accepted ones.
+        // UNIMPLEMENTED on an Export path: a compression the receiver does
+        // not accept; tonic's answer already lists the accepted ones.
         other => {
+            let label = if other == Code::Unimplemented {
+                "unsupported_media_type"
+            } else {
+                "bad_request"
+            };
             tracing::warn!(
                 transport = "grpc",
                 signal,
+                status = label,
                 code = ?other,
                 reason = status.message(),
                 "refused an OTLP request"
             );
-            return "bad_request";
+            return label;
         }
     };
     tracing::warn!(

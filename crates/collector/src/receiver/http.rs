@@ -203,15 +203,17 @@ async fn handle<I: Ingest, S: Signal>(
             (label, success::<S>(format, partial))
         }
         Err(refusal) => {
-            let reason = refusal.log.as_deref().unwrap_or(&refusal.message);
-            if refusal.status.is_server_error() && refusal.retry_after.is_none() {
-                // Already logged as an error where it happened.
-            } else {
+            // Client errors are worth a warning; refusals the pipeline
+            // decided (backpressure, unavailable, internal) are counted in
+            // the metrics and, when they are failures, logged where they
+            // happened: one line per refused request under load would flood
+            // the log.
+            if refusal.status.is_client_error() {
                 tracing::warn!(
                     transport = "http",
                     signal = S::NAME,
                     status = refusal.label,
-                    reason,
+                    reason = refusal.log.as_deref().unwrap_or(&refusal.message),
                     "refused an OTLP request"
                 );
             }

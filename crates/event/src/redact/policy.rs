@@ -25,6 +25,13 @@ pub const DEFAULT_CONTENT_FIELDS: &[&str] = &[
     "gen_ai.tool.call.result",
     "gen_ai.prompt",
     "gen_ai.completion",
+    // OpenInference (Arize/Phoenix) content, and log bodies and span-event
+    // content of older GenAI instrumentations as the collector maps them.
+    "input.value",
+    "output.value",
+    "log.body",
+    "content",
+    "*.content",
     "prompt",
     "input",
     "output",
