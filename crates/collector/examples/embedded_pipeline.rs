@@ -34,15 +34,22 @@ async fn main() -> anyhow::Result<()> {
 
     let events: Vec<(usize, AuditEvent)> = (0..1000)
         .map(|i| {
-            let mut e = AuditEvent::new("acme", "batch-importer", Category::DataAccess, "record.read");
+            let mut e = AuditEvent::new(
+                "acme",
+                "batch-importer",
+                Category::DataAccess,
+                "record.read",
+            );
             e.actor.id = Some(format!("analyst-{}", i % 5));
             e.target.kind = Some("patient_record".into());
             e.target.id = Some(format!("rec-{i}"));
             e.outcome = Outcome::Success;
             // Content fields are HMAC'd by the server-side policy before the
             // WAL sees them.
-            e.attributes
-                .insert("query".into(), format!("SELECT * FROM records WHERE id = {i}"));
+            e.attributes.insert(
+                "query".into(),
+                format!("SELECT * FROM records WHERE id = {i}"),
+            );
             (i, e)
         })
         .collect();

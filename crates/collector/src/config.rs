@@ -410,8 +410,14 @@ impl Config {
         } else {
             format!("{origin} with --set overrides")
         };
-        let config: Config =
-            serde_norway::from_value(tree).map_err(|source| ConfigError::Parse { origin, source })?;
+        // Through text rather than `from_value`: the parser's errors then name
+        // the key path (`storage.max_file_rows: invalid type ...`).
+        let merged = serde_norway::to_string(&tree).map_err(|source| ConfigError::Parse {
+            origin: origin.clone(),
+            source,
+        })?;
+        let config: Config = serde_norway::from_str(&merged)
+            .map_err(|source| ConfigError::Parse { origin, source })?;
         config.validate()?;
         Ok(config)
     }
@@ -432,10 +438,7 @@ impl Config {
                 "both grpc and http are disabled: the collector would receive nothing",
             ));
         }
-        for (key, ep) in [
-            ("receivers.otlp.grpc", grpc),
-            ("receivers.otlp.http", http),
-        ] {
+        for (key, ep) in [("receivers.otlp.grpc", grpc), ("receivers.otlp.http", http)] {
             if !ep.enabled {
                 continue;
             }
@@ -546,7 +549,10 @@ impl Config {
             ));
         }
         if s.retry_max_backoff_secs == 0 {
-            return Err(invalid("storage.retry_max_backoff_secs", "must be at least 1"));
+            return Err(invalid(
+                "storage.retry_max_backoff_secs",
+                "must be at least 1",
+            ));
         }
         if !(1..=22).contains(&s.parquet.zstd_level) {
             return Err(invalid(
@@ -622,7 +628,9 @@ fn check_socket_addr(key: &str, value: &str) -> Result<(), ConfigError> {
         .map_err(|_| {
             invalid(
                 key,
-                format!("{value:?} is not host:port with an IP address (127.0.0.1:4317, [::]:4317)"),
+                format!(
+                    "{value:?} is not host:port with an IP address (127.0.0.1:4317, [::]:4317)"
+                ),
             )
         })
 }
@@ -654,10 +662,7 @@ fn apply_override(tree: &mut Value, arg: &str) -> Result<(), ConfigError> {
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
         let Value::Mapping(map) = node else {
-            return Err(bad(&format!(
-                "{} is not a mapping",
-                parts[..i].join(".")
-            )));
+            return Err(bad(&format!("{} is not a mapping", parts[..i].join("."))));
         };
         let k = Value::String((*part).to_owned());
         if i + 1 == parts.len() {
@@ -708,8 +713,7 @@ mod tests {
     fn errors_name_the_key() {
         let e = Config::load(None, &["storage.urll=x".into()]).unwrap_err();
         assert!(e.to_string().contains("urll"), "{e}");
-        let e = Config::load(None, &["receivers.otlp.grpc.endpoint=localhost".into()])
-            .unwrap_err();
+        let e = Config::load(None, &["receivers.otlp.grpc.endpoint=localhost".into()]).unwrap_err();
         assert!(
             e.to_string().starts_with("receivers.otlp.grpc.endpoint:"),
             "{e}"

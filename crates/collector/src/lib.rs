@@ -10,6 +10,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod receiver;
 pub mod service;
-pub mod telemetry;
 pub mod sink;
+pub mod telemetry;
 pub mod wal;

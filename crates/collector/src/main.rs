@@ -52,13 +52,12 @@ fn main() -> ExitCode {
         let checks = config
             .load_policy()
             .and_then(|p| {
-                p.keys
-                    .load()
-                    .map(|_| ())
-                    .map_err(|e| otel_audit_collector::config::ConfigError::Invalid {
+                p.keys.load().map(|_| ()).map_err(|e| {
+                    otel_audit_collector::config::ConfigError::Invalid {
                         key: "policy.keys".into(),
                         reason: e.to_string(),
-                    })
+                    }
+                })
             })
             .and_then(|()| {
                 otel_audit_collector::auth::Authenticator::from_config(&config.receivers.auth)

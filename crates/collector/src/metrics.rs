@@ -35,7 +35,9 @@ impl Family {
             .iter()
             .find(|(k, _)| {
                 k.len() == labels.len()
-                    && k.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
+                    && k.iter()
+                        .zip(labels)
+                        .all(|((a, b), (c, d))| a == c && b == d)
             })
             .map_or(0, |(_, v)| *v)
     }

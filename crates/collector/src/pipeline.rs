@@ -211,7 +211,9 @@ impl Pipeline {
                     *per_tenant.entry(r.event.tenant.as_str()).or_default() += 1;
                 }
                 for (tenant, count) in per_tenant {
-                    self.metrics.events_accepted.add(&[("tenant", tenant)], count);
+                    self.metrics
+                        .events_accepted
+                        .add(&[("tenant", tenant)], count);
                 }
                 self.feed.records(records);
                 Ok(n)
@@ -301,16 +303,21 @@ impl Pipeline {
                 }
             }
             WalError::QueueFull { .. } => {
-                self.metrics.backpressure.add(&[("reason", "queue_full")], 1);
+                self.metrics
+                    .backpressure
+                    .add(&[("reason", "queue_full")], 1);
                 IngestError::Backpressure {
                     reason: e.to_string(),
                     retry_after: RETRY_AFTER,
                 }
             }
-            WalError::TooLarge { .. } => IngestError::Backpressure {
-                reason: format!("{e}; send smaller batches"),
-                retry_after: RETRY_AFTER,
-            },
+            WalError::TooLarge { .. } => {
+                self.metrics.backpressure.add(&[("reason", "too_large")], 1);
+                IngestError::Backpressure {
+                    reason: format!("{e}; send smaller batches"),
+                    retry_after: RETRY_AFTER,
+                }
+            }
             WalError::Closed => IngestError::Unavailable {
                 reason: "shutting down".into(),
                 retry_after: RETRY_AFTER,
@@ -388,7 +395,9 @@ impl Ingest for Pipeline {
         }
         let accepted = self.commit(by_tenant, &mut rejected).await?;
         for r in &rejected {
-            self.metrics.records_rejected.add(&[("reason", r.reason)], 1);
+            self.metrics
+                .records_rejected
+                .add(&[("reason", r.reason)], 1);
         }
         rejected.sort_by_key(|r| r.index);
         Ok(IngestAck { accepted, rejected })

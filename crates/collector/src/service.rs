@@ -263,9 +263,7 @@ fn server_redactor(config: &Config) -> Result<Redactor, StartError> {
         let id = format!("server-{}", &hex::encode(Sha256::digest(&key))[..8]);
         tracing::info!(key_id = %id, path = %path.display(), "no HMAC key configured; using the collector's generated key");
         keys = Keys {
-            hmac: Some(
-                Keyring::hmac(id, key).map_err(|e| StartError::Policy(e.to_string()))?,
-            ),
+            hmac: Some(Keyring::hmac(id, key).map_err(|e| StartError::Policy(e.to_string()))?),
             ..keys
         };
     }
@@ -327,8 +325,8 @@ async fn store_heads(
         let bytes = reader::fetch(store, path)
             .await
             .map_err(|e| StartError::Store(e.to_string()))?;
-        let footer = reader::footer_of(bytes)
-            .map_err(|e| StartError::Store(format!("{path}: {e}")))?;
+        let footer =
+            reader::footer_of(bytes).map_err(|e| StartError::Store(format!("{path}: {e}")))?;
         out.push((
             chain.to_owned(),
             ChainHead {
@@ -425,7 +423,10 @@ pub async fn run(
     collector
         .record_system_event(
             "collector.start",
-            &[("otel_audit.collector.version", env!("CARGO_PKG_VERSION").into())],
+            &[(
+                "otel_audit.collector.version",
+                env!("CARGO_PKG_VERSION").into(),
+            )],
         )
         .await?;
     collector

@@ -51,7 +51,11 @@ pub(crate) enum FeedMsg {
 /// An estimate of a record's memory, for the feed's and runs' byte limits.
 pub(crate) fn approx_record_bytes(r: &Record) -> u64 {
     let e = &r.event;
-    let strings: usize = e.attributes.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+    let strings: usize = e
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 48)
+        .sum::<usize>()
         + e.action.len()
         + e.tenant.len()
         + r.chain_id.len()
@@ -244,7 +248,9 @@ impl Sink {
     async fn consume_wal(&mut self, reader: Replay) -> Result<(), SinkStopError> {
         let mut reader = Some(reader);
         loop {
-            let mut r = reader.take().expect("the reader is put back after each chunk");
+            let mut r = reader
+                .take()
+                .expect("the reader is put back after each chunk");
             let (r, chunk) = tokio::task::spawn_blocking(move || {
                 let mut chunk = Vec::with_capacity(4096);
                 for item in r.by_ref().take(4096) {
@@ -316,7 +322,11 @@ impl Sink {
             // Already in the store: release instead of writing it again.
             if r.seq == held.seq {
                 if r.hash != held.hash {
-                    tracing::error!(chain = id, seq = r.seq, "a stored file's last hash differs from the WAL's record");
+                    tracing::error!(
+                        chain = id,
+                        seq = r.seq,
+                        "a stored file's last hash differs from the WAL's record"
+                    );
                 }
                 let head = ChainHead {
                     seq: r.seq,

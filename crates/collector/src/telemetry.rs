@@ -30,7 +30,10 @@ pub async fn serve(
 async fn metrics(State(c): State<Arc<Collector>>) -> impl IntoResponse {
     let body = c.metrics().render(&c.gauges());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
 }

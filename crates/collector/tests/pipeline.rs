@@ -51,7 +51,11 @@ async fn ingest_n(c: &Collector, tenant: &str, range: std::ops::Range<usize>) ->
 }
 
 async fn stored(dir: &Path) -> Vec<Record> {
-    let store = Store::open(&dir.join("store").display().to_string(), &Default::default()).unwrap();
+    let store = Store::open(
+        &dir.join("store").display().to_string(),
+        &Default::default(),
+    )
+    .unwrap();
     let listing = list_files(&store, &TimeRange::all()).await.unwrap();
     let mut out = Vec::new();
     for f in listing.files {
@@ -61,7 +65,11 @@ async fn stored(dir: &Path) -> Vec<Record> {
 }
 
 async fn verify_intact(dir: &Path) {
-    let store = Store::open(&dir.join("store").display().to_string(), &Default::default()).unwrap();
+    let store = Store::open(
+        &dir.join("store").display().to_string(),
+        &Default::default(),
+    )
+    .unwrap();
     let report = verify(&store, &VerifyOptions::default(), &NoProgress)
         .await
         .unwrap();
@@ -161,7 +169,10 @@ async fn a_full_feed_spills_to_the_wal_and_nothing_is_lost() {
     // A 1 MiB feed and small files: most batches are read back from the WAL.
     let cfg = config(
         dir.path(),
-        &["storage.max_buffer_bytes=1048576", "storage.max_file_rows=500"],
+        &[
+            "storage.max_buffer_bytes=1048576",
+            "storage.max_file_rows=500",
+        ],
     );
     let metrics = Arc::new(Metrics::default());
     let c = Arc::new(Collector::start(&cfg, metrics.clone()).await.unwrap());
@@ -232,7 +243,10 @@ async fn rows_stored_before_a_crash_are_not_written_twice() {
     assert!(c.shutdown().await.unwrap().drained);
 
     let records = stored(dir.path()).await;
-    let acme: Vec<&Record> = records.iter().filter(|r| r.event.tenant == "acme").collect();
+    let acme: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.event.tenant == "acme")
+        .collect();
     let got: BTreeSet<uuid::Uuid> = acme.iter().map(|r| r.event.event_id).collect();
     assert_eq!(acme.len(), 40, "no row twice");
     assert_eq!(got, ids);

@@ -1401,10 +1401,6 @@ async fn grpc_ingest_errors_map_to_status_codes() {
     assert_eq!(server.requests("grpc", "logs", "backpressure"), 1);
     assert_eq!(server.requests("grpc", "logs", "unavailable"), 1);
     assert_eq!(server.requests("grpc", "logs", "internal"), 1);
-    assert_eq!(
-        server.metrics.backpressure.get(&[("reason", "wal_full")]),
-        1
-    );
     server.stop().await.unwrap();
 }
 

@@ -106,7 +106,9 @@ impl Spawned {
     }
 
     fn child_mut(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the child is there until stopped")
+        self.child
+            .as_mut()
+            .expect("the child is there until stopped")
     }
 
     fn pid(&self) -> u32 {
@@ -115,7 +117,10 @@ impl Spawned {
 
     /// The temporary directory (store, WAL, `collector.log`).
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("the directory is there until stopped").path()
+        self.dir
+            .as_ref()
+            .expect("the directory is there until stopped")
+            .path()
     }
 
     /// CPU seconds (user + system, all threads) the collector has used so far.
@@ -163,7 +168,10 @@ impl Spawned {
         // The collector is the only child this process waits for.
         let usage = getrusage(UsageWho::RUSAGE_CHILDREN)?;
         let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        let dir = self.dir.take().expect("the directory is there until stopped");
+        let dir = self
+            .dir
+            .take()
+            .expect("the directory is there until stopped");
         Ok(Stopped {
             status,
             cpu_seconds: secs(usage.user_time()) + secs(usage.system_time()),

@@ -244,7 +244,10 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         bail!("--rate must be a positive number of events per second");
     }
 
-    eprintln!("building {} events in requests of {}...", args.events, args.batch);
+    eprintln!(
+        "building {} events in requests of {}...",
+        args.events, args.batch
+    );
     let workload = workload::build(args.events, args.batch, args.tenants, 0x5eed);
     let request_bytes = workload
         .requests

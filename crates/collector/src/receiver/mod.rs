@@ -130,7 +130,7 @@ trait Signal: Send + Sync + 'static {
     fn count(request: &Self::Request) -> usize;
     /// Maps the records to audit events.
     fn convert(
-        request: &Self::Request,
+        request: Self::Request,
         principal: &Principal,
         options: &ConvertOptions,
     ) -> Converted;
@@ -157,11 +157,12 @@ impl Signal for Logs {
     }
 
     fn convert(
-        request: &Self::Request,
+        request: Self::Request,
         principal: &Principal,
         options: &ConvertOptions,
     ) -> Converted {
-        convert::logs(request, principal, options)
+        // By value: strings move into the events instead of being copied.
+        convert::logs_owned(request, principal, options)
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
@@ -193,11 +194,11 @@ impl Signal for Traces {
     }
 
     fn convert(
-        request: &Self::Request,
+        request: Self::Request,
         principal: &Principal,
         options: &ConvertOptions,
     ) -> Converted {
-        convert::traces(request, principal, options)
+        convert::traces_owned(request, principal, options)
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
@@ -274,10 +275,7 @@ async fn export<I: Ingest, S: Signal>(
         return Ok(None);
     }
     let work = async move {
-        let converted = S::convert(&request, principal, &ctx.convert);
-        // The decoded request can be large; free it before waiting for the
-        // durable write.
-        drop(request);
+        let converted = S::convert(request, principal, &ctx.convert);
         metrics
             .records_unmapped
             .add(&[("signal", S::NAME)], converted.unmapped as u64);
@@ -292,9 +290,9 @@ async fn export<I: Ingest, S: Signal>(
         Ok(Ok(ack)) => ack,
         Ok(Err(e)) => {
             match &e {
-                IngestError::Backpressure { reason, .. } => {
-                    metrics.backpressure.add(&[("reason", reason.as_str())], 1);
-                }
+                // Counted by the ingest, which knows which limit was hit
+                // (a bounded label, unlike the message).
+                IngestError::Backpressure { .. } => {}
                 IngestError::Unavailable { .. } => {
                     metrics.backpressure.add(&[("reason", "unavailable")], 1);
                 }
