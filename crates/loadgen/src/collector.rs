@@ -248,6 +248,18 @@ pub async fn scan_store(dir: &Path) -> anyhow::Result<StoreScan> {
     Ok(scan)
 }
 
+/// Bytes of the WAL segment files (`*.wal`) in `dir`.
+pub fn wal_segment_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".wal") {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
 /// Bytes of all files under `dir` (0 when it does not exist).
 pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;

@@ -25,7 +25,7 @@ use clap::Parser;
 use serde::Serialize;
 
 const ABOUT: &str = "Load generator for the otel-audit collector: sends OTLP/gRPC log records \
-shaped like real GenAI audit events (15 attributes, about 600 bytes each) at a chosen rate or \
+shaped like real GenAI audit events (15 attributes, about 650 bytes each) at a chosen rate or \
 flat out, and reports events/s, acknowledgement latency (p50/p90/p99/max) and, with --spawn, the \
 collector's CPU-seconds per million events, peak RSS and bytes per stored event.";
 
@@ -34,7 +34,7 @@ const LONG_ABOUT: &str = "Load generator for the otel-audit collector.
 Sends OTLP/gRPC LogsService/Export requests holding inference audit events as the otel-audit \
 SDK emits them (docs/OTLP.md): tenant, service, actor, GenAI provider, models, token counts, \
 conversation, trace and span ids, and the raw prompt as `gen_ai.input.messages`, which the \
-collector's server-side policy replaces by an HMAC digest. 15 attributes and about 600 bytes \
+collector's server-side policy replaces by an HMAC digest. 15 attributes and about 650 bytes \
 per record. All requests are built and protobuf-encoded before the clock starts (about 0.65 KB \
 of memory per event), so the generator's own CPU stays small.
 
@@ -182,8 +182,10 @@ struct CollectorReport {
     parquet_bytes: u64,
     /// Bytes under the store directory ÷ stored rows.
     bytes_per_stored_event: f64,
-    wal_bytes_left: u64,
-    exit_status: String,
+    /// Bytes of WAL segments left after the graceful exit (0: drained).
+    wal_segment_bytes_left: u64,
+    /// The collector's exit code (`None`: killed by a signal).
+    exit_code: Option<i32>,
     kept_dir: Option<String>,
 }
 
@@ -309,6 +311,9 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let client_cpu_before = collector::process_cpu_seconds("/proc/self/stat")?;
     let load = runtime.block_on(client::run(requests, &options))?;
     let client_cpu = collector::process_cpu_seconds("/proc/self/stat")? - client_cpu_before;
+    // Closes the connections (their tasks live in the runtime): a graceful
+    // collector shutdown waits for its clients to go.
+    drop(runtime);
 
     let collector_report = match spawned {
         Some(s) => {
@@ -317,11 +322,12 @@ fn run(args: &Args) -> anyhow::Result<Report> {
             eprintln!("stopping the collector (it writes what it acknowledged)...");
             let stopped = s.stop(Duration::from_secs(args.stop_timeout_secs))?;
             let dir = stopped.dir.path().to_owned();
-            let scan = runtime
+            let scan = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
                 .block_on(collector::scan_store(&dir.join("store")))
                 .context("reading the store")?;
-            let wal_bytes_left = collector::dir_bytes(&dir.join("wal"))?
-                - std::fs::metadata(dir.join("wal/server-hmac.key")).map_or(0, |m| m.len());
+            let wal_segment_bytes_left = collector::wal_segment_bytes(&dir.join("wal"))?;
             let before = collector_cpu_before.unwrap_or(0.0);
             let cpu = (stopped.cpu_seconds - before).max(0.0);
             let stored_rows: u64 = scan
@@ -349,8 +355,8 @@ fn run(args: &Args) -> anyhow::Result<Report> {
                 store_bytes: scan.total_bytes,
                 parquet_bytes: scan.parquet_bytes,
                 bytes_per_stored_event: scan.total_bytes as f64 / stored_rows.max(1) as f64,
-                wal_bytes_left,
-                exit_status: stopped.status.to_string(),
+                wal_segment_bytes_left,
+                exit_code: stopped.status.code(),
                 kept_dir,
             })
         }
@@ -457,15 +463,16 @@ fn print_human(r: &Report) {
         );
         println!(
             "store           {} rows (+{} of the collector's own) in {} files, {} bytes \
-             ({} Parquet): {:.1} B per stored event; WAL left {} bytes; exit {}",
+             ({} Parquet): {:.1} B per stored event; WAL segments left {} bytes; exit code {}",
             c.stored_rows,
             c.other_rows,
             c.files,
             c.store_bytes,
             c.parquet_bytes,
             c.bytes_per_stored_event,
-            c.wal_bytes_left,
-            c.exit_status
+            c.wal_segment_bytes_left,
+            c.exit_code
+                .map_or_else(|| "none (signal)".to_owned(), |c| c.to_string())
         );
         if let Some(d) = &c.kept_dir {
             println!("kept            {d}");
