@@ -11,6 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc instead of the system allocator: see BENCHMARKS.md ("Collector end
+/// to end") for the share malloc/free had of the collector's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use otel_audit_collector::config::{Config, LogFormat};
 
 /// The otel-audit collector: OTLP in, hash-chained Parquet out.

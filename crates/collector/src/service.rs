@@ -458,8 +458,17 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    for t in tasks {
-        if !t.is_finished() {
+    // In-flight requests finish; a client that keeps an idle connection
+    // open must not hold the shutdown forever.
+    let grace = Duration::from_secs(config.collector.shutdown_timeout_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    for mut t in tasks {
+        if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "a receiver still had open connections after the shutdown grace period; closing them"
+            );
+            t.abort();
             let _ = t.await;
         }
     }

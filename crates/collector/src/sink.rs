@@ -2,10 +2,11 @@
 //!
 //! Records reach the sink through the pipeline's in-memory feed, or — after
 //! a restart, or when the feed was full — read back from the WAL. Per chain
-//! the sink keeps one open run (one chain, one hour partition, consecutive
-//! seqs) and closes it into a file when it reaches `max_file_rows` or
-//! `max_file_bytes`, when it is `flush_interval_secs` old, or when the next
-//! record belongs to another hour. A file is put create-only; once the store
+//! the sink keeps one open file (one chain, one hour partition, consecutive
+//! seqs), hands its rows to a streaming Parquet encoder in chunks as they
+//! arrive, and closes it when it reaches `max_file_rows` or `max_file_bytes`
+//! (encoded bytes held), when it is `flush_interval_secs` old, or when the
+//! next record belongs to another hour. A file is put create-only; once the store
 //! holds it, the WAL releases its rows. A failed put is retried with backoff
 //! for as long as it takes: the WAL holds the data meanwhile, and the
 //! pipeline pushes back once the WAL is full.
@@ -14,7 +15,8 @@
 //! the WAL. Runs then start where the released rows end, so the first put
 //! finds the file already there: an identical file counts as written; a file
 //! holding the same first rows (with equal hashes) but more or fewer of them
-//! is accepted as far as it goes, and the sink continues after it.
+//! is accepted as far as it goes, and the sink continues after it (reading
+//! the rows after it back from the WAL).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use otel_audit_event::Record;
 use otel_audit_storage::{
-    EncodedFile, Partition, SinkError, Store, WriteOutcome, WriterOptions, encode_file, put_file,
+    EncodedFile, FileEncoder, Partition, SinkError, Store, WriteOutcome, WriterOptions, put_file,
     read_file,
 };
 use tokio::sync::{mpsc, watch};
@@ -85,13 +87,39 @@ pub struct SinkOptions {
     pub retry_max_backoff: Duration,
 }
 
-#[derive(Debug)]
+/// Rows handed to the encoder at once: large enough to amortise building an
+/// Arrow batch, small enough that encoding never takes a core for long.
+const CHUNK_ROWS: usize = 2048;
+
+/// A file being written: rows go through the encoder in chunks as they
+/// arrive, so memory holds encoded column data, not records, and the CPU
+/// cost is spread over the file's life instead of one burst at its close.
+struct OpenFile {
+    /// Always `Some`, except while a chunk is being encoded on the blocking
+    /// pool.
+    encoder: Option<FileEncoder>,
+    partition: Partition,
+    started: Instant,
+    /// Rows not yet handed to the encoder, and their approximate size.
+    pending: Vec<Record>,
+    pending_bytes: u64,
+    /// (seq, hash) of every row, to compare with a file found under the same
+    /// name after a restart.
+    rows: Vec<(u64, [u8; 32])>,
+}
+
+impl OpenFile {
+    fn memory_bytes(&self) -> u64 {
+        self.encoder.as_ref().map_or(0, FileEncoder::memory_bytes)
+            + self.pending_bytes
+            + self.rows.len() as u64 * 40
+    }
+}
+
 struct ChainState {
     /// The seq the next accepted record must have.
     next: u64,
-    run: Vec<Record>,
-    run_bytes: u64,
-    run_started: Instant,
+    open: Option<OpenFile>,
     /// Rows up to this seq are already in the store (found there after a
     /// restart); later copies are released, not written.
     held_upto: Option<ChainHead>,
@@ -104,9 +132,7 @@ impl ChainState {
     fn new(next: u64) -> Self {
         ChainState {
             next,
-            run: Vec::new(),
-            run_bytes: 0,
-            run_started: Instant::now(),
+            open: None,
             held_upto: None,
             ahead: BTreeMap::new(),
         }
@@ -143,6 +169,9 @@ pub enum SinkStopError {
     /// Reading the WAL back failed.
     #[error("reading the WAL back failed: {0}")]
     Wal(#[from] WalError),
+    /// Rows could not be encoded as Parquet (a bug: they passed validation).
+    #[error("cannot encode a Parquet file: {0}")]
+    Encode(String),
 }
 
 impl Sink {
@@ -195,12 +224,19 @@ impl Sink {
         while let Ok(msg) = self.rx.try_recv() {
             self.handle(msg).await?;
         }
-        self.catch_up().await?;
-        let ids: Vec<String> = self.chains.keys().cloned().collect();
-        for id in ids {
-            self.flush(&id).await?;
+        // A flush that finds its rows partly stored already rewinds its chain
+        // to be read from the WAL again: repeat until nothing is left.
+        loop {
+            self.feed.spilled.store(false, Ordering::Release);
+            self.catch_up().await?;
+            let ids: Vec<String> = self.chains.keys().cloned().collect();
+            for id in ids {
+                self.flush(&id).await?;
+            }
+            if !self.feed.spilled.load(Ordering::Acquire) {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     async fn handle(&mut self, msg: FeedMsg) -> Result<(), SinkStopError> {
@@ -312,7 +348,8 @@ impl Sink {
         }
     }
 
-    /// Adds the chain's next record to its run, closing runs as needed.
+    /// Adds the chain's next record to its open file, closing files as
+    /// needed.
     async fn take(&mut self, id: &str, r: Record) -> Result<(), SinkStopError> {
         let state = self.chains.get_mut(id).expect("chain present");
         state.next = r.seq + 1;
@@ -337,25 +374,89 @@ impl Sink {
             }
             return Ok(());
         }
-        let new_partition = state
-            .run
-            .last()
-            .is_some_and(|last| Partition::of(last) != Partition::of(&r));
-        if new_partition {
-            self.flush(id).await?;
-        }
-        let state = self.chains.get_mut(id).expect("chain present");
-        if state.run.is_empty() {
-            state.run_started = Instant::now();
-        }
-        state.run_bytes += approx_record_bytes(&r);
-        state.run.push(r);
-        if state.run.len() >= self.options.max_file_rows
-            || state.run_bytes >= self.options.max_file_bytes
+        let partition = Partition::of(&r);
+        if state
+            .open
+            .as_ref()
+            .is_some_and(|f| f.partition != partition)
         {
             self.flush(id).await?;
         }
+        if self.chains.get(id).is_some_and(|s| s.open.is_none()) {
+            // `FileEncoder::new` writes the file's first row itself.
+            let encoder = match FileEncoder::new(&r, &self.options.parquet) {
+                Ok(e) => e,
+                Err(e) => return Err(self.cannot_encode(id, e)),
+            };
+            self.chains.get_mut(id).expect("chain present").open = Some(OpenFile {
+                encoder: Some(encoder),
+                partition: partition.clone(),
+                started: Instant::now(),
+                pending: Vec::with_capacity(CHUNK_ROWS),
+                pending_bytes: 0,
+                rows: vec![(r.seq, r.hash)],
+            });
+            return self.close_if_full(id).await;
+        }
+        let file = self.open_file(id);
+        file.rows.push((r.seq, r.hash));
+        file.pending_bytes += approx_record_bytes(&r);
+        file.pending.push(r);
+        if file.pending.len() >= CHUNK_ROWS {
+            self.encode_pending(id).await?;
+        }
+        self.close_if_full(id).await
+    }
+
+    async fn close_if_full(&mut self, id: &str) -> Result<(), SinkStopError> {
+        let (max_rows, max_bytes) = (self.options.max_file_rows, self.options.max_file_bytes);
+        let file = self.open_file(id);
+        if file.rows.len() >= max_rows || file.memory_bytes() >= max_bytes {
+            self.flush(id).await?;
+        }
         Ok(())
+    }
+
+    fn open_file(&mut self, id: &str) -> &mut OpenFile {
+        self.chains
+            .get_mut(id)
+            .and_then(|s| s.open.as_mut())
+            .expect("the chain has an open file")
+    }
+
+    fn cannot_encode(&self, id: &str, e: SinkError) -> SinkStopError {
+        // Records that passed validation and the WAL's checks always encode;
+        // if one does not, retrying cannot help, and the data stays in the
+        // WAL for an operator to look at.
+        tracing::error!(chain = id, error = %e, "cannot encode a file");
+        SinkStopError::Encode(e.to_string())
+    }
+
+    /// Hands the open file's pending rows to its encoder, on the blocking
+    /// pool.
+    async fn encode_pending(&mut self, id: &str) -> Result<(), SinkStopError> {
+        let file = self.open_file(id);
+        if file.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut file.pending);
+        file.pending_bytes = 0;
+        let mut encoder = file
+            .encoder
+            .take()
+            .expect("the encoder is put back after each chunk");
+        let (encoder, pending, result) = tokio::task::spawn_blocking(move || {
+            let result = encoder.push(&pending);
+            (encoder, pending, result)
+        })
+        .await
+        .expect("encoding task panicked");
+        let file = self.open_file(id);
+        file.encoder = Some(encoder);
+        let mut pending = pending;
+        pending.clear();
+        file.pending = pending;
+        result.map_err(|e| self.cannot_encode(id, e))
     }
 
     async fn flush_aged(&mut self) -> Result<(), SinkStopError> {
@@ -363,7 +464,9 @@ impl Sink {
             .chains
             .iter()
             .filter(|(_, s)| {
-                !s.run.is_empty() && s.run_started.elapsed() >= self.options.flush_interval
+                s.open
+                    .as_ref()
+                    .is_some_and(|f| f.started.elapsed() >= self.options.flush_interval)
             })
             .map(|(c, _)| c.clone())
             .collect();
@@ -373,76 +476,63 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the chain's run as one file (retrying until the store takes
+    /// Closes the chain's open file, puts it (retrying until the store takes
     /// it) and releases its rows from the WAL.
     async fn flush(&mut self, id: &str) -> Result<(), SinkStopError> {
-        let state = self.chains.get_mut(id).expect("chain present");
-        if state.run.is_empty() {
+        if self.chains.get(id).is_none_or(|s| s.open.is_none()) {
             return Ok(());
         }
-        let mut run = std::mem::take(&mut state.run);
-        state.run_bytes = 0;
-        while !run.is_empty() {
-            let opts = self.options.parquet.clone();
-            let (back, encoded) = tokio::task::spawn_blocking(move || {
-                let e = encode_file(&run, &opts);
-                (run, e)
-            })
+        self.encode_pending(id).await?;
+        let state = self.chains.get_mut(id).expect("chain present");
+        let file = state.open.take().expect("checked above");
+        let rows = file.rows;
+        let tenant = file.partition.tenant.clone();
+        let encoder = file.encoder.expect("the encoder is back after each chunk");
+        let encoded = tokio::task::spawn_blocking(move || encoder.finish())
             .await
-            .expect("encoding task panicked");
-            run = back;
-            let encoded = match encoded {
-                Ok(e) => e,
-                Err(e) => {
-                    // Records that passed validation always encode; if one
-                    // does not, retrying cannot help and the data stays in
-                    // the WAL for an operator to look at.
-                    tracing::error!(chain = id, error = %e, "cannot encode a file");
-                    return Err(SinkStopError::Timeout(e.to_string()));
+            .expect("encoding task panicked")
+            .map_err(|e| self.cannot_encode(id, e))?;
+        let (last_seq, last_hash) = *rows.last().expect("an open file has rows");
+        match self.put(&encoded, &rows).await? {
+            Put::Stored(outcome) => {
+                if outcome == WriteOutcome::Written {
+                    self.metrics.files_written.add(&[("tenant", &tenant)], 1);
+                    self.metrics.bytes_written.add(encoded.bytes.len() as u64);
+                    self.metrics.rows_written.add(rows.len() as u64);
                 }
-            };
-            match self.put(&encoded, &run).await? {
-                Put::Stored(outcome) => {
-                    if outcome == WriteOutcome::Written {
-                        self.metrics
-                            .files_written
-                            .add(&[("tenant", &run[0].event.tenant)], 1);
-                        self.metrics.bytes_written.add(encoded.bytes.len() as u64);
-                        self.metrics.rows_written.add(run.len() as u64);
-                    }
-                    let last = run.last().expect("run not empty");
-                    let head = ChainHead {
-                        seq: last.seq,
-                        hash: last.hash,
-                    };
-                    self.release(id, head).await;
-                    return Ok(());
-                }
-                Put::Holds(held) => {
-                    // The store holds this run's first rows already; continue
-                    // after them.
-                    let last_in_run = run.last().expect("run not empty").seq;
-                    let upto = held.seq.min(last_in_run);
-                    let head_rec = run
-                        .iter()
-                        .find(|r| r.seq == upto)
-                        .expect("upto lies within the run");
-                    let head = ChainHead {
-                        seq: head_rec.seq,
-                        hash: head_rec.hash,
-                    };
-                    self.release(id, head).await;
-                    tracing::info!(
-                        chain = id,
-                        first_seq = run[0].seq,
-                        held_upto = held.seq,
-                        "the store already held these rows (written before a restart)"
-                    );
-                    run.retain(|r| r.seq > held.seq);
-                    if held.seq > last_in_run {
-                        let state = self.chains.get_mut(id).expect("chain present");
+                let head = ChainHead {
+                    seq: last_seq,
+                    hash: last_hash,
+                };
+                self.release(id, head).await;
+            }
+            Put::Holds(held) => {
+                // The store holds this file's first rows already (written
+                // before a restart).
+                tracing::info!(
+                    chain = id,
+                    first_seq = rows[0].0,
+                    held_upto = held.seq,
+                    "the store already held these rows (written before a restart)"
+                );
+                let upto = held.seq.min(last_seq);
+                let hash = rows
+                    .iter()
+                    .find(|(seq, _)| *seq == upto)
+                    .map(|(_, h)| *h)
+                    .expect("upto lies within the file");
+                self.release(id, ChainHead { seq: upto, hash }).await;
+                let state = self.chains.get_mut(id).expect("chain present");
+                if held.seq >= last_seq {
+                    if held.seq > last_seq {
                         state.held_upto = Some(held);
                     }
+                } else {
+                    // Our rows after the stored file's end were encoded but not
+                    // kept: read them back from the WAL.
+                    state.next = held.seq + 1;
+                    state.ahead.clear();
+                    self.feed.spilled.store(true, Ordering::Release);
                 }
             }
         }
@@ -451,13 +541,17 @@ impl Sink {
 
     /// Puts a file, retrying with backoff; resolves a name conflict by
     /// reading the existing file.
-    async fn put(&mut self, file: &EncodedFile, run: &[Record]) -> Result<Put, SinkStopError> {
+    async fn put(
+        &mut self,
+        file: &EncodedFile,
+        rows: &[(u64, [u8; 32])],
+    ) -> Result<Put, SinkStopError> {
         let mut delay = self.options.retry_initial_backoff;
         loop {
             let err = match put_file(&self.store, file).await {
                 Ok(outcome) => return Ok(Put::Stored(outcome)),
                 Err(SinkError::Conflict { path, reason }) => {
-                    match self.existing_prefix(&path, run).await {
+                    match self.existing_prefix(&path, file, rows).await {
                         Ok(held) => return Ok(Put::Holds(held)),
                         Err(why) => {
                             tracing::error!(
@@ -495,34 +589,51 @@ impl Sink {
         }
     }
 
-    /// For a name conflict: whether the existing file holds this run's
-    /// first rows (same seqs and hashes, row by row where they overlap), and
-    /// up to which row.
-    async fn existing_prefix(&self, path: &str, run: &[Record]) -> Result<ChainHead, String> {
-        let existing = read_file(&self.store, path)
+    /// For a name conflict: whether the existing file holds this file's
+    /// first rows, and up to which row. Rows are hash-chained, so equal
+    /// hashes at one seq mean equal rows up to it.
+    async fn existing_prefix(
+        &mut self,
+        path: &str,
+        file: &EncodedFile,
+        rows: &[(u64, [u8; 32])],
+    ) -> Result<ChainHead, String> {
+        let bytes = otel_audit_storage::reader::fetch(&self.store, path)
             .await
             .map_err(|e| e.to_string())?;
-        let (Some(first), Some(last)) = (existing.first(), existing.last()) else {
-            return Err("the existing file is empty".into());
-        };
-        if first.seq != run[0].seq || first.prev_hash != run[0].prev_hash {
+        let theirs = otel_audit_storage::reader::footer_of(bytes)?;
+        let ours = &file.footer;
+        if theirs.chain_id != ours.chain_id
+            || theirs.first_seq != ours.first_seq
+            || theirs.prev_hash != ours.prev_hash
+        {
             return Err("the existing file starts elsewhere in the chain".into());
         }
-        for (theirs, ours) in existing.iter().zip(run) {
-            if theirs.seq != ours.seq || theirs.hash != ours.hash {
-                return Err(format!(
-                    "the existing file's row seq {} differs from ours",
-                    theirs.seq
-                ));
-            }
+        let matches = if theirs.last_seq >= ours.last_seq {
+            // It reaches at least as far: it must hold our last row. Its rows
+            // are checked by reading them.
+            let existing = read_file(&self.store, path)
+                .await
+                .map_err(|e| e.to_string())?;
+            existing
+                .iter()
+                .find(|r| r.seq == ours.last_seq)
+                .is_some_and(|r| r.hash == ours.last_hash)
+        } else {
+            rows.iter()
+                .find(|(seq, _)| *seq == theirs.last_seq)
+                .is_some_and(|(_, h)| *h == theirs.last_hash)
+        };
+        if !matches {
+            return Err("the existing file's rows differ from ours".into());
         }
         Ok(ChainHead {
-            seq: last.seq,
-            hash: last.hash,
+            seq: theirs.last_seq,
+            hash: theirs.last_hash,
         })
     }
 
-    async fn release(&self, id: &str, head: ChainHead) {
+    async fn release(&mut self, id: &str, head: ChainHead) {
         let wal = self.wal.clone();
         let chain = id.to_owned();
         let result = tokio::task::spawn_blocking(move || wal.release(&chain, head))

@@ -47,6 +47,6 @@ pub use verify::{
     NoProgress, Problem, ProblemKind, Progress, VerifyError, VerifyOptions, VerifyReport, verify,
 };
 pub use writer::{
-    EncodedFile, FooterMeta, WriteOutcome, WriterOptions, encode_file, put_file, split_runs,
-    write_file,
+    EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions, encode_file, put_file,
+    split_runs, write_file,
 };

@@ -1,13 +1,16 @@
 //! Writing chained records as zstd Parquet files, create-only.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use otel_audit_event::merkle::merkle_root;
+use otel_audit_event::merkle::{leaf_hash, merkle_root, node_hash};
 use otel_audit_event::{FORMAT_VERSION, Record};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -190,18 +193,14 @@ const RANDOM_BYTES: [&str; 8] = [
     "sealed_content.list.element.ciphertext",
 ];
 
-fn writer_properties(
-    opts: &WriterOptions,
-    footer: &FooterMeta,
-) -> Result<WriterProperties, SinkError> {
+fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterProperties, SinkError> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|source| SinkError::Encode {
-        path: String::new(),
+        path: path.to_owned(),
         source,
     })?;
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(opts.max_row_group_rows.max(1)))
-        .set_key_value_metadata(Some(footer.to_key_values()));
+        .set_max_row_group_row_count(Some(opts.max_row_group_rows.max(1)));
     // Unique or nearly unique per row: a dictionary only costs time (every
     // value is interned, then the dictionary is abandoned) and space.
     for col in HIGH_CARDINALITY {
@@ -223,63 +222,310 @@ fn writer_properties(
     Ok(b.build())
 }
 
-/// Checks that `records` are one linked run of one chain, in one partition.
-fn check_run(records: &[Record]) -> Result<DataFile, SinkError> {
-    let first = records.first().ok_or(SinkError::Empty)?;
-    let file = DataFile::new(Partition::of(first), &first.chain_id, first.seq);
-    let fail = |reason: String| SinkError::NotContiguous {
-        path: file.path(),
-        reason,
-    };
-    for pair in records.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        if b.chain_id != a.chain_id {
-            return Err(fail(format!(
-                "chain {} follows chain {}",
-                b.chain_id, a.chain_id
-            )));
+/// The `ARROW:schema` footer entry an [`ArrowWriter`] adds for the stored
+/// schema. The encoder writes it itself, after the format's keys, so the
+/// footer lists its keys in the same order as when the format's keys were
+/// given up front (they used to be, and readers of either kind of file see
+/// the same key-value list).
+fn arrow_schema_key_value() -> &'static KeyValue {
+    static KV: OnceLock<KeyValue> = OnceLock::new();
+    KV.get_or_init(|| {
+        let mut props = WriterProperties::default();
+        add_encoded_arrow_schema_to_metadata(&crate::schema::schema(), &mut props);
+        props
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == ARROW_SCHEMA_META_KEY))
+            .cloned()
+            .expect("add_encoded_arrow_schema_to_metadata adds ARROW:schema")
+    })
+}
+
+/// RFC 6962 Merkle tree hash computed row by row in O(log n) memory: the
+/// roots of the perfect subtrees covering the rows so far, one per set bit of
+/// the row count, largest (leftmost) first. Gives exactly
+/// [`merkle_root`] of all the hashes pushed.
+#[derive(Debug, Clone, Default)]
+struct MerkleAccumulator {
+    /// `(subtree root, leaves under it)`, leaf counts strictly decreasing powers of two.
+    subtrees: Vec<([u8; 32], u64)>,
+}
+
+impl MerkleAccumulator {
+    fn push(&mut self, row_hash: &[u8; 32]) {
+        let (mut node, mut size) = (leaf_hash(row_hash), 1u64);
+        while let Some(&(left, left_size)) = self.subtrees.last()
+            && left_size == size
+        {
+            self.subtrees.pop();
+            node = node_hash(&left, &node);
+            size *= 2;
         }
-        if b.seq != a.seq + 1 || b.prev_hash != a.hash {
-            return Err(fail(format!(
-                "seq {} does not link to seq {}",
-                b.seq, a.seq
-            )));
-        }
-        if Partition::of(b) != file.partition {
-            return Err(fail(format!(
-                "seq {} belongs to partition {}",
-                b.seq,
-                Partition::of(b).dir()
-            )));
+        self.subtrees.push((node, size));
+    }
+
+    /// `MTH(D[0..n)) = node(MTH(D[0..k)), MTH(D[k..n)))` with `k` the largest
+    /// power of two below `n`: the left subtree is the largest perfect one, so
+    /// the root folds the subtrees from the right.
+    fn root(&self) -> [u8; 32] {
+        let mut from_right = self.subtrees.iter().rev();
+        match from_right.next() {
+            None => merkle_root(&[]),
+            Some(&(last, _)) => from_right.fold(last, |acc, (left, _)| node_hash(left, &acc)),
         }
     }
-    Ok(file)
+}
+
+/// Encodes one data file row chunk by row chunk into an in-memory Parquet
+/// writer, so a sink need not hold a file's records until it is closed: each
+/// chunk is turned into Arrow columns and handed to the Parquet writer (which
+/// cuts a row group every [`WriterOptions::max_row_group_rows`] rows), and
+/// only the row count, the first row's `prev_hash`, the last row's seq and
+/// hash and an O(log n) Merkle accumulator are kept of the rows themselves.
+///
+/// [`FileEncoder::finish`] returns the same [`EncodedFile`] (name, footer,
+/// rows) as [`encode_file`] over all the rows; pushing them in one chunk gives
+/// byte-identical output, smaller chunks may cut data pages at other rows.
+/// CPU-bound: call it off the async executor.
+#[derive(Debug)]
+pub struct FileEncoder {
+    file: DataFile,
+    /// `file.path()`, for errors.
+    path: String,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+    /// `prev_hash` of the first row.
+    prev_hash: [u8; 32],
+    /// Seq and hash of the last row; `None` only before the first push of
+    /// [`encode_file`].
+    last: Option<(u64, [u8; 32])>,
+    merkle: MerkleAccumulator,
+    /// Set when the Parquet writer failed mid-write: the file may hold part of
+    /// a chunk, so nothing more is accepted.
+    broken: bool,
+}
+
+impl FileEncoder {
+    /// Starts a file whose first row is `first` (its chain, seq and partition
+    /// name the file), and writes that row.
+    pub fn new(first: &Record, opts: &WriterOptions) -> Result<FileEncoder, SinkError> {
+        let mut enc = Self::begin(first, opts, 0)?;
+        enc.push(std::slice::from_ref(first))?;
+        Ok(enc)
+    }
+
+    /// Starts the file `first` names without writing any row; the first push
+    /// must start with a row of that seq.
+    fn begin(first: &Record, opts: &WriterOptions, capacity: usize) -> Result<Self, SinkError> {
+        let file = DataFile::new(Partition::of(first), &first.chain_id, first.seq);
+        let path = file.path();
+        let props = writer_properties(opts, &path)?;
+        // The Arrow schema entry is appended by `finish`, after the footer keys.
+        let options = ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let writer = ArrowWriter::try_new_with_options(
+            Vec::with_capacity(capacity),
+            crate::schema::schema(),
+            options,
+        )
+        .map_err(|source| SinkError::Encode {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(FileEncoder {
+            file,
+            path,
+            writer,
+            rows: 0,
+            prev_hash: first.prev_hash,
+            last: None,
+            merkle: MerkleAccumulator::default(),
+            broken: false,
+        })
+    }
+
+    fn encode_error(&self, source: ParquetError) -> SinkError {
+        SinkError::Encode {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), SinkError> {
+        if self.broken {
+            return Err(self.encode_error(ParquetError::General(
+                "an earlier write failed part-way; the file is incomplete".into(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that `records` continue the file's run: same chain, next seq,
+    /// `prev_hash` = the previous row's hash, same partition.
+    fn check_links(&self, records: &[Record]) -> Result<(), SinkError> {
+        let fail = |reason: String| SinkError::NotContiguous {
+            path: self.path.clone(),
+            reason,
+        };
+        let mut prev = self.last;
+        for r in records {
+            if r.chain_id != self.file.chain_id {
+                return Err(fail(format!(
+                    "seq {} of chain {} follows chain {}",
+                    r.seq, r.chain_id, self.file.chain_id
+                )));
+            }
+            match prev {
+                None if r.seq != self.file.first_seq => {
+                    return Err(fail(format!(
+                        "seq {} is not the file's first seq {}",
+                        r.seq, self.file.first_seq
+                    )));
+                }
+                Some((seq, _)) if seq.checked_add(1) != Some(r.seq) => {
+                    return Err(fail(format!(
+                        "seq {} follows seq {seq} (expected seq {})",
+                        r.seq,
+                        seq.wrapping_add(1)
+                    )));
+                }
+                Some((seq, hash)) if r.prev_hash != hash => {
+                    return Err(fail(format!(
+                        "seq {} does not link to seq {seq}: its prev_hash is not that row's hash",
+                        r.seq
+                    )));
+                }
+                _ => {}
+            }
+            let partition = Partition::of(r);
+            if partition != self.file.partition {
+                return Err(fail(format!(
+                    "seq {} belongs to partition {}, not {}",
+                    r.seq,
+                    partition.dir(),
+                    self.file.partition.dir()
+                )));
+            }
+            prev = Some((r.seq, r.hash));
+        }
+        Ok(())
+    }
+
+    /// Appends rows; they must continue the run: same chain, seq + 1,
+    /// `prev_hash` = previous hash, same partition — else
+    /// [`SinkError::NotContiguous`] naming the file and the offending seq, and
+    /// nothing of the chunk is written (the encoder stays usable with the
+    /// earlier rows). After a [`SinkError::Encode`] the file may hold part of
+    /// the chunk, and every later call fails: discard the encoder.
+    pub fn push(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        self.check_usable()?;
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(());
+        };
+        self.check_links(records)?;
+        let batch = records_to_batch(records).map_err(|e| self.encode_error(e.into()))?;
+        if let Err(e) = self.writer.write(&batch) {
+            self.broken = true;
+            return Err(self.encode_error(e));
+        }
+        if self.last.is_none() {
+            self.prev_hash = first.prev_hash;
+        }
+        for r in records {
+            self.merkle.push(&r.hash);
+        }
+        self.rows += records.len() as u64;
+        self.last = Some((last.seq, last.hash));
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Seq of the first row (the one the file is named after).
+    pub fn first_seq(&self) -> u64 {
+        self.file.first_seq
+    }
+
+    /// Seq and hash of the last row written.
+    pub fn last(&self) -> (u64, [u8; 32]) {
+        // `new` writes the first row; only `encode_file` sees an empty encoder.
+        self.last.unwrap_or((self.file.first_seq, self.prev_hash))
+    }
+
+    /// The file being written: partition, chain and first seq.
+    pub fn file(&self) -> &DataFile {
+        &self.file
+    }
+
+    /// Approximate bytes held, for memory accounting: the encoded bytes in the
+    /// output buffer (its allocated capacity, at least the bytes written, plus
+    /// the Parquet writer's 8 KiB write buffer), the in-progress row group's
+    /// column writers (buffered pages, dictionaries, encoder state: about
+    /// 300 KiB as soon as a row group holds a row) and the Merkle accumulator.
+    pub fn memory_bytes(&self) -> u64 {
+        /// `std::io::BufWriter`'s default capacity, which the Parquet writer uses.
+        const WRITE_BUFFER: usize = 8 * 1024;
+        let output = self
+            .writer
+            .inner()
+            .capacity()
+            .max(self.writer.bytes_written())
+            + WRITE_BUFFER;
+        let merkle = self.merkle.subtrees.capacity() * std::mem::size_of::<([u8; 32], u64)>();
+        (output + self.writer.memory_size() + merkle) as u64
+    }
+
+    /// Closes the file: writes the last row group and the footer — format
+    /// version, chain, first and last seq, row count, `prev_hash` of the first
+    /// row, hash of the last row and Merkle root of the row hashes, exactly
+    /// what [`FooterMeta::compute`] gives over the rows — and returns the
+    /// encoded file. [`SinkError::Empty`] if no row was written.
+    pub fn finish(mut self) -> Result<EncodedFile, SinkError> {
+        self.check_usable()?;
+        let Some((last_seq, last_hash)) = self.last else {
+            return Err(SinkError::Empty);
+        };
+        let footer = FooterMeta {
+            format_version: FORMAT_VERSION,
+            chain_id: self.file.chain_id.clone(),
+            first_seq: self.file.first_seq,
+            last_seq,
+            row_count: self.rows,
+            prev_hash: self.prev_hash,
+            last_hash,
+            merkle_root: self.merkle.root(),
+        };
+        for kv in footer.to_key_values() {
+            self.writer.append_key_value_metadata(kv);
+        }
+        self.writer
+            .append_key_value_metadata(arrow_schema_key_value().clone());
+        // Flushes the last row group, writes the footer, returns the buffer.
+        let FileEncoder {
+            file, path, writer, ..
+        } = self;
+        let bytes = writer
+            .into_inner()
+            .map_err(|source| SinkError::Encode { path, source })?;
+        Ok(EncodedFile {
+            file,
+            footer,
+            bytes: Bytes::from(bytes),
+        })
+    }
 }
 
 /// Encodes one linked run of records (one chain, one partition) as a Parquet
-/// file. CPU-bound: call it off the async executor.
+/// file, in one chunk through a [`FileEncoder`]. CPU-bound: call it off the
+/// async executor.
 pub fn encode_file(records: &[Record], opts: &WriterOptions) -> Result<EncodedFile, SinkError> {
-    let file = check_run(records)?;
-    let rows: Vec<(u64, [u8; 32], [u8; 32])> = records
-        .iter()
-        .map(|r| (r.seq, r.prev_hash, r.hash))
-        .collect();
-    let footer = FooterMeta::compute(&file.chain_id, &rows).ok_or(SinkError::Empty)?;
-    let enc = |source| SinkError::Encode {
-        path: file.path(),
-        source,
-    };
-    let props = writer_properties(opts, &footer)?;
-    let batch = records_to_batch(records).map_err(|e| enc(e.into()))?;
-    let mut buf = Vec::with_capacity(records.len() * 128 + 4096);
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(enc)?;
-    w.write(&batch).map_err(enc)?;
-    w.close().map_err(enc)?;
-    Ok(EncodedFile {
-        file,
-        footer,
-        bytes: Bytes::from(buf),
-    })
+    let first = records.first().ok_or(SinkError::Empty)?;
+    let mut enc = FileEncoder::begin(first, opts, records.len() * 128 + 4096)?;
+    enc.push(records)?;
+    enc.finish()
 }
 
 /// Puts an encoded file into the store, never overwriting: if the name is
@@ -376,4 +622,135 @@ pub fn split_runs(records: Vec<Record>, max_rows: usize) -> Vec<Vec<Record>> {
         }
     }
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use otel_audit_event::{AuditEvent, Category, Chain};
+
+    use super::*;
+
+    fn run(n: u64) -> Vec<Record> {
+        let t = Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        (0..n)
+            .map(|i| {
+                let mut e = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+                e.time = t;
+                e.actor.id = Some(format!("user-{}", i % 7));
+                chain.append(t, e).unwrap()
+            })
+            .collect()
+    }
+
+    /// `encode_file` as it was before `FileEncoder`: the footer given up front
+    /// through the writer properties, all rows in one batch.
+    fn encode_file_before_streaming(records: &[Record], opts: &WriterOptions) -> Bytes {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| (r.seq, r.prev_hash, r.hash))
+            .collect();
+        let footer = FooterMeta::compute(&records[0].chain_id, &rows).unwrap();
+        let props = WriterProperties::into_builder(writer_properties(opts, "").unwrap())
+            .set_key_value_metadata(Some(footer.to_key_values()))
+            .build();
+        let batch = records_to_batch(records).unwrap();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        Bytes::from(buf)
+    }
+
+    #[test]
+    fn merkle_accumulator_equals_merkle_root() {
+        let hashes: Vec<[u8; 32]> = (0..300u32)
+            .map(|i| Sha256::digest(i.to_be_bytes()).into())
+            .collect();
+        let mut acc = MerkleAccumulator::default();
+        assert_eq!(acc.root(), merkle_root(&[]));
+        for (n, h) in hashes.iter().enumerate() {
+            acc.push(h);
+            assert_eq!(acc.root(), merkle_root(&hashes[..=n]), "{} rows", n + 1);
+            // One subtree per set bit of the row count.
+            assert_eq!(acc.subtrees.len(), (n + 1).count_ones() as usize);
+        }
+    }
+
+    #[test]
+    fn one_chunk_is_byte_identical_to_the_encoder_before_streaming() {
+        let records = run(2500);
+        for max_rows in [1000, 128 * 1024] {
+            let opts = WriterOptions {
+                max_row_group_rows: max_rows,
+                ..WriterOptions::default()
+            };
+            for n in [1, 2, 1000, 2500] {
+                let new = encode_file(&records[..n], &opts).unwrap();
+                let old = encode_file_before_streaming(&records[..n], &opts);
+                assert!(new.bytes == old, "{n} rows, row groups of {max_rows}");
+            }
+        }
+    }
+
+    #[test]
+    fn footer_key_values_keep_their_order() {
+        let records = run(3);
+        let file = encode_file(&records, &WriterOptions::default()).unwrap();
+        let r = parquet::file::reader::SerializedFileReader::new(file.bytes).unwrap();
+        let kv = parquet::file::reader::FileReader::metadata(&r)
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .clone();
+        let mut want = file.footer.to_key_values();
+        want.push(arrow_schema_key_value().clone());
+        assert_eq!(kv, want);
+    }
+
+    #[test]
+    fn accessors_follow_the_rows() {
+        let records = run(10);
+        let mut enc = FileEncoder::new(&records[3], &WriterOptions::default()).unwrap();
+        assert_eq!(enc.rows(), 1);
+        assert_eq!(enc.first_seq(), 3);
+        assert_eq!(enc.last(), (3, records[3].hash));
+        assert_eq!(
+            enc.file().path(),
+            DataFile::new(Partition::of(&records[3]), "c1.acme", 3).path()
+        );
+        let before = enc.memory_bytes();
+        assert!(before > 0);
+        enc.push(&records[4..10]).unwrap();
+        enc.push(&[]).unwrap();
+        assert_eq!(enc.rows(), 7);
+        assert_eq!(enc.last(), (9, records[9].hash));
+        assert!(enc.memory_bytes() >= before);
+    }
+
+    #[test]
+    fn encode_file_refuses_an_empty_or_broken_run() {
+        let records = run(4);
+        let opts = WriterOptions::default();
+        assert!(matches!(encode_file(&[], &opts), Err(SinkError::Empty)));
+        let gap = [records[0].clone(), records[2].clone()];
+        let err = encode_file(&gap, &opts).unwrap_err();
+        assert!(matches!(err, SinkError::NotContiguous { .. }), "{err}");
+        assert!(err.to_string().contains("seq 2 follows seq 0"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_zstd_level_names_the_file() {
+        let records = run(1);
+        let opts = WriterOptions {
+            zstd_level: 99,
+            ..WriterOptions::default()
+        };
+        let err = FileEncoder::new(&records[0], &opts).unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Encode { path, .. } if path.ends_with(".parquet")),
+            "{err}"
+        );
+    }
 }
