@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use otel_audit_event::Record;
 use otel_audit_storage::{
-    EncodedFile, FileEncoder, Partition, SinkError, Store, WriteOutcome, WriterOptions, put_file,
-    read_file,
+    EncodedFile, FileEncoder, Partition, SinkError, Store, WriteOutcome, WriterOptions,
+    batch_to_records, put_file,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -98,21 +98,30 @@ struct OpenFile {
     /// Always `Some`, except while a chunk is being encoded on the blocking
     /// pool.
     encoder: Option<FileEncoder>,
-    partition: Partition,
     started: Instant,
     /// Rows not yet handed to the encoder, and their approximate size.
     pending: Vec<Record>,
     pending_bytes: u64,
-    /// (seq, hash) of every row, to compare with a file found under the same
-    /// name after a restart.
-    rows: Vec<(u64, [u8; 32])>,
+    /// The hash of every row (row `i` has seq `first_seq + i`), to compare
+    /// with a file found under the same name after a restart.
+    hashes: Vec<[u8; 32]>,
 }
 
 impl OpenFile {
+    fn encoder(&self) -> &FileEncoder {
+        self.encoder
+            .as_ref()
+            .expect("the encoder is put back after each chunk")
+    }
+
+    fn partition(&self) -> &Partition {
+        &self.encoder().file().partition
+    }
+
     fn memory_bytes(&self) -> u64 {
         self.encoder.as_ref().map_or(0, FileEncoder::memory_bytes)
             + self.pending_bytes
-            + self.rows.len() as u64 * 40
+            + self.hashes.len() as u64 * 32
     }
 }
 
@@ -208,6 +217,7 @@ impl Sink {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.feed.spilled.swap(false, Ordering::AcqRel) {
+                self.metrics.sink_catch_ups.add(1);
                 self.catch_up().await?;
             }
             tokio::select! {
@@ -227,7 +237,9 @@ impl Sink {
         // A flush that finds its rows partly stored already rewinds its chain
         // to be read from the WAL again: repeat until nothing is left.
         loop {
-            self.feed.spilled.store(false, Ordering::Release);
+            if self.feed.spilled.swap(false, Ordering::AcqRel) {
+                self.metrics.sink_catch_ups.add(1);
+            }
             self.catch_up().await?;
             let ids: Vec<String> = self.chains.keys().cloned().collect();
             for id in ids {
@@ -260,7 +272,6 @@ impl Sink {
     /// Reads everything durable that the sink has not taken yet from the
     /// WAL.
     async fn catch_up(&mut self) -> Result<(), SinkStopError> {
-        self.metrics.sink_catch_ups.add(1);
         let after: BTreeMap<String, ChainHead> = self
             .chains
             .iter()
@@ -305,11 +316,6 @@ impl Sink {
                 return Ok(());
             }
             for rec in chunk {
-                // The WAL reads chains from where they stand; a chain first
-                // met here starts at its first unreleased record.
-                self.chains
-                    .entry(rec.chain_id.clone())
-                    .or_insert_with(|| ChainState::new(rec.seq));
                 self.accept(rec).await?;
             }
         }
@@ -317,12 +323,12 @@ impl Sink {
 
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
         let id = r.chain_id.clone();
-        let Some(state) = self.chains.get_mut(&id) else {
-            // A chain always announces itself (`Start`) before its records.
-            tracing::warn!(chain = %id, seq = r.seq, "record of an unannounced chain; reading the WAL");
-            self.chains.insert(id.clone(), ChainState::new(r.seq));
-            return Box::pin(self.accept(r)).await;
-        };
+        // A chain announces itself (`Start`) before its records reach the
+        // feed; one first met in the WAL starts at its first unreleased record.
+        let state = self
+            .chains
+            .entry(id.clone())
+            .or_insert_with(|| ChainState::new(r.seq));
         if r.seq < state.next {
             return Ok(());
         }
@@ -378,40 +384,33 @@ impl Sink {
         if state
             .open
             .as_ref()
-            .is_some_and(|f| f.partition != partition)
+            .is_some_and(|f| f.partition() != &partition)
         {
             self.flush(id).await?;
         }
         if self.chains.get(id).is_some_and(|s| s.open.is_none()) {
-            // `FileEncoder::new` writes the file's first row itself.
             let encoder = match FileEncoder::new(&r, &self.options.parquet) {
                 Ok(e) => e,
                 Err(e) => return Err(self.cannot_encode(id, e)),
             };
             self.chains.get_mut(id).expect("chain present").open = Some(OpenFile {
                 encoder: Some(encoder),
-                partition: partition.clone(),
                 started: Instant::now(),
                 pending: Vec::with_capacity(CHUNK_ROWS),
                 pending_bytes: 0,
-                rows: vec![(r.seq, r.hash)],
+                hashes: Vec::new(),
             });
-            return self.close_if_full(id).await;
         }
         let file = self.open_file(id);
-        file.rows.push((r.seq, r.hash));
+        file.hashes.push(r.hash);
         file.pending_bytes += approx_record_bytes(&r);
         file.pending.push(r);
         if file.pending.len() >= CHUNK_ROWS {
             self.encode_pending(id).await?;
         }
-        self.close_if_full(id).await
-    }
-
-    async fn close_if_full(&mut self, id: &str) -> Result<(), SinkStopError> {
         let (max_rows, max_bytes) = (self.options.max_file_rows, self.options.max_file_bytes);
         let file = self.open_file(id);
-        if file.rows.len() >= max_rows || file.memory_bytes() >= max_bytes {
+        if file.hashes.len() >= max_rows || file.memory_bytes() >= max_bytes {
             self.flush(id).await?;
         }
         Ok(())
@@ -485,24 +484,26 @@ impl Sink {
         self.encode_pending(id).await?;
         let state = self.chains.get_mut(id).expect("chain present");
         let file = state.open.take().expect("checked above");
-        let rows = file.rows;
-        let tenant = file.partition.tenant.clone();
+        let hashes = file.hashes;
         let encoder = file.encoder.expect("the encoder is back after each chunk");
         let encoded = tokio::task::spawn_blocking(move || encoder.finish())
             .await
             .expect("encoding task panicked")
             .map_err(|e| self.cannot_encode(id, e))?;
-        let (last_seq, last_hash) = *rows.last().expect("an open file has rows");
-        match self.put(&encoded, &rows).await? {
+        let footer = &encoded.footer;
+        let (first_seq, last_seq) = (footer.first_seq, footer.last_seq);
+        let hash_at = |seq: u64| hashes[(seq - first_seq) as usize];
+        match self.put(&encoded, &hashes).await? {
             Put::Stored(outcome) => {
                 if outcome == WriteOutcome::Written {
-                    self.metrics.files_written.add(&[("tenant", &tenant)], 1);
+                    let tenant = &encoded.file.partition.tenant;
+                    self.metrics.files_written.add(&[("tenant", tenant)], 1);
                     self.metrics.bytes_written.add(encoded.bytes.len() as u64);
-                    self.metrics.rows_written.add(rows.len() as u64);
+                    self.metrics.rows_written.add(footer.row_count);
                 }
                 let head = ChainHead {
                     seq: last_seq,
-                    hash: last_hash,
+                    hash: footer.last_hash,
                 };
                 self.release(id, head).await;
             }
@@ -511,23 +512,20 @@ impl Sink {
                 // before a restart).
                 tracing::info!(
                     chain = id,
-                    first_seq = rows[0].0,
+                    first_seq,
                     held_upto = held.seq,
                     "the store already held these rows (written before a restart)"
                 );
                 let upto = held.seq.min(last_seq);
-                let hash = rows
-                    .iter()
-                    .find(|(seq, _)| *seq == upto)
-                    .map(|(_, h)| *h)
-                    .expect("upto lies within the file");
-                self.release(id, ChainHead { seq: upto, hash }).await;
+                let head = ChainHead {
+                    seq: upto,
+                    hash: hash_at(upto),
+                };
+                self.release(id, head).await;
                 let state = self.chains.get_mut(id).expect("chain present");
-                if held.seq >= last_seq {
-                    if held.seq > last_seq {
-                        state.held_upto = Some(held);
-                    }
-                } else {
+                if held.seq > last_seq {
+                    state.held_upto = Some(held);
+                } else if held.seq < last_seq {
                     // Our rows after the stored file's end were encoded but not
                     // kept: read them back from the WAL.
                     state.next = held.seq + 1;
@@ -541,17 +539,13 @@ impl Sink {
 
     /// Puts a file, retrying with backoff; resolves a name conflict by
     /// reading the existing file.
-    async fn put(
-        &mut self,
-        file: &EncodedFile,
-        rows: &[(u64, [u8; 32])],
-    ) -> Result<Put, SinkStopError> {
+    async fn put(&mut self, file: &EncodedFile, hashes: &[[u8; 32]]) -> Result<Put, SinkStopError> {
         let mut delay = self.options.retry_initial_backoff;
         loop {
             let err = match put_file(&self.store, file).await {
                 Ok(outcome) => return Ok(Put::Stored(outcome)),
                 Err(SinkError::Conflict { path, reason }) => {
-                    match self.existing_prefix(&path, file, rows).await {
+                    match self.existing_prefix(&path, file, hashes).await {
                         Ok(held) => return Ok(Put::Holds(held)),
                         Err(why) => {
                             tracing::error!(
@@ -596,12 +590,12 @@ impl Sink {
         &mut self,
         path: &str,
         file: &EncodedFile,
-        rows: &[(u64, [u8; 32])],
+        hashes: &[[u8; 32]],
     ) -> Result<ChainHead, String> {
         let bytes = otel_audit_storage::reader::fetch(&self.store, path)
             .await
             .map_err(|e| e.to_string())?;
-        let theirs = otel_audit_storage::reader::footer_of(bytes)?;
+        let theirs = otel_audit_storage::reader::footer_of(bytes.clone())?;
         let ours = &file.footer;
         if theirs.chain_id != ours.chain_id
             || theirs.first_seq != ours.first_seq
@@ -610,19 +604,18 @@ impl Sink {
             return Err("the existing file starts elsewhere in the chain".into());
         }
         let matches = if theirs.last_seq >= ours.last_seq {
-            // It reaches at least as far: it must hold our last row. Its rows
-            // are checked by reading them.
-            let existing = read_file(&self.store, path)
-                .await
-                .map_err(|e| e.to_string())?;
-            existing
-                .iter()
-                .find(|r| r.seq == ours.last_seq)
-                .is_some_and(|r| r.hash == ours.last_hash)
+            // It reaches at least as far: it must hold our last row.
+            let decoded = otel_audit_storage::reader::decode(bytes).map_err(|e| e.to_string())?;
+            let mut found = None;
+            for batch in &decoded.batches {
+                let records = batch_to_records(batch).map_err(|e| e.to_string())?;
+                if let Some(r) = records.iter().find(|r| r.seq == ours.last_seq) {
+                    found = Some(r.hash);
+                }
+            }
+            found == Some(ours.last_hash)
         } else {
-            rows.iter()
-                .find(|(seq, _)| *seq == theirs.last_seq)
-                .is_some_and(|(_, h)| *h == theirs.last_hash)
+            hashes.get((theirs.last_seq - ours.first_seq) as usize) == Some(&theirs.last_hash)
         };
         if !matches {
             return Err("the existing file's rows differ from ours".into());

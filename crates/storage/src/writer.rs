@@ -305,17 +305,19 @@ pub struct FileEncoder {
 }
 
 impl FileEncoder {
-    /// Starts a file whose first row is `first` (its chain, seq and partition
-    /// name the file), and writes that row.
+    /// Starts the file whose first row will be `first` (its chain, seq and
+    /// partition name the file). Nothing is written yet: the first
+    /// [`push`](Self::push) must start with that row.
     pub fn new(first: &Record, opts: &WriterOptions) -> Result<FileEncoder, SinkError> {
-        let mut enc = Self::begin(first, opts, 0)?;
-        enc.push(std::slice::from_ref(first))?;
-        Ok(enc)
+        Self::with_capacity(first, opts, 0)
     }
 
-    /// Starts the file `first` names without writing any row; the first push
-    /// must start with a row of that seq.
-    fn begin(first: &Record, opts: &WriterOptions, capacity: usize) -> Result<Self, SinkError> {
+    /// [`new`](Self::new), with room for `capacity` output bytes.
+    fn with_capacity(
+        first: &Record,
+        opts: &WriterOptions,
+        capacity: usize,
+    ) -> Result<Self, SinkError> {
         let file = DataFile::new(Partition::of(first), &first.chain_id, first.seq);
         let path = file.path();
         let props = writer_properties(opts, &path)?;
@@ -449,10 +451,9 @@ impl FileEncoder {
         self.file.first_seq
     }
 
-    /// Seq and hash of the last row written.
-    pub fn last(&self) -> (u64, [u8; 32]) {
-        // `new` writes the first row; only `encode_file` sees an empty encoder.
-        self.last.unwrap_or((self.file.first_seq, self.prev_hash))
+    /// Seq and hash of the last row written; `None` before the first push.
+    pub fn last(&self) -> Option<(u64, [u8; 32])> {
+        self.last
     }
 
     /// The file being written: partition, chain and first seq.
@@ -523,7 +524,7 @@ impl FileEncoder {
 /// async executor.
 pub fn encode_file(records: &[Record], opts: &WriterOptions) -> Result<EncodedFile, SinkError> {
     let first = records.first().ok_or(SinkError::Empty)?;
-    let mut enc = FileEncoder::begin(first, opts, records.len() * 128 + 4096)?;
+    let mut enc = FileEncoder::with_capacity(first, opts, records.len() * 128 + 4096)?;
     enc.push(records)?;
     enc.finish()
 }
@@ -713,9 +714,11 @@ mod tests {
     fn accessors_follow_the_rows() {
         let records = run(10);
         let mut enc = FileEncoder::new(&records[3], &WriterOptions::default()).unwrap();
-        assert_eq!(enc.rows(), 1);
+        assert_eq!(enc.rows(), 0);
+        assert_eq!(enc.last(), None);
         assert_eq!(enc.first_seq(), 3);
-        assert_eq!(enc.last(), (3, records[3].hash));
+        enc.push(&records[3..4]).unwrap();
+        assert_eq!(enc.last(), Some((3, records[3].hash)));
         assert_eq!(
             enc.file().path(),
             DataFile::new(Partition::of(&records[3]), "c1.acme", 3).path()
@@ -725,7 +728,7 @@ mod tests {
         enc.push(&records[4..10]).unwrap();
         enc.push(&[]).unwrap();
         assert_eq!(enc.rows(), 7);
-        assert_eq!(enc.last(), (9, records[9].hash));
+        assert_eq!(enc.last(), Some((9, records[9].hash)));
         assert!(enc.memory_bytes() >= before);
     }
 

@@ -36,10 +36,11 @@ fn opts(max_row_group_rows: usize) -> WriterOptions {
     }
 }
 
-/// Starts a file with `records[0]` and pushes the rest in chunks of `chunk`.
+/// Starts a file named after `records[0]` and pushes the rows in chunks of
+/// `chunk`.
 fn stream(records: &[Record], chunk: usize, opts: &WriterOptions) -> EncodedFile {
     let mut enc = FileEncoder::new(&records[0], opts).unwrap();
-    for c in records[1..].chunks(chunk) {
+    for c in records.chunks(chunk) {
         enc.push(c).unwrap();
     }
     assert_eq!(enc.rows(), records.len() as u64);
@@ -134,8 +135,9 @@ fn streamed_and_whole_files_are_the_same_file() {
             );
             assert_eq!(layout(&streamed.bytes), layout(&whole.bytes), "{ctx}");
         }
-        // The whole run in one push after the first row: two writes, one file.
+        // The first row, then the rest: two writes, one file.
         let mut enc = FileEncoder::new(&records[0], &opts).unwrap();
+        enc.push(&records[..1]).unwrap();
         enc.push(&records[1..]).unwrap();
         let two_writes = enc.finish().unwrap();
         assert_eq!(two_writes.footer, whole.footer);
@@ -213,7 +215,7 @@ fn rows_that_do_not_continue_the_run_are_refused_and_the_file_stays_usable() {
     forged.prev_hash = [0xee; 32];
 
     let mut enc = FileEncoder::new(&records[0], &WriterOptions::default()).unwrap();
-    enc.push(&records[1..10]).unwrap();
+    enc.push(&records[..10]).unwrap();
 
     // A seq gap, first in the chunk or after good rows.
     let reason = refused(&mut enc, &records[11..13]);
@@ -249,14 +251,15 @@ fn rows_that_do_not_continue_the_run_are_refused_and_the_file_stays_usable() {
 
     // The encoder still holds rows 0..=9 and takes the rest.
     assert_eq!(enc.rows(), 10);
-    assert_eq!(enc.last(), (9, records[9].hash));
+    assert_eq!(enc.last(), Some((9, records[9].hash)));
     enc.push(&records[10..]).unwrap();
     let file = enc.finish().unwrap();
     assert_eq!(file.footer, footer_of(&records));
     assert!(decoded(&file.bytes).0 == records);
 
     // The next hour's row starts the next file.
-    let enc = FileEncoder::new(&next_hour, &WriterOptions::default()).unwrap();
+    let mut enc = FileEncoder::new(&next_hour, &WriterOptions::default()).unwrap();
+    enc.push(std::slice::from_ref(&next_hour)).unwrap();
     assert_eq!(enc.first_seq(), 20);
     assert!(
         enc.file().path().contains("/hour=11/"),
@@ -274,7 +277,7 @@ fn memory_bytes_counts_the_encoded_data() {
     let mut enc = FileEncoder::new(&records[0], &opts(1000)).unwrap();
     let mut last = enc.memory_bytes();
     assert!(last > 8 * 1024, "{last}");
-    for c in records[1..].chunks(1000) {
+    for c in records.chunks(1000) {
         enc.push(c).unwrap();
         last = enc.memory_bytes();
     }

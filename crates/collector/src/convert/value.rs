@@ -1,5 +1,6 @@
 //! opentelemetry-proto values and ids → the event crate's plain OTLP types
-//! ([`OtlpValue`]), by reference (cloning) or by value (moving).
+//! ([`OtlpValue`]): by value (moving) for records, by reference (cloning)
+//! for what several records share (resource attributes).
 //!
 //! An `AnyValue` without a value (OTLP's "empty" value, JSON `null`) and the
 //! profiling-only `string_value_strindex` are treated as absent: an attribute

@@ -161,8 +161,7 @@ impl Signal for Logs {
         principal: &Principal,
         options: &ConvertOptions,
     ) -> Converted {
-        // By value: strings move into the events instead of being copied.
-        convert::logs_owned(request, principal, options)
+        convert::logs(request, principal, options)
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
@@ -198,7 +197,7 @@ impl Signal for Traces {
         principal: &Principal,
         options: &ConvertOptions,
     ) -> Converted {
-        convert::traces_owned(request, principal, options)
+        convert::traces(request, principal, options)
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
