@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::ingest::{Ingest, IngestAck, IngestError, Principal, Rejection};
 use crate::metrics::Metrics;
 use crate::sink::{FeedMsg, approx_record_bytes};
-use crate::wal::{Appending, ChainHead, Wal, WalError};
+use crate::wal::{Appending, ChainHead, Entries, Wal, WalError};
 
 /// How long clients are told to wait when the collector is at a limit.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -255,12 +255,15 @@ impl Pipeline {
             .map(|g| (g.chain.next_seq(), g.chain.head()))
             .collect();
         let mut records = Vec::new();
+        let mut entries = Entries::with_capacity(batches.iter().map(Vec::len).sum());
         let mut received = Vec::with_capacity(guards.len());
         for (guard, events) in guards.iter_mut().zip(batches) {
             let now = Utc::now().max(guard.last_received);
             received.push(now);
             for (index, event) in events {
-                match guard.chain.append(now, event) {
+                // The canonical bytes are encoded once: the chain hashes them
+                // where the WAL entry holds them.
+                match entries.push(|out| guard.chain.append_into(now, event, out)) {
                     Ok(r) => records.push(r),
                     Err(e) => rejected.push(Rejection {
                         index,
@@ -273,7 +276,7 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(None);
         }
-        let appending = match self.wal.submit(&records) {
+        let appending = match self.wal.submit_entries(entries) {
             Ok(a) => {
                 for (g, t) in guards.iter_mut().zip(received) {
                     g.last_received = t;

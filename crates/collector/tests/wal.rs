@@ -1100,3 +1100,55 @@ fn crash_test_kill_9_loses_nothing_acknowledged() {
     );
     assert!(releases > 0, "the child's sink never released anything");
 }
+
+/// Entries built where records are chained are written as encoded and come
+/// back as the same records; a failed append adds nothing, and a record that
+/// does not link refuses the whole append.
+#[test]
+fn entries_built_while_chaining_replay_as_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(options(dir.path())).unwrap();
+    let mut chain = Chain::new("c1.acme", "acme").unwrap();
+    let mut entries = otel_audit_collector::wal::Entries::default();
+    let mut appended = Vec::new();
+    for i in 0..5 {
+        let mut e = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+        e.time = now_us();
+        e.attributes.insert("i".into(), i.to_string());
+        appended.push(
+            entries
+                .push(|out| chain.append_into(now_us(), e, out))
+                .unwrap(),
+        );
+        // An invalid event in between: refused by the chain, nothing added.
+        let bad = AuditEvent::new("acme", "svc", Category::Admin, "");
+        assert!(
+            entries
+                .push(|out| chain.append_into(now_us(), bad, out))
+                .is_err()
+        );
+    }
+    wal.submit_entries(entries).unwrap().wait().unwrap();
+
+    // A record of the same chain that skips a seq: the append is refused.
+    let mut entries = otel_audit_collector::wal::Entries::default();
+    let r = record(&mut chain, 5);
+    let _skipped = record(&mut chain, 6);
+    let late = record(&mut chain, 7);
+    for rec in [&r, &late] {
+        entries
+            .push(|out| {
+                rec.canonical_bytes(out);
+                Ok::<_, ()>(rec.clone())
+            })
+            .unwrap();
+    }
+    let err = wal.submit_entries(entries).unwrap_err();
+    assert!(matches!(err, WalError::Unlinked { seq: 7, .. }), "{err}");
+
+    wal.shutdown().unwrap();
+    drop(wal);
+    let (_, replay) = Wal::open(options(dir.path())).unwrap();
+    let back = replay_all(replay);
+    assert_eq!(back, appended);
+}

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::canonical::{GENESIS_HASH, Record};
+use crate::canonical::{GENESIS_HASH, Record, row_hash};
 use crate::error::ChainError;
 use crate::model::AuditEvent;
 use crate::validate::{MAX_CHAIN_ID_BYTES, MAX_TENANT_BYTES, check_path_token};
@@ -95,6 +95,23 @@ impl Chain {
         received_at: DateTime<Utc>,
         event: AuditEvent,
     ) -> Result<Record, ChainError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let result = self.append_into(received_at, event, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    /// [`append`](Self::append), also leaving the row's canonical bytes (what
+    /// its hash covers) at the end of `out`, for a writer that stores them —
+    /// the collector's WAL — so they are encoded once. On error `out` is as
+    /// it was.
+    pub fn append_into(
+        &mut self,
+        received_at: DateTime<Utc>,
+        event: AuditEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<Record, ChainError> {
         event.validate().map_err(|source| ChainError::Invalid {
             event_id: event.event_id,
             source,
@@ -120,7 +137,9 @@ impl Chain {
             prev_hash: self.head,
             hash: [0; 32],
         };
-        record.hash = record.compute_hash(&mut self.scratch);
+        let start = out.len();
+        record.canonical_bytes(out);
+        record.hash = row_hash(&record.prev_hash, &out[start..]);
         self.head = record.hash;
         self.next_seq += 1;
         Ok(record)

@@ -96,25 +96,24 @@ pub(crate) fn create_segment(dir: &Path, number: u64) -> Result<(File, PathBuf),
     Ok((file, path))
 }
 
-/// Appends one record's entry (`len | prev_hash | hash | canonical`) to `out`
-/// and returns the range of its canonical bytes.
-pub(crate) fn encode_entry(
+/// Completes an entry (`len | prev_hash | hash | canonical`) whose header
+/// space was reserved just before `canonical_start`, the canonical bytes
+/// running from there to the end of `out`.
+pub(crate) fn finish_entry(
+    out: &mut [u8],
+    canonical_start: usize,
     record: &Record,
-    out: &mut Vec<u8>,
-) -> Result<std::ops::Range<usize>, WalError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&record.prev_hash);
-    out.extend_from_slice(&record.hash);
-    let canonical_start = out.len();
-    record.canonical_bytes(out);
+) -> Result<(), WalError> {
     let len = out.len() - canonical_start;
     let len32 = u32::try_from(len).map_err(|_| WalError::TooLarge {
         bytes: len as u64,
         max_bytes: u64::from(u32::MAX),
     })?;
+    let start = canonical_start - ENTRY_HEADER_BYTES;
     out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
-    Ok(canonical_start..out.len())
+    out[start + 4..start + 36].copy_from_slice(&record.prev_hash);
+    out[start + 36..canonical_start].copy_from_slice(&record.hash);
+    Ok(())
 }
 
 /// Writes the frame header and group header of a group of `count` records

@@ -134,7 +134,7 @@ use tokio::sync::oneshot;
 
 pub use replay::{Replay, TruncatedTail};
 
-use format::{GROUP_OVERHEAD_BYTES, Marker, encode_entry};
+use format::{ENTRY_HEADER_BYTES, GROUP_OVERHEAD_BYTES, Marker, finish_entry};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -160,11 +160,12 @@ pub struct WalOptions {
     /// [`WalError::QueueFull`]; one append larger than this always fails
     /// ([`WalError::TooLarge`]). Default 32 MiB; 4096 to 1 GiB.
     pub max_queue_bytes: u64,
-    /// Recompute each record's hash from its content when it is appended, and
-    /// refuse records whose stored hash differs, so that a record which would
-    /// fail verification at replay never enters the WAL. Costs one SHA-256 of
-    /// the record (well under a microsecond for 600 bytes with SHA
-    /// instructions). Default true.
+    /// Recompute the hash of each record given to [`Wal::submit`] from its
+    /// content, and refuse records whose stored hash differs, so that a
+    /// record which would fail verification at replay never enters the WAL.
+    /// Costs one SHA-256 of the record. [`Entries`] built where records are
+    /// chained need no check: their hash is computed over the very bytes
+    /// written. Default true.
     pub verify_hashes_on_append: bool,
 }
 
@@ -589,6 +590,114 @@ impl Drop for Inner {
     }
 }
 
+/// Records encoded for one WAL append, in chain order.
+///
+/// Built with [`Entries::push`] where events are chained, so each record's
+/// canonical bytes are encoded once — by `Chain::append_into`, which hashes
+/// exactly those bytes — and written to the WAL as they are, instead of being
+/// encoded and hashed again by [`Wal::submit`].
+///
+/// ```
+/// use otel_audit_collector::wal::{Entries, Wal, WalOptions};
+/// use otel_audit_event::{AuditEvent, Category, Chain};
+///
+/// let dir = tempfile::tempdir()?;
+/// let (wal, _) = Wal::open(WalOptions { dir: dir.path().into(), ..WalOptions::default() })?;
+/// let mut chain = Chain::new("c1.acme", "acme")?;
+/// let mut entries = Entries::default();
+/// let event = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+/// let record = entries.push(|out| chain.append_into(chrono::Utc::now(), event, out))?;
+/// wal.submit_entries(entries)?.wait()?;
+/// # drop(record);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Entries {
+    bytes: Vec<u8>,
+    count: u32,
+    /// Per chain: (chain, first seq, first prev_hash, last head).
+    chains: Vec<(String, u64, [u8; 32], ChainHead)>,
+    /// The first record that could not be taken (unlinked, too large):
+    /// reported by `submit_entries`, which then writes nothing.
+    error: Option<WalError>,
+}
+
+/// Where the canonical bytes of the entry being built begin.
+#[derive(Debug, Clone, Copy)]
+struct Open(usize);
+
+impl Entries {
+    /// Room for about `records` records.
+    pub fn with_capacity(records: usize) -> Entries {
+        Entries {
+            bytes: Vec::with_capacity(records * 768),
+            ..Entries::default()
+        }
+    }
+
+    /// Adds one record: `append` writes the record's canonical bytes at the
+    /// end of the buffer it is given and returns the record, whose hash must
+    /// cover exactly those bytes (`Chain::append_into` does both). When
+    /// `append` fails, nothing is added and its error is returned.
+    pub fn push<E>(
+        &mut self,
+        append: impl FnOnce(&mut Vec<u8>) -> Result<Record, E>,
+    ) -> Result<Record, E> {
+        let open = self.begin();
+        match append(&mut self.bytes) {
+            Ok(record) => {
+                debug_assert_eq!(
+                    row_hash(&record.prev_hash, &self.bytes[open.0..]),
+                    record.hash
+                );
+                if let Err(e) = self.end(open, &record) {
+                    self.error.get_or_insert(e);
+                }
+                Ok(record)
+            }
+            Err(e) => {
+                self.bytes.truncate(open.0 - ENTRY_HEADER_BYTES);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts an entry (`len | prev_hash | hash`, filled in by `end`);
+    /// its canonical bytes follow.
+    fn begin(&mut self) -> Open {
+        self.bytes.extend_from_slice(&[0; ENTRY_HEADER_BYTES]);
+        Open(self.bytes.len())
+    }
+
+    /// Completes the entry `begin` opened, whose canonical bytes are the
+    /// buffer's tail, and checks that `r` links to its chain's previous
+    /// record in these entries.
+    fn end(&mut self, open: Open, r: &Record) -> Result<(), WalError> {
+        finish_entry(&mut self.bytes, open.0, r)?;
+        self.count += 1;
+        let head = ChainHead {
+            seq: r.seq,
+            hash: r.hash,
+        };
+        match self.chains.iter_mut().find(|c| c.0 == r.chain_id) {
+            Some(c) => {
+                if r.seq != c.3.seq.wrapping_add(1) || r.prev_hash != c.3.hash {
+                    return Err(WalError::Unlinked {
+                        chain_id: r.chain_id.clone(),
+                        seq: r.seq,
+                        expected_seq: c.3.seq.wrapping_add(1),
+                    });
+                }
+                c.3 = head;
+            }
+            None => self
+                .chains
+                .push((r.chain_id.clone(), r.seq, r.prev_hash, head)),
+        }
+        Ok(())
+    }
+}
+
 /// The write-ahead log. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
 pub struct Wal {
@@ -627,41 +736,39 @@ impl Wal {
     /// per chain at a time, or a lock held across `Chain::append` and
     /// `submit`); a refused submission must not advance the caller's chain.
     pub fn submit(&self, records: &[Record]) -> Result<Appending, WalError> {
-        let shared = &self.inner.shared;
-        let (tx, rx) = oneshot::channel();
         // Encode and check outside the lock: this work runs on the callers'
         // threads, in parallel.
-        let mut entries = Vec::with_capacity(records.len() * 768);
-        // Per chain: (first seq, first prev_hash, last head).
-        let mut chains: Vec<(String, u64, [u8; 32], ChainHead)> = Vec::new();
+        let mut entries = Entries::with_capacity(records.len());
+        let verify = self.inner.shared.options.verify_hashes_on_append;
         for r in records {
-            let canonical = encode_entry(r, &mut entries)?;
-            if shared.options.verify_hashes_on_append
-                && row_hash(&r.prev_hash, &entries[canonical]) != r.hash
-            {
+            let open = entries.begin();
+            r.canonical_bytes(&mut entries.bytes);
+            if verify && row_hash(&r.prev_hash, &entries.bytes[open.0..]) != r.hash {
                 return Err(WalError::BadHash {
                     chain_id: r.chain_id.clone(),
                     seq: r.seq,
                 });
             }
-            let head = ChainHead {
-                seq: r.seq,
-                hash: r.hash,
-            };
-            match chains.iter_mut().find(|c| c.0 == r.chain_id) {
-                Some(c) => {
-                    if r.seq != c.3.seq.wrapping_add(1) || r.prev_hash != c.3.hash {
-                        return Err(WalError::Unlinked {
-                            chain_id: r.chain_id.clone(),
-                            seq: r.seq,
-                            expected_seq: c.3.seq.wrapping_add(1),
-                        });
-                    }
-                    c.3 = head;
-                }
-                None => chains.push((r.chain_id.clone(), r.seq, r.prev_hash, head)),
-            }
+            entries.end(open, r)?;
         }
+        self.submit_entries(entries)
+    }
+
+    /// [`submit`](Self::submit) for entries built with [`Entries::push`]:
+    /// the records' canonical bytes were encoded (and hashed) once, where
+    /// they were chained, and are written as they are.
+    pub fn submit_entries(&self, entries: Entries) -> Result<Appending, WalError> {
+        if let Some(e) = entries.error {
+            return Err(e);
+        }
+        let shared = &self.inner.shared;
+        let (tx, rx) = oneshot::channel();
+        let Entries {
+            bytes: entries,
+            count,
+            chains,
+            ..
+        } = entries;
         let bytes = entries.len() as u64;
         let max_queue = shared.options.max_queue_bytes;
         if bytes + GROUP_OVERHEAD_BYTES > max_queue {
@@ -680,7 +787,7 @@ impl Wal {
         if st.closed {
             return Err(WalError::Closed);
         }
-        if records.is_empty() {
+        if count == 0 {
             let _ = tx.send(Ok(Appended {
                 position: st.durable,
                 chains: Vec::new(),
@@ -722,7 +829,7 @@ impl Wal {
         st.queued_bytes += bytes;
         st.queue.push(Pending {
             entries,
-            count: records.len() as u32,
+            count,
             chains: chains.into_iter().map(|(c, _, _, h)| (c, h)).collect(),
             tx,
         });
