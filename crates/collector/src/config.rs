@@ -301,7 +301,7 @@ pub struct StorageSection {
     /// A file is closed when it holds this many rows. Default 100000.
     pub max_file_rows: usize,
     /// A file is closed when it takes about this many bytes in memory
-    /// (encoded so far plus rows waiting to be encoded). Default 64 MiB.
+    /// (the encoded data held so far). Default 64 MiB.
     pub max_file_bytes: u64,
     /// A file is closed this many seconds after its first row arrived, so
     /// data is queryable within about this time. Default 30.

@@ -99,9 +99,9 @@ struct OpenFile {
     /// pool.
     encoder: Option<FileEncoder>,
     started: Instant,
-    /// Rows not yet handed to the encoder, and their approximate size.
+    /// Rows not yet handed to the encoder: at most `CHUNK_ROWS`, so not
+    /// counted against `max_file_bytes`.
     pending: Vec<Record>,
-    pending_bytes: u64,
     /// The hash of every row (row `i` has seq `first_seq + i`), to compare
     /// with a file found under the same name after a restart.
     hashes: Vec<[u8; 32]>,
@@ -119,9 +119,7 @@ impl OpenFile {
     }
 
     fn memory_bytes(&self) -> u64 {
-        self.encoder.as_ref().map_or(0, FileEncoder::memory_bytes)
-            + self.pending_bytes
-            + self.hashes.len() as u64 * 32
+        self.encoder.as_ref().map_or(0, FileEncoder::memory_bytes) + self.hashes.len() as u64 * 32
     }
 }
 
@@ -397,13 +395,11 @@ impl Sink {
                 encoder: Some(encoder),
                 started: Instant::now(),
                 pending: Vec::with_capacity(CHUNK_ROWS),
-                pending_bytes: 0,
                 hashes: Vec::new(),
             });
         }
         let file = self.open_file(id);
         file.hashes.push(r.hash);
-        file.pending_bytes += approx_record_bytes(&r);
         file.pending.push(r);
         if file.pending.len() >= CHUNK_ROWS {
             self.encode_pending(id).await?;
@@ -439,7 +435,6 @@ impl Sink {
             return Ok(());
         }
         let pending = std::mem::take(&mut file.pending);
-        file.pending_bytes = 0;
         let mut encoder = file
             .encoder
             .take()

@@ -28,9 +28,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::{
-    Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export, message_limit, tls,
-};
+use super::{Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export, listen, tls};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Endpoint;
 use crate::ingest::{Ingest, IngestError, Principal};
@@ -59,20 +57,7 @@ pub async fn serve_grpc<I: Ingest>(
     ctx: Arc<ReceiverContext<I>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiveError> {
-    let tls = endpoint
-        .tls
-        .as_ref()
-        .map(|t| tls::server_config(t, tls::ALPN_GRPC))
-        .transpose()?;
-    let with_tls = tls.is_some();
-    let incoming = tls::Incoming::start(listener, tls, "grpc")?;
-    let limit = message_limit(endpoint);
-    tracing::info!(
-        address = %incoming.local(),
-        tls = with_tls,
-        max_message_bytes = limit,
-        "OTLP/gRPC receiver listening"
-    );
+    let (incoming, limit) = listen(listener, endpoint, tls::ALPN_GRPC, "grpc")?;
 
     let service = Arc::new(GrpcService { ctx: ctx.clone() });
     let logs = LogsServiceServer::from_arc(service.clone())

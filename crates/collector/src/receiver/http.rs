@@ -19,8 +19,8 @@ use prost::Message as _;
 use tonic::Code;
 
 use super::{
-    Failure, Logs, PartialSuccess, ReceiveError, ReceiverContext, Signal, Traces, export,
-    message_limit, retry_after_secs, tls,
+    Failure, Logs, PartialSuccess, ReceiveError, ReceiverContext, Signal, Traces, export, listen,
+    retry_after_secs, tls,
 };
 use crate::config::Endpoint;
 use crate::ingest::{Ingest, IngestError};
@@ -55,20 +55,7 @@ pub async fn serve_http<I: Ingest>(
     ctx: Arc<ReceiverContext<I>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiveError> {
-    let tls = endpoint
-        .tls
-        .as_ref()
-        .map(|t| tls::server_config(t, tls::ALPN_HTTP))
-        .transpose()?;
-    let with_tls = tls.is_some();
-    let incoming = tls::Incoming::start(listener, tls, "http")?;
-    let limit = message_limit(endpoint);
-    tracing::info!(
-        address = %incoming.local(),
-        tls = with_tls,
-        max_message_bytes = limit,
-        "OTLP/HTTP receiver listening"
-    );
+    let (incoming, limit) = listen(listener, endpoint, tls::ALPN_HTTP, "http")?;
     let state = Arc::new(HttpState { ctx, limit });
     let router = Router::new()
         .route("/v1/logs", post(handle::<I, Logs>))

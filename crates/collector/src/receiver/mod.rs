@@ -114,6 +114,32 @@ fn message_limit(endpoint: &crate::config::Endpoint) -> usize {
     usize::try_from(endpoint.max_message_bytes).unwrap_or(usize::MAX)
 }
 
+/// Sets up a receiver's connections (TLS when the endpoint has it, offering
+/// `alpn`) and logs where it listens; returns them with the message limit.
+fn listen(
+    listener: tokio::net::TcpListener,
+    endpoint: &crate::config::Endpoint,
+    alpn: &[&[u8]],
+    name: &'static str,
+) -> Result<(tls::Incoming, usize), ReceiveError> {
+    let tls = endpoint
+        .tls
+        .as_ref()
+        .map(|t| tls::server_config(t, alpn))
+        .transpose()?;
+    let with_tls = tls.is_some();
+    let incoming = tls::Incoming::start(listener, tls, name)?;
+    let limit = message_limit(endpoint);
+    tracing::info!(
+        address = %incoming.local(),
+        tls = with_tls,
+        max_message_bytes = limit,
+        "OTLP/{} receiver listening",
+        if name == "grpc" { "gRPC" } else { "HTTP" }
+    );
+    Ok((incoming, limit))
+}
+
 /// One OTLP signal: its request and response types and how its records are
 /// counted and converted. Lets the transports share one code path.
 trait Signal: Send + Sync + 'static {
