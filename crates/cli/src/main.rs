@@ -1,6 +1,8 @@
-//! `otel-audit`: generate synthetic stores and verify the integrity of stores.
+//! `otel-audit`: verify the integrity of stores, prove single events, manage
+//! digest keys, back stores up and restore them, generate synthetic stores.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -10,10 +12,14 @@ use clap::{Args, Parser, Subcommand};
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use otel_audit_cli::synth::{SynthSpec, generate};
+use otel_audit_storage::digest::{DigestChain, DigestFile, put_digest};
 use otel_audit_storage::{
-    Progress, Store, StoreOptions, TimeRange, VerifyOptions, VerifyReport, WriteOutcome,
-    WriterOptions, split_runs, verify, write_file,
+    DigestSigner, ProblemKind, Progress, PublicKeys, Store, StoreOptions, TimeRange, VerifyOptions,
+    VerifyReport, WriteOutcome, WriterOptions, split_runs, verify, write_file,
 };
+
+mod backup;
+mod prove;
 
 /// Exit code: the store is intact / the command succeeded.
 const EXIT_OK: u8 = 0;
@@ -26,7 +32,7 @@ const EXIT_ERROR: u8 = 2;
 #[command(
     name = "otel-audit",
     version,
-    about = "Tamper-evident audit trails for AI systems: generate, verify",
+    about = "Tamper-evident audit trails for AI systems: verify, prove, keys, backup, restore, generate",
     long_about = "Tamper-evident audit trails for AI systems.\n\n\
         Stores are hive-partitioned Parquet (tenant=/date=/hour=) on local disk or S3; \
         every row is hash-chained. Store URLs: a local path, file:///abs/path, \
@@ -60,6 +66,85 @@ enum Command {
         Exit codes: 0 intact, 1 integrity problems found, 2 usage or I/O error."
     )]
     Verify(VerifyArgs),
+    /// Write a self-contained proof that one event is in the store as signed.
+    #[command(
+        after_help = "The proof holds the event's row, its Merkle path to its file's root, \
+        and the signed digest listing that root: an auditor checks it with verify-proof, \
+        offline, seeing no other event.\n\nExample:\n  \
+        otel-audit prove 0199b2c4-0000-7000-8000-000000000000 --store ./audit-data --out proof.json\n  \
+        otel-audit verify-proof proof.json --public-key digest.pub.pem"
+    )]
+    Prove(prove::ProveArgs),
+    /// Check a proof from `otel-audit prove` offline, against trusted public keys.
+    #[command(
+        name = "verify-proof",
+        after_help = "Exit codes: 0 the proof holds, 1 it does not (the reason is printed), 2 usage or I/O error."
+    )]
+    VerifyProof(prove::VerifyProofArgs),
+    /// Ed25519 keys that sign digests: generate a pair, show a key's id.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Copy a store to a backup (local or S3), incrementally, then verify the backup.
+    #[command(
+        mut_arg("from", backup::backup_from),
+        mut_arg("to", backup::backup_to),
+        after_help = "Copies every data file, then every digest, that the backup does not \
+        already hold (same name and size, or same SHA-256 with --checksum); an interrupted \
+        backup is resumed by running it again. An object of the same name with different \
+        content is never overwritten: the backup stops with an error naming it.\n\n\
+        Examples:\n  \
+        otel-audit backup --from ./audit-data --to s3://audit-backup/prod\n  \
+        otel-audit backup --from s3://audit-bucket/prod --to /mnt/backup/audit --checksum\n  \
+        otel-audit backup --from ./audit-data --to s3://audit-backup/prod --public-key digest.pub --json\n\n\
+        Exit codes: 0 copied and intact, 1 integrity problems in the backup, 2 usage or I/O error \
+        (or a conflicting object)."
+    )]
+    Backup(backup::BackupArgs),
+    /// Copy a backup back into a store (the same copy as backup, the other way), then verify it.
+    #[command(
+        mut_arg("from", backup::restore_from),
+        mut_arg("to", backup::restore_to),
+        after_help = "The same incremental, create-only copy as `backup`, from --from BACKUP_URL \
+        to --to STORE_URL: objects already in the store are skipped, none is overwritten.\n\n\
+        Examples:\n  \
+        otel-audit restore --from s3://audit-backup/prod --to ./audit-data\n  \
+        otel-audit restore --from /mnt/backup/audit --to s3://audit-bucket/prod --public-key digest.pub\n\n\
+        Exit codes: 0 restored and intact, 1 integrity problems in the restored store, \
+        2 usage or I/O error (or a conflicting object)."
+    )]
+    Restore(backup::BackupArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new key pair: the private key (PKCS#8 PEM, mode 0600) for the
+    /// collector's digests.signing_key_file, the public key (SPKI PEM) for auditors.
+    #[command(after_help = "Example:\n  \
+        otel-audit keys generate --private-key /etc/otel-audit/digest.pem --public-key digest.pub.pem\n  \
+        otel-audit verify ./audit-data --public-key digest.pub.pem\n\n\
+        The private key file is never overwritten. Rotate by generating a new pair and pointing \
+        the collector at it; keep the old public key: verify takes --public-key more than once.")]
+    Generate(KeysGenerateArgs),
+    /// Print the key id of a PEM key (public or private): the id digests name.
+    Id {
+        /// The PEM file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct KeysGenerateArgs {
+    /// Where to write the private key.
+    #[arg(long, value_name = "FILE", default_value = "otel-audit-signing.pem")]
+    private_key: PathBuf,
+    /// Where to write the public key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "otel-audit-signing.pub.pem"
+    )]
+    public_key: PathBuf,
 }
 
 #[derive(Args)]
@@ -112,6 +197,9 @@ struct GenerateArgs {
     /// Most rows in one file.
     #[arg(long, default_value_t = 100_000)]
     max_file_rows: usize,
+    /// Sign hourly digests with this private key (PEM), as a collector does.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Flags,
 }
@@ -130,6 +218,14 @@ struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// A trusted public key (PEM) for digest signatures; repeat for keys
+    /// rotated out. Without one, signatures are not checked.
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Check that digests were made up to this time instead of now (for a
+    /// copy of a store taken at that time).
+    #[arg(long, value_name = "TIME")]
+    as_of: Option<String>,
     #[command(flatten)]
     s3: S3Flags,
 }
@@ -147,6 +243,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Generate(a) => cmd_generate(a).await,
             Command::Verify(a) => cmd_verify(a).await,
+            Command::Keys(k) => cmd_keys(k),
+            Command::Prove(a) => prove::cmd_prove(a).await,
+            Command::VerifyProof(a) => prove::cmd_verify_proof(a),
+            Command::Backup(a) => backup::cmd_backup(a, backup::Direction::Backup).await,
+            Command::Restore(a) => backup::cmd_backup(a, backup::Direction::Restore).await,
         }
     });
     match result {
@@ -263,6 +364,7 @@ async fn cmd_generate(a: GenerateArgs) -> anyhow::Result<u8> {
         .await;
     pb.finish_and_clear();
     let (mut files, mut present, mut bytes) = (0u64, 0u64, 0u64);
+    let mut written = Vec::new();
     for r in results {
         let (enc, outcome) = r?;
         files += 1;
@@ -270,13 +372,24 @@ async fn cmd_generate(a: GenerateArgs) -> anyhow::Result<u8> {
         if outcome == WriteOutcome::AlreadyPresent {
             present += 1;
         }
+        written.push((enc.file.clone(), DigestFile::of(&enc)));
+    }
+    let mut digests = 0;
+    if let Some(key) = &a.signing_key {
+        let signer = DigestSigner::load(key).context("--signing-key")?;
+        digests = write_synthetic_digests(&store, written, start, a.hours, &signer).await?;
     }
     eprintln!(
-        "wrote {} events in {files} files ({}) to {} in {:.1}s{}",
+        "wrote {} events in {files} files ({}) to {} in {:.1}s{}{}",
         a.events,
         human_bytes(bytes),
         store.url(),
         t0.elapsed().as_secs_f64(),
+        if digests > 0 {
+            format!("; {digests} signed digests")
+        } else {
+            String::new()
+        },
         if present > 0 {
             format!("; {present} identical files were already there")
         } else {
@@ -284,6 +397,45 @@ async fn cmd_generate(a: GenerateArgs) -> anyhow::Result<u8> {
         }
     );
     Ok(EXIT_OK)
+}
+
+/// Digests as a collector would have made them: one per chain and hour,
+/// each file counted as stored at the end of its hour, the last one final.
+async fn write_synthetic_digests(
+    store: &Store,
+    mut written: Vec<(otel_audit_storage::DataFile, DigestFile)>,
+    start: DateTime<Utc>,
+    hours: u32,
+    signer: &DigestSigner,
+) -> anyhow::Result<u64> {
+    written.sort_by(|a, b| (&a.0.chain_id, a.0.first_seq).cmp(&(&b.0.chain_id, b.0.first_seq)));
+    let mut by_chain: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for (file, entry) in written {
+        by_chain
+            .entry(file.chain_id.clone())
+            .or_default()
+            .push((file, entry));
+    }
+    let mut n = 0;
+    for (chain, files) in by_chain {
+        let tenant = files[0].0.partition.tenant.clone();
+        let mut dc = DigestChain::new(&chain, &tenant, 3600, start);
+        let mut files = files.into_iter().peekable();
+        for h in 0..hours {
+            let end = start + chrono::Duration::hours(i64::from(h) + 1);
+            while let Some((f, _)) = files.peek() {
+                if f.partition.end() > end {
+                    break;
+                }
+                let (_, entry) = files.next().expect("peeked");
+                dc.add_file(entry);
+            }
+            let sealed = dc.seal(end, h + 1 == hours, signer);
+            put_digest(store, &sealed).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 struct BarProgress(ProgressBar);
@@ -311,9 +463,17 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     {
         bail!("--from must be before --to");
     }
+    let as_of = a
+        .as_of
+        .as_deref()
+        .map(|s| parse_time("--as-of", s))
+        .transpose()?;
+    let keys = load_public_keys(&a.public_keys)?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let opts = VerifyOptions {
         range,
+        keys,
+        as_of,
         ..VerifyOptions::default()
     };
     let pb = BarProgress(progress_bar(0, "verifying"));
@@ -346,6 +506,81 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// Reads `--public-key` files into the trusted key set.
+fn load_public_keys(files: &[PathBuf]) -> anyhow::Result<PublicKeys> {
+    let mut keys = PublicKeys::new();
+    for f in files {
+        keys.load(f).context("--public-key")?;
+    }
+    Ok(keys)
+}
+
+fn cmd_keys(k: KeysCommand) -> anyhow::Result<u8> {
+    match k {
+        KeysCommand::Generate(a) => {
+            if a.private_key.exists() {
+                bail!(
+                    "--private-key {}: the file exists; refusing to overwrite a signing key",
+                    a.private_key.display()
+                );
+            }
+            let signer = DigestSigner::generate()?;
+            signer.write_pair(&a.private_key, &a.public_key)?;
+            println!(
+                "key id {}: private key {} (keep it secret: the collector's digests.signing_key_file), public key {} (for otel-audit verify --public-key)",
+                signer.key_id(),
+                a.private_key.display(),
+                a.public_key.display()
+            );
+        }
+        KeysCommand::Id { file } => {
+            let mut keys = PublicKeys::new();
+            println!("{}", keys.load(&file)?);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// The CloudTrail-style line: digests, files, events, chains.
+fn digest_line(r: &VerifyReport) -> String {
+    let d = &r.digests;
+    let chain_kinds = [
+        ProblemKind::MissingRows,
+        ProblemKind::MissingFile,
+        ProblemKind::BrokenLink,
+        ProblemKind::InsertedRow,
+        ProblemKind::ReorderedRows,
+        ProblemKind::MissingDigest,
+        ProblemKind::BrokenDigestLink,
+    ];
+    let chains_ok = !r.problems.iter().any(|p| chain_kinds.contains(&p.kind));
+    let mut line = format!(
+        "{}/{} digests valid, {}/{} files valid, {} events, {}",
+        d.digests_valid,
+        d.digests,
+        r.files_valid(),
+        r.files_verified,
+        r.events_verified,
+        if chains_ok {
+            "chains intact"
+        } else {
+            "chains BROKEN"
+        }
+    );
+    if d.digests == 0 {
+        line.push_str(" (no signed digests: deleting the newest files could not be detected)");
+    } else if !d.signatures_checked {
+        line.push_str(" (signatures NOT checked: pass --public-key)");
+    }
+    if d.files_pending > 0 {
+        line.push_str(&format!(
+            "; {} newest files not yet in a digest",
+            d.files_pending
+        ));
+    }
+    line
+}
+
 fn print_report(r: &VerifyReport, secs: f64) {
     for p in &r.problems {
         println!("{p}");
@@ -373,6 +608,7 @@ fn print_report(r: &VerifyReport, secs: f64) {
             kinds.join(", ")
         );
     }
+    println!("{}", digest_line(r));
 }
 
 fn human_bytes(b: u64) -> String {

@@ -84,6 +84,8 @@ pub struct Config {
     pub policy: PolicySection,
     /// Where the Parquet files go.
     pub storage: StorageSection,
+    /// Signed digests of what each chain stored.
+    pub digests: DigestSection,
     /// The write-ahead log.
     pub wal: WalOptions,
     /// The collector's own metrics, health and logs.
@@ -334,6 +336,38 @@ impl Default for StorageSection {
     }
 }
 
+/// `digests.*`: per chain and period, a digest listing the files stored with
+/// their SHA-256, linked to the previous digest and signed with Ed25519.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestSection {
+    /// Write digests. Default true. Without them, deleting the newest files
+    /// cannot be detected.
+    pub enabled: bool,
+    /// Seconds per period; periods are aligned to the Unix epoch (3600 ends
+    /// them on the hour). A digest is also written at start-up and shutdown.
+    /// Default 3600; 10 to 86400.
+    pub period_secs: u64,
+    /// PKCS#8 PEM Ed25519 private key (`otel-audit keys generate`). When
+    /// neither this nor `signing_key_env` is set, a key is generated once in
+    /// `<wal.dir>/digest-signing-key.pem`, its public key beside it in
+    /// `digest-signing-key.pub.pem`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Name of an environment variable holding the PEM private key.
+    pub signing_key_env: Option<String>,
+}
+
+impl Default for DigestSection {
+    fn default() -> Self {
+        DigestSection {
+            enabled: true,
+            period_secs: otel_audit_storage::digest::DEFAULT_PERIOD_SECS,
+            signing_key_file: None,
+            signing_key_env: None,
+        }
+    }
+}
+
 /// `telemetry.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -424,6 +458,19 @@ impl Config {
 
     /// Checks values and combinations; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.digests;
+        if !(10..=86_400).contains(&d.period_secs) {
+            return Err(invalid(
+                "digests.period_secs",
+                format!("{} is outside 10 to 86400 seconds", d.period_secs),
+            ));
+        }
+        if d.signing_key_file.is_some() && d.signing_key_env.is_some() {
+            return Err(invalid(
+                "digests.signing_key_env",
+                "set either digests.signing_key_file or digests.signing_key_env, not both",
+            ));
+        }
         otel_audit_event::check_path_token(&self.collector.instance_id, 64)
             .map_err(|r| invalid("collector.instance_id", r))?;
         otel_audit_event::check_path_token(&self.collector.own_events_tenant, 64)

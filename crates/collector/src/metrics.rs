@@ -123,6 +123,8 @@ pub struct Metrics {
     /// Times the sink fell behind its in-memory buffer and read back from
     /// the WAL.
     pub sink_catch_ups: Counter,
+    /// Signed digests written to the store.
+    pub digests_written: Counter,
 }
 
 impl Metrics {
@@ -181,7 +183,7 @@ impl Metrics {
         for (family, name, help) in families {
             family.render(&mut out, name, help);
         }
-        let counters: [(&Counter, &str, &str); 4] = [
+        let counters: [(&Counter, &str, &str); 5] = [
             (
                 &self.bytes_written,
                 "otel_audit_bytes_written_total",
@@ -201,6 +203,11 @@ impl Metrics {
                 &self.sink_catch_ups,
                 "otel_audit_sink_catch_ups_total",
                 "Times the sink read back from the WAL after falling behind.",
+            ),
+            (
+                &self.digests_written,
+                "otel_audit_digests_written_total",
+                "Signed digests written to the store.",
             ),
         ];
         for (c, name, help) in counters {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use otel_audit_event::redact::{Keyring, Keys, Redactor};
 use otel_audit_event::{AuditEvent, Category, Outcome, Severity};
-use otel_audit_storage::{Store, TimeRange, list_files, reader};
+use otel_audit_storage::{DigestSigner, Store, TimeRange, list_files, reader};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pipeline::{Feed, Pipeline};
-use crate::sink::{Sink, SinkOptions, SinkStopError};
+use crate::sink::{DigestOptions, Sink, SinkOptions, SinkStopError};
 use crate::wal::{ChainHead, Wal, WalError};
 
 /// The service name of the collector's own events.
@@ -43,6 +43,18 @@ pub enum StartError {
     /// The server-side policy or its keys are invalid.
     #[error("policy: {0}")]
     Policy(String),
+    /// The digest signing key could not be loaded or created.
+    #[error("{key}: {source}")]
+    DigestKey {
+        /// The config key.
+        key: &'static str,
+        /// What failed.
+        #[source]
+        source: otel_audit_storage::KeyError,
+    },
+    /// `digests.signing_key_env` names a variable that is not set.
+    #[error("digests.signing_key_env: the environment variable {0} is not set")]
+    DigestKeyEnv(String),
     /// A listener could not be bound.
     #[error("{key}: cannot listen on {endpoint}: {source}")]
     Bind {
@@ -123,6 +135,10 @@ impl Collector {
             heads.entry(chain).or_insert(head);
         }
 
+        let digests = digest_signer(config)?.map(|signer| DigestOptions {
+            signer,
+            period_secs: config.digests.period_secs,
+        });
         let (feed, rx) = Feed::new(config.storage.max_buffer_bytes);
         let (stop_sink, stop_rx) = watch::channel(false);
         let s = &config.storage;
@@ -136,6 +152,8 @@ impl Collector {
                 flush_interval: Duration::from_secs(s.flush_interval_secs),
                 retry_initial_backoff: Duration::from_millis(s.retry_initial_backoff_ms),
                 retry_max_backoff: Duration::from_secs(s.retry_max_backoff_secs),
+                instance_id: instance.clone(),
+                digests,
             },
             metrics.clone(),
             rx,
@@ -297,6 +315,62 @@ fn load_or_create_key(path: &Path) -> std::io::Result<Vec<u8>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The key that signs digests: from `digests.signing_key_file`, from the
+/// variable `digests.signing_key_env` names, or generated once in the WAL
+/// directory. `None` when digests are off.
+fn digest_signer(config: &Config) -> Result<Option<DigestSigner>, StartError> {
+    let d = &config.digests;
+    if !d.enabled {
+        tracing::warn!("digests.enabled is false: deleting the newest files would go unnoticed");
+        return Ok(None);
+    }
+    if let Some(path) = &d.signing_key_file {
+        return DigestSigner::load(path)
+            .map(Some)
+            .map_err(|source| StartError::DigestKey {
+                key: "digests.signing_key_file",
+                source,
+            });
+    }
+    if let Some(var) = &d.signing_key_env {
+        let pem = zeroize::Zeroizing::new(
+            std::env::var(var).map_err(|_| StartError::DigestKeyEnv(var.clone()))?,
+        );
+        return DigestSigner::from_pem(&pem, &format!("${var}"))
+            .map(Some)
+            .map_err(|source| StartError::DigestKey {
+                key: "digests.signing_key_env",
+                source,
+            });
+    }
+    let key = |source| StartError::DigestKey {
+        key: "digests.signing_key_file",
+        source,
+    };
+    let private = config.wal.dir.join("digest-signing-key.pem");
+    let public = config.wal.dir.join("digest-signing-key.pub.pem");
+    let signer = if private.exists() {
+        DigestSigner::load(&private).map_err(key)?
+    } else {
+        std::fs::create_dir_all(&config.wal.dir).map_err(|source| {
+            key(otel_audit_storage::KeyError::Io {
+                path: config.wal.dir.clone(),
+                source,
+            })
+        })?;
+        let s = DigestSigner::generate().map_err(key)?;
+        s.write_pair(&private, &public).map_err(key)?;
+        s
+    };
+    tracing::info!(
+        key_id = signer.key_id(),
+        public_key = %public.display(),
+        "no digests.signing_key_file configured: signing digests with the collector's generated key; \
+         give auditors the public key"
+    );
+    Ok(Some(signer))
 }
 
 /// The last row of each of this instance's chains found in the store.

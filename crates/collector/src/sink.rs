@@ -23,10 +23,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use otel_audit_event::Record;
+use otel_audit_storage::digest::{
+    DigestChain, DigestFile, SealedDigest, list_digests, period_boundary_after, put_digest,
+};
 use otel_audit_storage::{
-    EncodedFile, FileEncoder, Partition, SinkError, Store, WriteOutcome, WriterOptions,
-    batch_to_records, put_file,
+    DigestSigner, EncodedFile, FileEncoder, Partition, SinkError, Store, TimeRange, WriteOutcome,
+    WriterOptions, batch_to_records, list_files, put_file,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -85,6 +89,19 @@ pub struct SinkOptions {
     pub retry_initial_backoff: Duration,
     /// Longest retry delay.
     pub retry_max_backoff: Duration,
+    /// This collector's instance id: its chains are `<instance_id>.<tenant>`.
+    pub instance_id: String,
+    /// Signed digests; `None` when off.
+    pub digests: Option<DigestOptions>,
+}
+
+/// How digests are made.
+#[derive(Debug, Clone)]
+pub struct DigestOptions {
+    /// The signing key.
+    pub signer: DigestSigner,
+    /// Seconds per period (epoch-aligned).
+    pub period_secs: u64,
 }
 
 /// Rows handed to the encoder at once: large enough to amortise building an
@@ -164,6 +181,10 @@ pub(crate) struct Sink {
     /// When shutting down, give up retrying the store at this instant.
     give_up_at: Option<Instant>,
     shutdown_timeout: Duration,
+    /// Each chain's digest state (this instance's chains only).
+    digests: BTreeMap<String, DigestChain>,
+    /// When the current digest period ends.
+    next_digest_at: Option<DateTime<Utc>>,
 }
 
 /// Why the sink stopped without storing everything.
@@ -204,12 +225,15 @@ impl Sink {
             shutdown,
             give_up_at: None,
             shutdown_timeout,
+            digests: BTreeMap::new(),
+            next_digest_at: None,
         }
     }
 
     /// Writes what the WAL replayed at open, then follows the feed until
     /// shutdown, when it stores everything durable and returns.
     pub(crate) async fn run(mut self, replay: Replay) -> Result<(), SinkStopError> {
+        self.recover_digests().await?;
         self.consume_wal(replay).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,7 +247,12 @@ impl Sink {
                     Some(msg) => self.handle(msg).await?,
                     None => break,
                 },
-                _ = tick.tick() => self.flush_aged().await?,
+                _ = tick.tick() => {
+                    self.flush_aged().await?;
+                    if self.next_digest_at.is_some_and(|t| Utc::now() >= t) {
+                        self.write_digests(false).await?;
+                    }
+                }
                 _ = self.shutdown.changed() => break,
             }
         }
@@ -244,7 +273,7 @@ impl Sink {
                 self.flush(&id).await?;
             }
             if !self.feed.spilled.load(Ordering::Acquire) {
-                return Ok(());
+                return self.write_digests(true).await;
             }
         }
     }
@@ -490,6 +519,18 @@ impl Sink {
         let hash_at = |seq: u64| hashes[(seq - first_seq) as usize];
         match self.put(&encoded, &hashes).await? {
             Put::Stored(outcome) => {
+                if let Some(d) = self.digests.get_mut(id) {
+                    d.add_file(DigestFile::of(&encoded));
+                } else if self.options.digests.is_some() && self.owns(id) {
+                    let mut d = DigestChain::new(
+                        id,
+                        &encoded.file.partition.tenant,
+                        self.digest_period(),
+                        Utc::now(),
+                    );
+                    d.add_file(DigestFile::of(&encoded));
+                    self.digests.insert(id.to_owned(), d);
+                }
                 if outcome == WriteOutcome::Written {
                     let tenant = &encoded.file.partition.tenant;
                     self.metrics.files_written.add(&[("tenant", tenant)], 1);
@@ -532,6 +573,188 @@ impl Sink {
         Ok(())
     }
 
+    fn owns(&self, chain_id: &str) -> bool {
+        owns(&self.options.instance_id, chain_id)
+    }
+
+    fn digest_period(&self) -> u64 {
+        self.options
+            .digests
+            .as_ref()
+            .map_or(3600, |d| d.period_secs)
+    }
+
+    /// Finds where each of this instance's digest chains continues: its
+    /// newest digest in the store, and the files stored after it (by a run
+    /// that ended without its final digest). Writes a start-up digest for
+    /// each, so the time the collector was down is a period of its own.
+    async fn recover_digests(&mut self) -> Result<(), SinkStopError> {
+        if self.options.digests.is_none() {
+            return Ok(());
+        }
+        let mut delay = self.options.retry_initial_backoff;
+        loop {
+            let found =
+                find_digest_chains(&self.store, &self.options.instance_id, self.digest_period());
+            let err = match found.await {
+                Ok(chains) => {
+                    self.digests = chains;
+                    break;
+                }
+                Err(e) => e,
+            };
+            self.metrics
+                .store_errors
+                .add(&[("op", "digest_recovery")], 1);
+            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "reading the store's digests failed; retrying");
+            self.wait_retry(&err, &mut delay).await?;
+        }
+        let n: usize = self.digests.values().map(DigestChain::pending_files).sum();
+        tracing::info!(
+            chains = self.digests.len(),
+            files_since_last_digest = n,
+            "digest chains recovered"
+        );
+        if !self.digests.is_empty() {
+            self.write_digests(false).await?;
+        } else {
+            self.schedule_next_digest();
+        }
+        Ok(())
+    }
+}
+
+/// Whether `chain_id` is one of this instance's chains (`<instance_id>.<tenant>`).
+fn owns(instance_id: &str, chain_id: &str) -> bool {
+    chain_id
+        .strip_prefix(instance_id)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The digest state of each of this instance's chains, from the store: the
+/// newest digest, and the files stored after it.
+async fn find_digest_chains(
+    store: &Store,
+    instance_id: &str,
+    period: u64,
+) -> Result<BTreeMap<String, DigestChain>, String> {
+    let listing = list_digests(store).await.map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (chain, digests) in &listing.chains {
+        let Some(newest) = digests.last().filter(|_| owns(instance_id, chain)) else {
+            continue;
+        };
+        let bytes = otel_audit_storage::reader::fetch(store, &newest.path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = match otel_audit_storage::StoredDigest::parse(&newest.path, &bytes) {
+            Ok(d) => DigestChain::after(&d, period),
+            Err(e) => {
+                tracing::error!(error = %e, "the chain's newest digest is unreadable; the next digest links to its bytes");
+                use sha2::Digest as _;
+                DigestChain::after_unreadable(newest, sha2::Sha256::digest(&bytes).into(), period)
+            }
+        };
+        out.insert(chain.clone(), state);
+    }
+    let files = list_files(store, &TimeRange::all())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut mine: Vec<_> = files
+        .files
+        .into_iter()
+        .filter(|f| owns(instance_id, &f.file.chain_id))
+        .collect();
+    mine.sort_by(|a, b| {
+        (&a.file.chain_id, a.file.first_seq).cmp(&(&b.file.chain_id, b.file.first_seq))
+    });
+    for f in mine {
+        let state = out.entry(f.file.chain_id.clone()).or_insert_with(|| {
+            DigestChain::new(
+                &f.file.chain_id,
+                &f.file.partition.tenant,
+                period,
+                f.file.partition.start(),
+            )
+        });
+        if state.head().is_some_and(|h| f.file.first_seq <= h.seq) {
+            continue;
+        }
+        let bytes = otel_audit_storage::reader::fetch(store, &f.path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let footer = otel_audit_storage::reader::footer_of(bytes.clone())
+            .map_err(|e| format!("{}: {e}", f.path))?;
+        state.add_file(DigestFile::new(f.path.clone(), &bytes, &footer));
+    }
+    Ok(out)
+}
+
+impl Sink {
+    fn schedule_next_digest(&mut self) {
+        self.next_digest_at = Some(period_boundary_after(Utc::now(), self.digest_period()));
+    }
+
+    /// Closes the period of every chain and puts its signed digest (a
+    /// quiet chain gets one too, so a missing period shows).
+    async fn write_digests(&mut self, is_final: bool) -> Result<(), SinkStopError> {
+        let Some(opts) = self.options.digests.clone() else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let sealed: Vec<SealedDigest> = self
+            .digests
+            .values_mut()
+            .map(|c| c.seal(now, is_final, &opts.signer))
+            .collect();
+        for d in &sealed {
+            self.put_digest(d).await?;
+        }
+        self.schedule_next_digest();
+        Ok(())
+    }
+
+    async fn put_digest(&mut self, d: &SealedDigest) -> Result<(), SinkStopError> {
+        let mut delay = self.options.retry_initial_backoff;
+        loop {
+            let err = match put_digest(&self.store, d).await {
+                Ok(_) => {
+                    self.metrics.digests_written.add(1);
+                    tracing::debug!(path = %d.path, files = d.digest.files.len(), "digest written");
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.metrics.store_errors.add(&[("op", "digest")], 1);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "writing a digest failed; retrying");
+                    e.to_string()
+                }
+            };
+            self.wait_retry(&err, &mut delay).await?;
+        }
+    }
+
+    /// Waits before the next retry; during shutdown, gives up at the
+    /// deadline.
+    async fn wait_retry(&mut self, err: &str, delay: &mut Duration) -> Result<(), SinkStopError> {
+        if let Some(t) = self.give_up_at
+            && Instant::now() + *delay > t
+        {
+            return Err(SinkStopError::Timeout(err.to_owned()));
+        }
+        self.metrics.store_retries.add(1);
+        // A shutdown during the wait shortens it: the deadline is then
+        // checked on the next round.
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(*delay) => {}
+            _ = shutdown.changed(), if self.give_up_at.is_none() => {
+                self.give_up_at = Some(Instant::now() + self.shutdown_timeout);
+            }
+        }
+        *delay = (*delay * 2).min(self.options.retry_max_backoff);
+        Ok(())
+    }
+
     /// Puts a file, retrying with backoff; resolves a name conflict by
     /// reading the existing file.
     async fn put(&mut self, file: &EncodedFile, hashes: &[[u8; 32]]) -> Result<Put, SinkStopError> {
@@ -559,22 +782,7 @@ impl Sink {
                     e.to_string()
                 }
             };
-            if let Some(t) = self.give_up_at
-                && Instant::now() + delay > t
-            {
-                return Err(SinkStopError::Timeout(err));
-            }
-            self.metrics.store_retries.add(1);
-            // A shutdown during the wait shortens it: the deadline is then
-            // checked on the next round.
-            let mut shutdown = self.shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed(), if self.give_up_at.is_none() => {
-                    self.give_up_at = Some(Instant::now() + self.shutdown_timeout);
-                }
-            }
-            delay = (delay * 2).min(self.options.retry_max_backoff);
+            self.wait_retry(&err, &mut delay).await?;
         }
     }
 

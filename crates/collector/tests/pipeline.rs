@@ -13,7 +13,7 @@ use otel_audit_collector::metrics::Metrics;
 use otel_audit_collector::service::Collector;
 use otel_audit_event::{AuditEvent, Category, Record};
 use otel_audit_storage::verify::{NoProgress, VerifyOptions, verify};
-use otel_audit_storage::{Store, TimeRange, list_files, read_file};
+use otel_audit_storage::{PublicKeys, Store, TimeRange, list_files, read_file};
 
 fn config(dir: &Path, extra: &[&str]) -> Config {
     let mut sets = vec![
@@ -70,10 +70,23 @@ async fn verify_intact(dir: &Path) {
         &Default::default(),
     )
     .unwrap();
-    let report = verify(&store, &VerifyOptions::default(), &NoProgress)
-        .await
-        .unwrap();
+    verify_signed(&store, dir).await;
+}
+
+/// Verifies with the collector's generated public key, so digests'
+/// signatures are checked too.
+async fn verify_signed(store: &Store, dir: &Path) -> otel_audit_storage::VerifyReport {
+    let mut keys = PublicKeys::new();
+    keys.load(&dir.join("wal/digest-signing-key.pub.pem"))
+        .expect("the collector wrote its public key");
+    let opts = VerifyOptions {
+        keys,
+        ..VerifyOptions::default()
+    };
+    let report = verify(store, &opts, &NoProgress).await.unwrap();
     assert!(report.is_intact(), "{:#?}", report.problems);
+    assert!(report.digests.signatures_checked);
+    report
 }
 
 fn wal_segments(dir: &Path) -> usize {
@@ -280,4 +293,62 @@ async fn an_authenticated_tenant_cannot_write_into_another_tenants_chain() {
     c.shutdown().await.unwrap();
     let records = stored(dir.path()).await;
     assert!(records.iter().all(|r| r.event.tenant != "globex"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_are_signed_at_shutdown_and_start_and_continue_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[]);
+    let store = Store::open(
+        &dir.path().join("store").display().to_string(),
+        &Default::default(),
+    )
+    .unwrap();
+    let c = Collector::start(&cfg, Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    ingest_n(&c, "acme", 0..40).await;
+    assert!(c.shutdown().await.unwrap().drained);
+    // One final digest per chain: acme's and the collector's own.
+    let first = verify_signed(&store, dir.path()).await;
+    assert_eq!(first.digests.digests, 2, "{:?}", first.digests);
+    assert_eq!(first.digests.files_pending, 0);
+
+    let c = Collector::start(&cfg, Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    ingest_n(&c, "acme", 40..60).await;
+    assert!(c.shutdown().await.unwrap().drained);
+    let second = verify_signed(&store, dir.path()).await;
+    // Per chain: final, start-up, final.
+    assert_eq!(second.digests.digests, 6, "{:?}", second.digests);
+    assert_eq!(second.digests.digests_valid, 6);
+    assert_eq!(second.digests.files_in_digests, second.files_verified);
+
+    // Deleting the newest file is now visible.
+    let listing = list_files(&store, &TimeRange::all()).await.unwrap();
+    let newest = listing
+        .files
+        .iter()
+        .filter(|f| f.file.chain_id == "test-1.acme")
+        .max_by_key(|f| f.file.first_seq)
+        .unwrap();
+    std::fs::remove_file(dir.path().join("store").join(&newest.path)).unwrap();
+    let mut keys = PublicKeys::new();
+    keys.load(&dir.path().join("wal/digest-signing-key.pub.pem"))
+        .unwrap();
+    let opts = VerifyOptions {
+        keys,
+        ..VerifyOptions::default()
+    };
+    let report = verify(&store, &opts, &NoProgress).await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == otel_audit_storage::ProblemKind::MissingFile
+                && p.path.as_deref() == Some(newest.path.as_str())),
+        "{:#?}",
+        report.problems
+    );
 }

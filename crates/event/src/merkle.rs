@@ -53,6 +53,80 @@ pub fn merkle_root(row_hashes: &[[u8; 32]]) -> [u8; 32] {
     level[0]
 }
 
+/// The audit path of leaf `index` in the tree over `row_hashes` (RFC 9162
+/// §2.1.3.1): the sibling hashes from the leaf up to the root. `None` when
+/// `index` is out of range.
+///
+/// ```
+/// use otel_audit_event::merkle::{inclusion_path, merkle_root, root_from_path};
+/// let rows: Vec<[u8; 32]> = (0..7u8).map(|i| [i; 32]).collect();
+/// let path = inclusion_path(&rows, 5).unwrap();
+/// assert_eq!(root_from_path(&rows[5], 5, 7, &path), Some(merkle_root(&rows)));
+/// ```
+pub fn inclusion_path(row_hashes: &[[u8; 32]], index: usize) -> Option<Vec<[u8; 32]>> {
+    if index >= row_hashes.len() {
+        return None;
+    }
+    // Bottom-up over the same levels as `merkle_root`: at each level the
+    // sibling of the node on the path is recorded, unless the node is an
+    // odd last one promoted unchanged.
+    let mut level: Vec<[u8; 32]> = row_hashes.iter().map(leaf_hash).collect();
+    let mut i = index;
+    let mut path = Vec::new();
+    while level.len() > 1 {
+        let sibling = i ^ 1;
+        if sibling < level.len() {
+            path.push(level[sibling]);
+        }
+        let mut next = Vec::with_capacity(level.len().div_ceil(2));
+        for pair in level.chunks(2) {
+            match pair {
+                [l, r] => next.push(node_hash(l, r)),
+                [one] => next.push(*one),
+                _ => unreachable!("chunks(2) yields one or two"),
+            }
+        }
+        level = next;
+        i /= 2;
+    }
+    Some(path)
+}
+
+/// The root that an audit path gives for the row hash at `index` of a tree
+/// of `size` leaves (RFC 9162 §2.1.3.2). `None` when the path has the wrong
+/// length for `index` and `size`, so a proof cannot be padded or cut.
+pub fn root_from_path(
+    row_hash: &[u8; 32],
+    index: u64,
+    size: u64,
+    path: &[[u8; 32]],
+) -> Option<[u8; 32]> {
+    if index >= size {
+        return None;
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = leaf_hash(row_hash);
+    for p in path {
+        if sn == 0 {
+            return None;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    (sn == 0).then_some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +147,37 @@ mod tests {
         for n in 0..70usize {
             let rows: Vec<[u8; 32]> = (0..n).map(|i| [i as u8; 32]).collect();
             assert_eq!(merkle_root(&rows), recursive(&rows), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn every_inclusion_path_verifies_and_no_other_does() {
+        for n in 1..40usize {
+            let rows: Vec<[u8; 32]> = (0..n).map(|i| [i as u8; 32]).collect();
+            let root = merkle_root(&rows);
+            for i in 0..n {
+                let path = inclusion_path(&rows, i).unwrap();
+                let (i64_, n64) = (i as u64, n as u64);
+                assert_eq!(
+                    root_from_path(&rows[i], i64_, n64, &path),
+                    Some(root),
+                    "n={n} i={i}"
+                );
+                // Another leaf, another index, a cut or padded path: not the root.
+                let other = [0xffu8; 32];
+                assert_ne!(root_from_path(&other, i64_, n64, &path), Some(root));
+                if n > 1 {
+                    let j = (i + 1) % n;
+                    assert_ne!(root_from_path(&rows[i], j as u64, n64, &path), Some(root));
+                }
+                if let Some((_, short)) = path.split_last() {
+                    assert_ne!(root_from_path(&rows[i], i64_, n64, short), Some(root));
+                }
+                let mut long = path.clone();
+                long.push([7u8; 32]);
+                assert_eq!(root_from_path(&rows[i], i64_, n64, &long), None);
+            }
+            assert!(inclusion_path(&rows, n).is_none());
         }
     }
 }

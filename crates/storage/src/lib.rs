@@ -28,8 +28,13 @@
 //! ```
 
 mod batch;
+pub mod copy;
+pub mod digest;
+mod digest_check;
 mod error;
+pub mod keys;
 pub mod layout;
+pub mod proof;
 pub mod reader;
 mod rowhash;
 pub mod schema;
@@ -38,13 +43,16 @@ pub mod verify;
 mod writer;
 
 pub use batch::{batch_to_records, records_to_batch};
+pub use digest::{DigestChain, DigestFile, SealedDigest, StoredDigest};
 pub use error::{DecodeError, ReadError, SinkError, StoreError};
+pub use keys::{DigestSigner, KeyError, PublicKeys, SignatureCheck};
 pub use layout::{DataFile, LayoutError, Partition};
 pub use reader::{ListedFile, Listing, TimeRange, list_files, read_file, read_records};
 pub use rowhash::{RowLink, canonical_from_batch, scan_batch};
 pub use store::{Store, StoreOptions};
 pub use verify::{
-    NoProgress, Problem, ProblemKind, Progress, VerifyError, VerifyOptions, VerifyReport, verify,
+    DigestSummary, NoProgress, Problem, ProblemKind, Progress, VerifyError, VerifyOptions,
+    VerifyReport, verify,
 };
 pub use writer::{
     EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions, encode_file, put_file,

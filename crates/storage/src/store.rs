@@ -227,6 +227,10 @@ fn open_s3(url: &str, rest: &str, options: &StoreOptions) -> Result<Store, Store
         AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
         format!("{}s", opts.connect_timeout_secs.unwrap_or(5)),
     );
+    // S3 Object Lock refuses a PUT without an integrity header: send the
+    // SHA-256 checksum (x-amz-checksum-sha256) on every write, which also
+    // lets the server reject a body damaged in transit.
+    b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
     let retry = RetryConfig {
         max_retries: opts.max_retries.unwrap_or(3),
         retry_timeout: Duration::from_secs(opts.retry_timeout_secs.unwrap_or(30)),

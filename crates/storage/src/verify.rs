@@ -4,7 +4,7 @@
 //! on the blocking pool, several files at once) and walked one by one, so
 //! memory holds a few files' chain columns, not the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use futures::{StreamExt, stream};
@@ -15,6 +15,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 
 use crate::error::{DecodeError, ReadError};
+use crate::keys::PublicKeys;
 use crate::reader::{ListedFile, TimeRange, decode, fetch, list_files};
 use crate::rowhash::{RowLink, scan_batch};
 use crate::schema;
@@ -47,6 +48,22 @@ pub enum ProblemKind {
     UnreadableFile,
     /// An object in the partition tree that is not a data file.
     UnexpectedObject,
+    /// A digest is missing: a gap in a chain's digest seqs, or none made
+    /// when one was due.
+    MissingDigest,
+    /// A digest object cannot be read as a digest, or contradicts its name.
+    BadDigest,
+    /// A digest's signature is not valid for its content and key.
+    BadSignature,
+    /// A digest names a key that is not among the trusted public keys.
+    UnknownKey,
+    /// A digest's link to the previous one does not match it.
+    BrokenDigestLink,
+    /// A file's bytes differ from what its digest records.
+    ModifiedFile,
+    /// A file that no digest lists although its rows are older than the
+    /// newest digest of its chain.
+    UndigestedFile,
 }
 
 impl ProblemKind {
@@ -64,6 +81,13 @@ impl ProblemKind {
             ProblemKind::MisplacedFile => "misplaced_file",
             ProblemKind::UnreadableFile => "unreadable_file",
             ProblemKind::UnexpectedObject => "unexpected_object",
+            ProblemKind::MissingDigest => "missing_digest",
+            ProblemKind::BadDigest => "bad_digest",
+            ProblemKind::BadSignature => "bad_signature",
+            ProblemKind::UnknownKey => "unknown_key",
+            ProblemKind::BrokenDigestLink => "broken_digest_link",
+            ProblemKind::ModifiedFile => "modified_file",
+            ProblemKind::UndigestedFile => "undigested_file",
         }
     }
 }
@@ -163,14 +187,44 @@ pub struct VerifyReport {
     pub events_verified: u64,
     /// Bytes read.
     pub bytes_verified: u64,
+    /// What the digests showed.
+    pub digests: DigestSummary,
     /// Every problem found, in chain and seq order.
     pub problems: Vec<Problem>,
+}
+
+/// What was verified of the signed digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DigestSummary {
+    /// Digests read.
+    pub digests: u64,
+    /// Digests with no problem (signature, link, listed files).
+    pub digests_valid: u64,
+    /// Whether signatures were checked (public keys were given).
+    pub signatures_checked: bool,
+    /// Data files that a digest lists.
+    pub files_in_digests: u64,
+    /// Data files newer than their chain's newest digest (not yet digested).
+    pub files_pending: u64,
+    /// Chains with data and no digest at all.
+    pub chains_without_digests: u64,
 }
 
 impl VerifyReport {
     /// Whether no problem was found.
     pub fn is_intact(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Data files with no problem reported on their path.
+    pub fn files_valid(&self) -> u64 {
+        let bad: std::collections::HashSet<&str> = self
+            .problems
+            .iter()
+            .filter(|p| p.path.as_deref().is_some_and(|p| !p.starts_with('_')))
+            .filter_map(|p| p.path.as_deref())
+            .collect();
+        self.files_verified.saturating_sub(bad.len() as u64)
     }
 }
 
@@ -204,13 +258,19 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// How to verify.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// Only partitions overlapping this range. With a start, chains are not
     /// required to begin at seq 0 and the first file's incoming link is not checked.
     pub range: TimeRange,
     /// Files read and hashed at once (default: 2 × CPUs, at least 4).
     pub read_ahead: usize,
+    /// The trusted public keys for digest signatures; when empty, signatures
+    /// are not checked (everything else about digests is).
+    pub keys: PublicKeys,
+    /// The moment by which digests must have been made (default: now). A
+    /// copy of a store taken earlier is verified as of when it was taken.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for VerifyOptions {
@@ -219,6 +279,8 @@ impl Default for VerifyOptions {
         VerifyOptions {
             range: TimeRange::all(),
             read_ahead: (2 * cpus).max(4),
+            keys: PublicKeys::new(),
+            as_of: None,
         }
     }
 }
@@ -330,6 +392,19 @@ struct ChainWalk {
 struct Verifier {
     problems: Vec<Problem>,
     range: TimeRange,
+    /// Every data file walked, by path.
+    seen: HashMap<String, SeenFile>,
+}
+
+/// A data file as the walk found it, for the digest checks.
+pub(crate) struct SeenFile {
+    pub(crate) chain_id: String,
+    /// `None` when unreadable.
+    pub(crate) sha256: Option<[u8; 32]>,
+    /// Seqs of its rows (from the rows, not the footer).
+    pub(crate) seqs: Option<(u64, u64)>,
+    /// The partition's end: rows were received before it.
+    pub(crate) partition_end: chrono::DateTime<chrono::Utc>,
 }
 
 impl Verifier {
@@ -472,6 +547,19 @@ impl Verifier {
     fn walk(&mut self, cw: &mut ChainWalk, file: Scanned) {
         let path = file.listed.path.clone();
         let chain = cw.chain_id.clone();
+        self.seen.insert(
+            path.clone(),
+            SeenFile {
+                chain_id: chain.clone(),
+                sha256: file.content.as_ref().ok().map(|c| c.sha256),
+                seqs: file.content.as_ref().ok().and_then(|c| {
+                    let lo = c.rows.iter().map(|r| r.seq).min()?;
+                    let hi = c.rows.iter().map(|r| r.seq).max()?;
+                    Some((lo.max(0) as u64, hi.max(0) as u64))
+                }),
+                partition_end: file.listed.file.partition.end(),
+            },
+        );
         let content = match file.content {
             Ok(c) => c,
             Err(reason) => {
@@ -816,7 +904,9 @@ pub async fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
     let listing = list_files(store, &opts.range).await?;
-    if listing.files.is_empty() && listing.unexpected.is_empty() {
+    let digest_listing = crate::digest::list_digests(store).await?;
+    if listing.files.is_empty() && listing.unexpected.is_empty() && digest_listing.chains.is_empty()
+    {
         return Err(VerifyError::NothingToVerify {
             url: store.url().to_owned(),
             range: describe_range(&opts.range),
@@ -825,6 +915,7 @@ pub async fn verify(
     let mut v = Verifier {
         problems: Vec::new(),
         range: opts.range,
+        seen: HashMap::new(),
     };
     for u in &listing.unexpected {
         v.problems.push(Problem {
@@ -901,6 +992,15 @@ pub async fn verify(
         v.finish_chain(done, &mut chains);
     }
     let mut problems = v.problems;
+    let digests = crate::digest_check::check(
+        store,
+        opts,
+        &digest_listing,
+        &v.seen,
+        &chains,
+        &mut problems,
+    )
+    .await?;
     problems.sort_by(|a, b| {
         (&a.chain_id, a.seq, &a.path, a.row).cmp(&(&b.chain_id, b.seq, &b.path, b.row))
     });
@@ -910,6 +1010,7 @@ pub async fn verify(
         events_verified: chains.values().map(|c| c.events).sum(),
         bytes_verified: bytes_total,
         chains: chains.into_values().collect(),
+        digests,
         problems,
     })
 }
