@@ -20,6 +20,7 @@ use otel_audit_storage::{
 
 mod backup;
 mod prove;
+mod prune;
 
 /// Exit code: the store is intact / the command succeeded.
 const EXIT_OK: u8 = 0;
@@ -81,6 +82,13 @@ enum Command {
         after_help = "Exit codes: 0 the proof holds, 1 it does not (the reason is printed), 2 usage or I/O error."
     )]
     VerifyProof(prove::VerifyProofArgs),
+    /// List what retention would delete: whole expired files, digests no
+    /// longer needed, and what legal holds keep.
+    #[command(after_help = "Examples:\n  \
+        otel-audit prune --store ./audit-data --dry-run --keep system=90 --keep inference=365 --keep security=2555\n  \
+        otel-audit prune --store s3://audit/prod --dry-run --rules collector.yaml --json\n\n\
+        The collector deletes (retention.enabled), recording every deletion in the chain first.")]
+    Prune(prune::PruneArgs),
     /// Ed25519 keys that sign digests: generate a pair, show a key's id.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -245,6 +253,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cmd_verify(a).await,
             Command::Keys(k) => cmd_keys(k),
             Command::Prove(a) => prove::cmd_prove(a).await,
+            Command::Prune(a) => prune::cmd_prune(a).await,
             Command::VerifyProof(a) => prove::cmd_verify_proof(a),
             Command::Backup(a) => backup::cmd_backup(a, backup::Direction::Backup).await,
             Command::Restore(a) => backup::cmd_backup(a, backup::Direction::Restore).await,

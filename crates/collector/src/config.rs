@@ -86,6 +86,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// Signed digests of what each chain stored.
     pub digests: DigestSection,
+    /// Deleting expired files, recorded in the chain; legal holds.
+    pub retention: RetentionSection,
     /// The write-ahead log.
     pub wal: WalOptions,
     /// The collector's own metrics, health and logs.
@@ -368,6 +370,46 @@ impl Default for DigestSection {
     }
 }
 
+/// `retention.*`: delete whole files whose every row has expired, after
+/// recording each deletion as a tombstone event in its tenant's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Run retention on a schedule. Default false: nothing is deleted unless
+    /// configured.
+    pub enabled: bool,
+    /// Seconds between runs (the first runs this long after start). Default
+    /// 3600; at least 10.
+    pub interval_secs: u64,
+    /// Rules `{tenant?, category?, days}`; the most specific match wins; a
+    /// row no rule covers is kept for ever, and so is its file.
+    pub rules: Vec<otel_audit_storage::retention::RetentionRule>,
+    /// Legal holds `{name, reason, tenant?, category?, path_prefix?}`:
+    /// nothing they match is deleted; a blocked deletion is recorded.
+    pub legal_holds: Vec<otel_audit_storage::retention::LegalHold>,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            enabled: false,
+            interval_secs: 3600,
+            rules: Vec::new(),
+            legal_holds: Vec::new(),
+        }
+    }
+}
+
+impl RetentionSection {
+    /// The rules and holds as the storage crate takes them.
+    pub fn policy(&self) -> otel_audit_storage::retention::RetentionPolicy {
+        otel_audit_storage::retention::RetentionPolicy {
+            rules: self.rules.clone(),
+            legal_holds: self.legal_holds.clone(),
+        }
+    }
+}
+
 /// `telemetry.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -463,6 +505,22 @@ impl Config {
             return Err(invalid(
                 "digests.period_secs",
                 format!("{} is outside 10 to 86400 seconds", d.period_secs),
+            ));
+        }
+        let r = &self.retention;
+        if r.interval_secs < 10 {
+            return Err(invalid(
+                "retention.interval_secs",
+                format!("{} is below 10 seconds", r.interval_secs),
+            ));
+        }
+        r.policy()
+            .validate()
+            .map_err(|e| invalid(format!("retention.{}", e.key), e.reason))?;
+        if r.enabled && r.rules.is_empty() {
+            return Err(invalid(
+                "retention.rules",
+                "retention is enabled but has no rules: nothing would ever expire",
             ));
         }
         if d.signing_key_file.is_some() && d.signing_key_env.is_some() {

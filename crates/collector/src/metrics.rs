@@ -125,6 +125,8 @@ pub struct Metrics {
     pub sink_catch_ups: Counter,
     /// Signed digests written to the store.
     pub digests_written: Counter,
+    /// Files and digests deleted by retention.
+    pub retention_deletions: Counter,
 }
 
 impl Metrics {
@@ -183,7 +185,7 @@ impl Metrics {
         for (family, name, help) in families {
             family.render(&mut out, name, help);
         }
-        let counters: [(&Counter, &str, &str); 5] = [
+        let counters: [(&Counter, &str, &str); 6] = [
             (
                 &self.bytes_written,
                 "otel_audit_bytes_written_total",
@@ -208,6 +210,11 @@ impl Metrics {
                 &self.digests_written,
                 "otel_audit_digests_written_total",
                 "Signed digests written to the store.",
+            ),
+            (
+                &self.retention_deletions,
+                "otel_audit_retention_deletions_total",
+                "Files and digests deleted by retention (each recorded in its chain first).",
             ),
         ];
         for (c, name, help) in counters {

@@ -353,6 +353,25 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Appends records the collector makes about its own store (retention
+    /// tombstones), each in its tenant's chain, durably, all or nothing.
+    /// The redaction policy is not applied: these events carry object
+    /// paths, seqs and hashes that `verify` must read back, and no content.
+    pub async fn record_store_events(&self, events: Vec<AuditEvent>) -> Result<(), IngestError> {
+        let mut by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>> = BTreeMap::new();
+        for (i, e) in events.into_iter().enumerate() {
+            by_tenant.entry(e.tenant.clone()).or_default().push((i, e));
+        }
+        let mut rejected = Vec::new();
+        self.commit(by_tenant, &mut rejected).await?;
+        match rejected.pop() {
+            None => Ok(()),
+            Some(r) => Err(IngestError::Internal { reason: r.message }),
+        }
+    }
+}
+
 impl Ingest for Pipeline {
     async fn ingest(
         &self,

@@ -80,6 +80,9 @@ pub struct Collector {
     stop_sink: watch::Sender<bool>,
     own_tenant: String,
     instance_id: String,
+    store: Store,
+    retention: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    retention_policy: otel_audit_storage::retention::RetentionPolicy,
 }
 
 impl std::fmt::Debug for Collector {
@@ -143,7 +146,7 @@ impl Collector {
         let (stop_sink, stop_rx) = watch::channel(false);
         let s = &config.storage;
         let sink = Sink::new(
-            store,
+            store.clone(),
             wal.clone(),
             SinkOptions {
                 parquet: s.parquet.clone(),
@@ -170,6 +173,20 @@ impl Collector {
             metrics.clone(),
             heads,
         ));
+        let retention_policy = config.retention.policy();
+        let retention = config.retention.enabled.then(|| {
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(retention_loop(
+                store.clone(),
+                retention_policy.clone(),
+                pipeline.clone(),
+                metrics.clone(),
+                instance.clone(),
+                Duration::from_secs(config.retention.interval_secs),
+                stop_rx,
+            ));
+            (task, stop)
+        });
         Ok(Collector {
             pipeline,
             metrics,
@@ -178,6 +195,9 @@ impl Collector {
             stop_sink,
             own_tenant: config.collector.own_events_tenant.clone(),
             instance_id: instance.clone(),
+            store,
+            retention,
+            retention_policy,
         })
     }
 
@@ -211,10 +231,29 @@ impl Collector {
         self.pipeline.record_own_event(event).await
     }
 
+    /// Runs retention once now (the schedule does it every
+    /// `retention.interval_secs`): plans with the configured rules and holds,
+    /// records every deletion (and every blocked one) durably in the chains,
+    /// then deletes.
+    pub async fn run_retention(&self) -> Result<RetentionRun, RetentionRunError> {
+        run_retention(
+            &self.store,
+            &self.retention_policy,
+            &self.pipeline,
+            &self.metrics,
+            &self.instance_id,
+        )
+        .await
+    }
+
     /// Stops accepting, records `collector.stop`, lets the sink store
     /// everything durable, and closes the WAL (deleting every segment whose
     /// rows are all stored).
-    pub async fn shutdown(self) -> Result<ShutdownReport, SinkStopError> {
+    pub async fn shutdown(mut self) -> Result<ShutdownReport, SinkStopError> {
+        if let Some((task, stop)) = self.retention.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if let Err(e) = self.record_system_event("collector.stop", &[]).await {
             tracing::warn!(error = %e, "could not record collector.stop");
         }
@@ -314,6 +353,85 @@ fn load_or_create_key(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(key.to_vec())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What one retention run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionRun {
+    /// Data files deleted.
+    pub files_deleted: usize,
+    /// Digests deleted.
+    pub digests_deleted: usize,
+    /// Expired files a legal hold kept.
+    pub files_held: usize,
+}
+
+/// Why a retention run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionRunError {
+    /// The store could not be read or an object not deleted.
+    #[error("retention: {0}")]
+    Store(#[from] otel_audit_storage::ReadError),
+    /// The tombstones could not be recorded: nothing was deleted.
+    #[error("retention: recording the deletions failed, so nothing was deleted: {0}")]
+    Record(#[from] crate::ingest::IngestError),
+}
+
+async fn run_retention(
+    store: &Store,
+    policy: &otel_audit_storage::retention::RetentionPolicy,
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    instance_id: &str,
+) -> Result<RetentionRun, RetentionRunError> {
+    use otel_audit_storage::retention;
+    let plan = retention::plan(store, policy, chrono::Utc::now()).await?;
+    let events = plan.events(SERVICE_NAME, instance_id);
+    if events.is_empty() {
+        return Ok(RetentionRun::default());
+    }
+    // Recorded (durably, in the WAL) before anything is deleted: a crash in
+    // between leaves a tombstone for a file still present, never a deletion
+    // without a record.
+    pipeline.record_store_events(events).await?;
+    retention::execute(store, &plan).await?;
+    let run = RetentionRun {
+        files_deleted: plan.files.len(),
+        digests_deleted: plan.digests.len(),
+        files_held: plan.held.len(),
+    };
+    metrics
+        .retention_deletions
+        .add((run.files_deleted + run.digests_deleted) as u64);
+    tracing::info!(
+        files = run.files_deleted,
+        digests = run.digests_deleted,
+        held = run.files_held,
+        bytes = plan.files.iter().map(|f| f.bytes).sum::<u64>(),
+        "retention run: expired files deleted, each recorded in its chain"
+    );
+    Ok(run)
+}
+
+async fn retention_loop(
+    store: Store,
+    policy: otel_audit_storage::retention::RetentionPolicy,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    instance_id: String,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = run_retention(&store, &policy, &pipeline, &metrics, &instance_id).await {
+            metrics.store_errors.add(&[("op", "retention")], 1);
+            tracing::warn!(error = %e, "retention run failed; trying again at the next interval");
+        }
     }
 }
 

@@ -352,3 +352,125 @@ async fn digests_are_signed_at_shutdown_and_start_and_continue_across_restarts()
         report.problems
     );
 }
+
+/// Old data of another instance's chains, with its digests: `days_ago` old.
+async fn old_chain(
+    store: &Store,
+    tenant: &str,
+    days_ago: i64,
+    signer: &otel_audit_storage::DigestSigner,
+) -> usize {
+    use otel_audit_storage::digest::{DigestChain, DigestFile, put_digest};
+    let t0 = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    let chain_id = format!("old-1.{tenant}");
+    let mut chain = otel_audit_event::Chain::new(&chain_id, tenant).unwrap();
+    let records: Vec<Record> = (0..30)
+        .map(|i| {
+            chain
+                .append(t0 + chrono::Duration::seconds(i), event(tenant, i as usize))
+                .unwrap()
+        })
+        .collect();
+    let mut digests = DigestChain::new(&chain_id, tenant, 3600, t0);
+    let runs = otel_audit_storage::split_runs(records, 10);
+    let n = runs.len();
+    for run in runs {
+        let (enc, _) = otel_audit_storage::write_file(store, run, &Default::default())
+            .await
+            .unwrap();
+        digests.add_file(DigestFile::of(&enc));
+    }
+    let d = digests.seal(t0 + chrono::Duration::hours(1), true, signer);
+    put_digest(store, &d).await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_expired_files_records_tombstones_and_honours_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("store").display().to_string(),
+        &Default::default(),
+    )
+    .unwrap();
+    let old_signer = otel_audit_storage::DigestSigner::generate().unwrap();
+    let acme_files = old_chain(&store, "acme", 30, &old_signer).await;
+    let globex_files = old_chain(&store, "globex", 30, &old_signer).await;
+    let recent_files = old_chain(&store, "initech", 2, &old_signer).await;
+    let cfg = config(
+        dir.path(),
+        &[
+            "retention.enabled=true",
+            "retention.rules=[{category: inference, days: 7}, {category: system, days: 90}]",
+            "retention.legal_holds=[{name: case-17, reason: litigation, tenant: globex}]",
+        ],
+    );
+    let c = Collector::start(&cfg, Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    ingest_n(&c, "acme", 0..10).await;
+    let run = c.run_retention().await.unwrap();
+    assert_eq!(run.files_deleted, acme_files, "{run:?}");
+    assert_eq!(run.files_held, globex_files);
+    assert_eq!(run.digests_deleted, 0, "a chain's newest digest is kept");
+    // A second run finds nothing new to delete (the held files stay held).
+    let again = c.run_retention().await.unwrap();
+    assert_eq!(again.files_deleted, 0);
+    assert!(c.shutdown().await.unwrap().drained);
+
+    let listing = list_files(&store, &TimeRange::all()).await.unwrap();
+    let count = |chain: &str| {
+        listing
+            .files
+            .iter()
+            .filter(|f| f.file.chain_id == chain)
+            .count()
+    };
+    assert_eq!(count("old-1.acme"), 0);
+    assert_eq!(count("old-1.globex"), globex_files);
+    assert_eq!(count("old-1.initech"), recent_files);
+
+    // Tombstones are in acme's chain; the blocked deletion in globex's.
+    let rows = stored(dir.path()).await;
+    let tombstones: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.action == "retention.delete")
+        .collect();
+    assert_eq!(tombstones.len(), acme_files);
+    assert!(tombstones.iter().all(|r| r.chain_id == "test-1.acme"
+        && r.event.category == Category::Compliance
+        && r.event.target.kind.as_deref() == Some("file")));
+    assert!(rows.iter().any(|r| r.event.action == "retention.hold"
+        && r.chain_id == "test-1.globex"
+        && r.event.outcome == otel_audit_event::Outcome::Blocked));
+
+    // verify accepts the recorded deletions and nothing else.
+    let mut keys = PublicKeys::new();
+    keys.insert(old_signer.public_key());
+    keys.load(&dir.path().join("wal/digest-signing-key.pub.pem"))
+        .unwrap();
+    let opts = VerifyOptions {
+        keys: keys.clone(),
+        ..VerifyOptions::default()
+    };
+    let report = verify(&store, &opts, &NoProgress).await.unwrap();
+    assert!(report.is_intact(), "{:#?}", report.problems);
+    assert_eq!(report.deletions_recorded, acme_files as u64);
+    assert!(report.gaps_explained_by_deletions > 0);
+
+    // A deletion nothing records is still reported.
+    let victim = listing
+        .files
+        .iter()
+        .find(|f| f.file.chain_id == "old-1.globex")
+        .unwrap();
+    std::fs::remove_file(dir.path().join("store").join(&victim.path)).unwrap();
+    let report = verify(&store, &opts, &NoProgress).await.unwrap();
+    assert!(!report.is_intact());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == otel_audit_storage::ProblemKind::MissingFile)
+    );
+}

@@ -29,6 +29,7 @@ fn problem(
         row_end: None,
         seq: seq.map(|s| s.0),
         seq_end: seq.map(|s| s.1),
+        digest_seqs: None,
         detail,
     }
 }
@@ -72,6 +73,7 @@ pub(crate) async fn check(
             row_end: None,
             seq: None,
             seq_end: None,
+            digest_seqs: None,
             detail: "not a digest of this store's layout".into(),
         });
     }
@@ -160,7 +162,7 @@ pub(crate) async fn check(
             let expected = prev_seq.map(|s| s + 1).or(check_start.then_some(0));
             if let Some(e) = expected {
                 if d.digest_seq > e {
-                    problems.push(problem(
+                    let mut p = problem(
                         ProblemKind::MissingDigest,
                         chain,
                         None,
@@ -170,7 +172,9 @@ pub(crate) async fn check(
                             d.digest_seq - 1,
                             format_time(d.period_start)
                         ),
-                    ));
+                    );
+                    p.digest_seqs = Some((e, d.digest_seq - 1));
+                    problems.push(p);
                 } else if d.digest_seq < e {
                     problems.push(problem(
                         ProblemKind::BadDigest,

@@ -36,6 +36,7 @@ pub mod keys;
 pub mod layout;
 pub mod proof;
 pub mod reader;
+pub mod retention;
 mod rowhash;
 pub mod schema;
 mod store;

@@ -17,6 +17,7 @@ use arrow_array::types::TimestampMicrosecondType;
 use crate::error::{DecodeError, ReadError};
 use crate::keys::PublicKeys;
 use crate::reader::{ListedFile, TimeRange, decode, fetch, list_files};
+use crate::retention::{TOMBSTONE_ACTION, Tombstone};
 use crate::rowhash::{RowLink, scan_batch};
 use crate::schema;
 use crate::store::Store;
@@ -121,6 +122,9 @@ pub struct Problem {
     /// The last seq of a range, inclusive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq_end: Option<u64>,
+    /// For a gap in a chain's digests: the missing digest seqs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_seqs: Option<(u64, u64)>,
     /// A sentence saying what is wrong.
     pub detail: String,
 }
@@ -189,6 +193,10 @@ pub struct VerifyReport {
     pub bytes_verified: u64,
     /// What the digests showed.
     pub digests: DigestSummary,
+    /// Files and digests that tombstone events record as deleted by retention.
+    pub deletions_recorded: u64,
+    /// Gaps (missing files, digests) that those recorded deletions explain.
+    pub gaps_explained_by_deletions: u64,
     /// Every problem found, in chain and seq order.
     pub problems: Vec<Problem>,
 }
@@ -294,6 +302,8 @@ struct Scanned {
 
 struct Content {
     footer: Result<FooterMeta, String>,
+    /// Deletions recorded by tombstone rows of this file.
+    tombstones: Vec<Tombstone>,
     rows: Vec<RowLink>,
     /// Why the rows do not belong where the file is (only for rows whose hash is intact).
     misplaced: Option<String>,
@@ -304,6 +314,7 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
     let decoded = decode(bytes)?;
     let mut rows = Vec::new();
     let mut misplaced = None;
+    let mut tombstones = Vec::new();
     let part = &listed.file.partition;
     let (start, end) = (
         part.start().timestamp_micros(),
@@ -312,6 +323,17 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
     for b in &decoded.batches {
         let base = rows.len();
         scan_batch(b, &mut rows)?;
+        // Tombstones are rare: decode a batch fully only when it holds one.
+        let action = b.column(schema::col("action")).as_string::<i32>();
+        if action.iter().any(|a| a == Some(TOMBSTONE_ACTION)) {
+            for (i, r) in crate::batch_to_records(b)?.iter().enumerate() {
+                if rows[base + i].hash_ok
+                    && let Some(t) = Tombstone::of(r)
+                {
+                    tombstones.push(t);
+                }
+            }
+        }
         if misplaced.is_some() {
             continue;
         }
@@ -355,6 +377,7 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
     }
     Ok(Content {
         footer: decoded.footer,
+        tombstones,
         rows,
         misplaced,
         sha256: decoded.sha256,
@@ -394,6 +417,8 @@ struct Verifier {
     range: TimeRange,
     /// Every data file walked, by path.
     seen: HashMap<String, SeenFile>,
+    /// Deletions recorded in the chains.
+    tombstones: Vec<Tombstone>,
 }
 
 /// A data file as the walk found it, for the digest checks.
@@ -437,6 +462,7 @@ impl Verifier {
             row_end: None,
             seq: seq.map(|s| s.0),
             seq_end: seq.map(|s| s.1),
+            digest_seqs: None,
             detail,
         });
     }
@@ -582,6 +608,7 @@ impl Verifier {
         };
         cw.summary.files += 1;
         cw.summary.events += content.rows.len() as u64;
+        self.tombstones.extend(content.tombstones.iter().cloned());
         if let Some(reason) = &content.misplaced {
             self.push(
                 ProblemKind::MisplacedFile,
@@ -845,6 +872,7 @@ impl Verifier {
                         row_end: None,
                         seq: Some(lo),
                         seq_end: Some(end),
+                        digest_seqs: None,
                         detail: format!(
                             "the footer says the file ends at seq {}, its rows end at seq {pseq}: rows were cut from its end",
                             f.last_seq
@@ -916,6 +944,7 @@ pub async fn verify(
         problems: Vec::new(),
         range: opts.range,
         seen: HashMap::new(),
+        tombstones: Vec::new(),
     };
     for u in &listing.unexpected {
         v.problems.push(Problem {
@@ -926,6 +955,7 @@ pub async fn verify(
             row_end: None,
             seq: None,
             seq_end: None,
+            digest_seqs: None,
             detail: "not a data file of this store's layout".into(),
         });
     }
@@ -991,7 +1021,15 @@ pub async fn verify(
     if let Some(done) = cw.take() {
         v.finish_chain(done, &mut chains);
     }
-    let mut problems = v.problems;
+    let tombstones = v.tombstones;
+    // Gaps that recorded deletions explain are intended, not problems.
+    let before = v.problems.len();
+    let mut problems: Vec<Problem> = v
+        .problems
+        .into_iter()
+        .filter(|p| !excused(p, &tombstones))
+        .collect();
+    let mut excused_count = (before - problems.len()) as u64;
     let digests = crate::digest_check::check(
         store,
         opts,
@@ -1001,6 +1039,9 @@ pub async fn verify(
         &mut problems,
     )
     .await?;
+    let before = problems.len();
+    problems.retain(|p| !excused(p, &tombstones));
+    excused_count += (before - problems.len()) as u64;
     problems.sort_by(|a, b| {
         (&a.chain_id, a.seq, &a.path, a.row).cmp(&(&b.chain_id, b.seq, &b.path, b.row))
     });
@@ -1011,6 +1052,8 @@ pub async fn verify(
         bytes_verified: bytes_total,
         chains: chains.into_values().collect(),
         digests,
+        deletions_recorded: tombstones.len() as u64,
+        gaps_explained_by_deletions: excused_count,
         problems,
     })
 }
@@ -1037,6 +1080,7 @@ impl Verifier {
             row_end: None,
             seq: Some(copy.listed.file.first_seq),
             seq_end: None,
+            digest_seqs: None,
             detail: if identical {
                 format!("a byte-identical copy of {}", keep.listed.path)
             } else {
@@ -1054,5 +1098,49 @@ impl Verifier {
             self.finish_file(&cw.chain_id, prev);
         }
         chains.insert(cw.chain_id.clone(), cw.summary);
+    }
+}
+
+/// Whether recorded deletions explain a problem: a missing file whose path
+/// (or, for a gap in a chain, whose whole seq range) tombstones cover, or a
+/// gap in a chain's digests that deleted digests cover.
+fn excused(p: &Problem, tombstones: &[Tombstone]) -> bool {
+    let covers = |kind: &str, lo: u64, hi: u64| {
+        let chain = p.chain_id.as_deref();
+        let mut ranges: Vec<(u64, u64)> = tombstones
+            .iter()
+            .filter(|t| t.kind == kind && Some(t.chain_id.as_str()) == chain)
+            .map(|t| (t.first, t.last))
+            .collect();
+        ranges.sort_unstable();
+        let mut next = lo;
+        for (a, b) in ranges {
+            if a > next {
+                break;
+            }
+            next = next.max(b.saturating_add(1));
+            if next > hi {
+                return true;
+            }
+        }
+        false
+    };
+    match p.kind {
+        ProblemKind::MissingFile => match (&p.path, p.seq, p.seq_end) {
+            (Some(path), _, _) => tombstones
+                .iter()
+                .any(|t| t.kind == "file" && &t.path == path),
+            (None, Some(lo), Some(hi)) => covers("file", lo, hi),
+            _ => false,
+        },
+        ProblemKind::MissingRows => match (&p.path, p.seq, p.seq_end) {
+            (None, Some(lo), Some(hi)) => covers("file", lo, hi),
+            _ => false,
+        },
+        ProblemKind::MissingDigest => match p.digest_seqs {
+            Some((lo, hi)) => covers("digest", lo, hi),
+            None => false,
+        },
+        _ => false,
     }
 }
