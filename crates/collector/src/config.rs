@@ -88,6 +88,8 @@ pub struct Config {
     pub digests: DigestSection,
     /// Deleting expired files, recorded in the chain; legal holds.
     pub retention: RetentionSection,
+    /// Copying the store to a second store on a schedule.
+    pub backup: BackupSection,
     /// The write-ahead log.
     pub wal: WalOptions,
     /// The collector's own metrics, health and logs.
@@ -410,6 +412,37 @@ impl RetentionSection {
     }
 }
 
+/// `backup.*`: an incremental, verified copy of the store (data and
+/// digests) to a second store, each run recorded as a `system` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Back up on a schedule. Default false.
+    pub enabled: bool,
+    /// Where to: a local path, `file:///abs` or `s3://bucket/prefix`.
+    pub to: String,
+    /// S3 settings of the destination (as `storage.s3`).
+    pub s3: StoreOptions,
+    /// Seconds between backups (the first runs this long after start).
+    /// Default 86400; at least 60.
+    pub interval_secs: u64,
+    /// Verify the copy after each run (everything but signatures, which
+    /// need the auditor's public keys). Default true.
+    pub verify: bool,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            enabled: false,
+            to: String::new(),
+            s3: StoreOptions::default(),
+            interval_secs: 86_400,
+            verify: true,
+        }
+    }
+}
+
 /// `telemetry.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -505,6 +538,19 @@ impl Config {
             return Err(invalid(
                 "digests.period_secs",
                 format!("{} is outside 10 to 86400 seconds", d.period_secs),
+            ));
+        }
+        let b = &self.backup;
+        if b.enabled && b.to.trim().is_empty() {
+            return Err(invalid(
+                "backup.to",
+                "backup is enabled but has no destination store URL",
+            ));
+        }
+        if b.interval_secs < 60 {
+            return Err(invalid(
+                "backup.interval_secs",
+                format!("{} is below 60 seconds", b.interval_secs),
             ));
         }
         let r = &self.retention;
@@ -716,11 +762,13 @@ impl Config {
                 t.token = Some("<redacted>".into());
             }
         }
-        if c.storage.s3.secret_access_key.is_some() {
-            c.storage.s3.secret_access_key = Some("<redacted>".into());
-        }
-        if c.storage.s3.session_token.is_some() {
-            c.storage.s3.session_token = Some("<redacted>".into());
+        for s3 in [&mut c.storage.s3, &mut c.backup.s3] {
+            if s3.secret_access_key.is_some() {
+                s3.secret_access_key = Some("<redacted>".into());
+            }
+            if s3.session_token.is_some() {
+                s3.session_token = Some("<redacted>".into());
+            }
         }
         serde_norway::to_string(&c).unwrap_or_default()
     }

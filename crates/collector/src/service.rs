@@ -83,6 +83,18 @@ pub struct Collector {
     store: Store,
     retention: Option<(JoinHandle<()>, watch::Sender<bool>)>,
     retention_policy: otel_audit_storage::retention::RetentionPolicy,
+    backup: Option<Arc<BackupJob>>,
+    backup_task: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+/// The scheduled backup: destination and what to record.
+struct BackupJob {
+    from: Store,
+    to: Store,
+    verify: bool,
+    pipeline: Arc<Pipeline>,
+    own_tenant: String,
+    instance_id: String,
 }
 
 impl std::fmt::Debug for Collector {
@@ -173,6 +185,40 @@ impl Collector {
             metrics.clone(),
             heads,
         ));
+        let backup = if config.backup.enabled {
+            let to = Store::open(&config.backup.to, &config.backup.s3)
+                .map_err(|e| StartError::Store(format!("backup.to: {e}")))?;
+            Some(Arc::new(BackupJob {
+                from: store.clone(),
+                to,
+                verify: config.backup.verify,
+                pipeline: pipeline.clone(),
+                own_tenant: config.collector.own_events_tenant.clone(),
+                instance_id: instance.clone(),
+            }))
+        } else {
+            None
+        };
+        let backup_task = backup.clone().map(|job| {
+            let (stop, mut stop_rx) = watch::channel(false);
+            let interval = Duration::from_secs(config.backup.interval_secs);
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop_rx.changed() => return,
+                    }
+                    // Failures are recorded as events; the next run retries.
+                    // The copy's stream combinators are not provably Send
+                    // for every lifetime, so it runs as a batch job on the
+                    // blocking pool, driven by this runtime.
+                    let job = job.clone();
+                    let rt = tokio::runtime::Handle::current();
+                    let _ = tokio::task::spawn_blocking(move || rt.block_on(job.run())).await;
+                }
+            });
+            (task, stop)
+        });
         let retention_policy = config.retention.policy();
         let retention = config.retention.enabled.then(|| {
             let (stop, stop_rx) = watch::channel(false);
@@ -198,6 +244,8 @@ impl Collector {
             store,
             retention,
             retention_policy,
+            backup,
+            backup_task,
         })
     }
 
@@ -246,10 +294,25 @@ impl Collector {
         .await
     }
 
+    /// Runs the configured backup once now (the schedule does it every
+    /// `backup.interval_secs`) and records it as a `system` event
+    /// (`backup.completed`, or `backup.failed` with outcome `failure`).
+    /// `None` when no backup is configured.
+    pub async fn run_backup(&self) -> Option<Result<BackupRun, String>> {
+        match &self.backup {
+            Some(job) => Some(job.run().await),
+            None => None,
+        }
+    }
+
     /// Stops accepting, records `collector.stop`, lets the sink store
     /// everything durable, and closes the WAL (deleting every segment whose
     /// rows are all stored).
     pub async fn shutdown(mut self) -> Result<ShutdownReport, SinkStopError> {
+        if let Some((task, stop)) = self.backup_task.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if let Some((task, stop)) = self.retention.take() {
             let _ = stop.send(true);
             let _ = task.await;
@@ -353,6 +416,114 @@ fn load_or_create_key(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(key.to_vec())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What one backup run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRun {
+    /// Objects copied.
+    pub copied: u64,
+    /// Objects already in the backup.
+    pub skipped: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Whether the copy verified intact (`None` when not verified).
+    pub intact: Option<bool>,
+}
+
+impl BackupJob {
+    async fn run(&self) -> Result<BackupRun, String> {
+        let started = std::time::Instant::now();
+        let result = self.copy().await;
+        let (action, outcome, mut attrs) = match &result {
+            Ok(r) => (
+                "backup.completed",
+                if r.intact == Some(false) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                },
+                vec![
+                    ("backup.objects_copied", r.copied.to_string()),
+                    ("backup.objects_skipped", r.skipped.to_string()),
+                    ("backup.bytes_copied", r.bytes_copied.to_string()),
+                    (
+                        "backup.verified",
+                        r.intact.map_or("not verified".into(), |i| {
+                            if i { "intact" } else { "PROBLEMS" }.to_owned()
+                        }),
+                    ),
+                ],
+            ),
+            Err(e) => (
+                "backup.failed",
+                Outcome::Failure,
+                vec![("backup.error", e.clone())],
+            ),
+        };
+        attrs.push(("backup.to", self.to.url().to_owned()));
+        attrs.push((
+            "backup.duration_ms",
+            started.elapsed().as_millis().to_string(),
+        ));
+        let mut event = AuditEvent::new(&self.own_tenant, SERVICE_NAME, Category::System, action);
+        event.service.version = Some(env!("CARGO_PKG_VERSION").into());
+        event.service.host = Some(self.instance_id.clone());
+        event.actor.id = Some(self.instance_id.clone());
+        event.actor.kind = Some(otel_audit_event::ActorType::Service);
+        event.severity = if outcome == Outcome::Success {
+            Severity::Info
+        } else {
+            Severity::Error
+        };
+        event.outcome = outcome;
+        for (k, v) in attrs {
+            event.attributes.insert(k.to_owned(), v);
+        }
+        if let Err(e) = self.pipeline.record_own_event(event).await {
+            tracing::warn!(error = %e, "could not record the backup run");
+        }
+        match &result {
+            Ok(r) => {
+                tracing::info!(copied = r.copied, skipped = r.skipped, bytes = r.bytes_copied, intact = ?r.intact, to = self.to.url(), "backup run")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, to = self.to.url(), "backup failed; retrying at the next interval")
+            }
+        }
+        result
+    }
+
+    async fn copy(&self) -> Result<BackupRun, String> {
+        use otel_audit_storage::copy::{CopyOptions, copy_store};
+        let as_of = chrono::Utc::now();
+        let report = copy_store(
+            &self.from,
+            &self.to,
+            &CopyOptions::default(),
+            &otel_audit_storage::NoProgress,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let intact = if self.verify {
+            let opts = otel_audit_storage::VerifyOptions {
+                as_of: Some(as_of),
+                ..Default::default()
+            };
+            let v = otel_audit_storage::verify(&self.to, &opts, &otel_audit_storage::NoProgress)
+                .await
+                .map_err(|e| format!("verifying the copy: {e}"))?;
+            Some(v.is_intact())
+        } else {
+            None
+        };
+        Ok(BackupRun {
+            copied: report.copied,
+            skipped: report.skipped,
+            bytes_copied: report.bytes_copied,
+            intact,
+        })
     }
 }
 
