@@ -458,20 +458,22 @@ impl Progress for BarProgress {
     }
 }
 
-async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
+/// `--from`/`--to` as a range, the start before the end.
+fn time_range(from: Option<&str>, to: Option<&str>) -> anyhow::Result<TimeRange> {
     let range = TimeRange {
-        from: a
-            .from
-            .as_deref()
-            .map(|s| parse_time("--from", s))
-            .transpose()?,
-        to: a.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
+        from: from.map(|s| parse_time("--from", s)).transpose()?,
+        to: to.map(|s| parse_time("--to", s)).transpose()?,
     };
     if let (Some(f), Some(t)) = (range.from, range.to)
         && f >= t
     {
         bail!("--from must be before --to");
     }
+    Ok(range)
+}
+
+async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
+    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
     let as_of = a
         .as_of
         .as_deref()

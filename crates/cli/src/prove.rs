@@ -6,9 +6,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use otel_audit_storage::Store;
 use otel_audit_storage::proof::{InclusionProof, prove, verify_proof};
-use otel_audit_storage::reader::TimeRange;
 
-use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags, load_public_keys, parse_time};
+use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags, load_public_keys, time_range};
 
 #[derive(Args)]
 pub(crate) struct ProveArgs {
@@ -49,14 +48,7 @@ pub(crate) async fn cmd_prove(a: ProveArgs) -> anyhow::Result<u8> {
         .event_id
         .parse()
         .with_context(|| format!("EVENT_ID {:?} is not a UUID", a.event_id))?;
-    let range = TimeRange {
-        from: a
-            .from
-            .as_deref()
-            .map(|s| parse_time("--from", s))
-            .transpose()?,
-        to: a.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
-    };
+    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let proof = prove(&store, event_id, &range).await?;
     let text = serde_json::to_string_pretty(&proof)? + "\n";

@@ -74,20 +74,14 @@ fn load_rules(path: &PathBuf) -> anyhow::Result<RetentionPolicy> {
         std::fs::read_to_string(path).with_context(|| format!("--rules {}", path.display()))?;
     let value: serde_norway::Value = serde_norway::from_str(&text)
         .with_context(|| format!("--rules {}: not YAML", path.display()))?;
-    let section = value.get("retention").cloned().unwrap_or(value);
-    #[derive(serde::Deserialize)]
-    struct Rules {
-        #[serde(default)]
-        rules: Vec<RetentionRule>,
-        #[serde(default)]
-        legal_holds: Vec<otel_audit_storage::retention::LegalHold>,
+    let mut section = value.get("retention").cloned().unwrap_or(value);
+    // A collector config's section also says when retention runs, which a
+    // plan does not need.
+    if let Some(map) = section.as_mapping_mut() {
+        map.remove("enabled");
+        map.remove("interval_secs");
     }
-    let r: Rules =
-        serde_norway::from_value(section).with_context(|| format!("--rules {}", path.display()))?;
-    Ok(RetentionPolicy {
-        rules: r.rules,
-        legal_holds: r.legal_holds,
-    })
+    serde_norway::from_value(section).with_context(|| format!("--rules {}", path.display()))
 }
 
 pub(crate) async fn cmd_prune(a: PruneArgs) -> anyhow::Result<u8> {

@@ -80,11 +80,52 @@ pub struct Collector {
     stop_sink: watch::Sender<bool>,
     own_tenant: String,
     instance_id: String,
-    store: Store,
-    retention: Option<(JoinHandle<()>, watch::Sender<bool>)>,
-    retention_policy: otel_audit_storage::retention::RetentionPolicy,
+    retention: Arc<RetentionJob>,
     backup: Option<Arc<BackupJob>>,
-    backup_task: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    /// The scheduled retention and backup runs.
+    schedules: Vec<Periodic>,
+}
+
+/// A job run every interval in its own task, until stopped.
+struct Periodic {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Periodic {
+    /// Runs `run` every `interval`, the first time one interval from now.
+    fn spawn<F, Fut>(interval: Duration, mut run: F) -> Periodic
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop_rx.changed() => return,
+                }
+                run().await;
+            }
+        });
+        Periodic { task, stop }
+    }
+
+    /// Stops it, letting a run under way finish.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Retention with the configured rules and holds.
+struct RetentionJob {
+    store: Store,
+    policy: otel_audit_storage::retention::RetentionPolicy,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    instance_id: String,
 }
 
 /// The scheduled backup: destination and what to record.
@@ -199,40 +240,42 @@ impl Collector {
         } else {
             None
         };
-        let backup_task = backup.clone().map(|job| {
-            let (stop, mut stop_rx) = watch::channel(false);
-            let interval = Duration::from_secs(config.backup.interval_secs);
-            let task = tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = stop_rx.changed() => return,
-                    }
-                    // Failures are recorded as events; the next run retries.
-                    // The copy's stream combinators are not provably Send
-                    // for every lifetime, so it runs as a batch job on the
-                    // blocking pool, driven by this runtime.
+        let retention = Arc::new(RetentionJob {
+            store: store.clone(),
+            policy: config.retention.policy(),
+            pipeline: pipeline.clone(),
+            metrics: metrics.clone(),
+            instance_id: instance.clone(),
+        });
+        let mut schedules = Vec::new();
+        if let Some(job) = &backup {
+            let job = job.clone();
+            schedules.push(Periodic::spawn(
+                Duration::from_secs(config.backup.interval_secs),
+                // Failures are recorded as events; the next run retries.
+                move || {
                     let job = job.clone();
-                    let rt = tokio::runtime::Handle::current();
-                    let _ = tokio::task::spawn_blocking(move || rt.block_on(job.run())).await;
-                }
-            });
-            (task, stop)
-        });
-        let retention_policy = config.retention.policy();
-        let retention = config.retention.enabled.then(|| {
-            let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(retention_loop(
-                store.clone(),
-                retention_policy.clone(),
-                pipeline.clone(),
-                metrics.clone(),
-                instance.clone(),
-                Duration::from_secs(config.retention.interval_secs),
-                stop_rx,
+                    async move {
+                        let _ = job.run().await;
+                    }
+                },
             ));
-            (task, stop)
-        });
+        }
+        if config.retention.enabled {
+            let job = retention.clone();
+            schedules.push(Periodic::spawn(
+                Duration::from_secs(config.retention.interval_secs),
+                move || {
+                    let job = job.clone();
+                    async move {
+                        if let Err(e) = job.run().await {
+                            job.metrics.store_errors.add(&[("op", "retention")], 1);
+                            tracing::warn!(error = %e, "retention run failed; trying again at the next interval");
+                        }
+                    }
+                },
+            ));
+        }
         Ok(Collector {
             pipeline,
             metrics,
@@ -241,11 +284,9 @@ impl Collector {
             stop_sink,
             own_tenant: config.collector.own_events_tenant.clone(),
             instance_id: instance.clone(),
-            store,
             retention,
-            retention_policy,
             backup,
-            backup_task,
+            schedules,
         })
     }
 
@@ -266,13 +307,12 @@ impl Collector {
         action: &str,
         attributes: &[(&str, String)],
     ) -> Result<(), crate::ingest::IngestError> {
-        let mut event = AuditEvent::new(&self.own_tenant, SERVICE_NAME, Category::System, action);
-        event.service.version = Some(env!("CARGO_PKG_VERSION").into());
-        event.service.host = Some(self.instance_id.clone());
-        event.actor.id = Some(self.instance_id.clone());
-        event.actor.kind = Some(otel_audit_event::ActorType::Service);
-        event.severity = Severity::Info;
-        event.outcome = Outcome::Success;
+        let mut event = system_event(
+            &self.own_tenant,
+            &self.instance_id,
+            action,
+            Outcome::Success,
+        );
         for (k, v) in attributes {
             event.attributes.insert((*k).to_owned(), v.clone());
         }
@@ -284,14 +324,7 @@ impl Collector {
     /// records every deletion (and every blocked one) durably in the chains,
     /// then deletes.
     pub async fn run_retention(&self) -> Result<RetentionRun, RetentionRunError> {
-        run_retention(
-            &self.store,
-            &self.retention_policy,
-            &self.pipeline,
-            &self.metrics,
-            &self.instance_id,
-        )
-        .await
+        self.retention.run().await
     }
 
     /// Runs the configured backup once now (the schedule does it every
@@ -309,13 +342,8 @@ impl Collector {
     /// everything durable, and closes the WAL (deleting every segment whose
     /// rows are all stored).
     pub async fn shutdown(mut self) -> Result<ShutdownReport, SinkStopError> {
-        if let Some((task, stop)) = self.backup_task.take() {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
-        if let Some((task, stop)) = self.retention.take() {
-            let _ = stop.send(true);
-            let _ = task.await;
+        for schedule in std::mem::take(&mut self.schedules) {
+            schedule.stop().await;
         }
         if let Err(e) = self.record_system_event("collector.stop", &[]).await {
             tracing::warn!(error = %e, "could not record collector.stop");
@@ -467,17 +495,7 @@ impl BackupJob {
             "backup.duration_ms",
             started.elapsed().as_millis().to_string(),
         ));
-        let mut event = AuditEvent::new(&self.own_tenant, SERVICE_NAME, Category::System, action);
-        event.service.version = Some(env!("CARGO_PKG_VERSION").into());
-        event.service.host = Some(self.instance_id.clone());
-        event.actor.id = Some(self.instance_id.clone());
-        event.actor.kind = Some(otel_audit_event::ActorType::Service);
-        event.severity = if outcome == Outcome::Success {
-            Severity::Info
-        } else {
-            Severity::Error
-        };
-        event.outcome = outcome;
+        let mut event = system_event(&self.own_tenant, &self.instance_id, action, outcome);
         for (k, v) in attrs {
             event.attributes.insert(k.to_owned(), v);
         }
@@ -549,61 +567,54 @@ pub enum RetentionRunError {
     Record(#[from] crate::ingest::IngestError),
 }
 
-async fn run_retention(
-    store: &Store,
-    policy: &otel_audit_storage::retention::RetentionPolicy,
-    pipeline: &Pipeline,
-    metrics: &Metrics,
-    instance_id: &str,
-) -> Result<RetentionRun, RetentionRunError> {
-    use otel_audit_storage::retention;
-    let plan = retention::plan(store, policy, chrono::Utc::now()).await?;
-    let events = plan.events(SERVICE_NAME, instance_id);
-    if events.is_empty() {
-        return Ok(RetentionRun::default());
+impl RetentionJob {
+    /// Plans, records every deletion (and every blocked one) durably in the
+    /// chains, then deletes.
+    async fn run(&self) -> Result<RetentionRun, RetentionRunError> {
+        use otel_audit_storage::retention;
+        let plan = retention::plan(&self.store, &self.policy, chrono::Utc::now()).await?;
+        let events = plan.events(SERVICE_NAME, &self.instance_id);
+        if events.is_empty() {
+            return Ok(RetentionRun::default());
+        }
+        // Recorded (durably, in the WAL) before anything is deleted: a crash
+        // in between leaves a tombstone for a file still present, never a
+        // deletion without a record.
+        self.pipeline.record_store_events(events).await?;
+        retention::execute(&self.store, &plan).await?;
+        let run = RetentionRun {
+            files_deleted: plan.files.len(),
+            digests_deleted: plan.digests.len(),
+            files_held: plan.held.len(),
+        };
+        self.metrics
+            .retention_deletions
+            .add((run.files_deleted + run.digests_deleted) as u64);
+        tracing::info!(
+            files = run.files_deleted,
+            digests = run.digests_deleted,
+            held = run.files_held,
+            bytes = plan.files.iter().map(|f| f.bytes).sum::<u64>(),
+            "retention run: expired files deleted, each recorded in its chain"
+        );
+        Ok(run)
     }
-    // Recorded (durably, in the WAL) before anything is deleted: a crash in
-    // between leaves a tombstone for a file still present, never a deletion
-    // without a record.
-    pipeline.record_store_events(events).await?;
-    retention::execute(store, &plan).await?;
-    let run = RetentionRun {
-        files_deleted: plan.files.len(),
-        digests_deleted: plan.digests.len(),
-        files_held: plan.held.len(),
-    };
-    metrics
-        .retention_deletions
-        .add((run.files_deleted + run.digests_deleted) as u64);
-    tracing::info!(
-        files = run.files_deleted,
-        digests = run.digests_deleted,
-        held = run.files_held,
-        bytes = plan.files.iter().map(|f| f.bytes).sum::<u64>(),
-        "retention run: expired files deleted, each recorded in its chain"
-    );
-    Ok(run)
 }
 
-async fn retention_loop(
-    store: Store,
-    policy: otel_audit_storage::retention::RetentionPolicy,
-    pipeline: Arc<Pipeline>,
-    metrics: Arc<Metrics>,
-    instance_id: String,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if let Err(e) = run_retention(&store, &policy, &pipeline, &metrics, &instance_id).await {
-            metrics.store_errors.add(&[("op", "retention")], 1);
-            tracing::warn!(error = %e, "retention run failed; trying again at the next interval");
-        }
-    }
+/// One of the collector's own events (category `system`), as this instance.
+fn system_event(tenant: &str, instance_id: &str, action: &str, outcome: Outcome) -> AuditEvent {
+    let mut event = AuditEvent::new(tenant, SERVICE_NAME, Category::System, action);
+    event.service.version = Some(env!("CARGO_PKG_VERSION").into());
+    event.service.host = Some(instance_id.to_owned());
+    event.actor.id = Some(instance_id.to_owned());
+    event.actor.kind = Some(otel_audit_event::ActorType::Service);
+    event.severity = if outcome == Outcome::Success {
+        Severity::Info
+    } else {
+        Severity::Error
+    };
+    event.outcome = outcome;
+    event
 }
 
 /// The key that signs digests: from `digests.signing_key_file`, from the

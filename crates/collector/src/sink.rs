@@ -519,17 +519,15 @@ impl Sink {
         let hash_at = |seq: u64| hashes[(seq - first_seq) as usize];
         match self.put(&encoded, &hashes).await? {
             Put::Stored(outcome) => {
-                if let Some(d) = self.digests.get_mut(id) {
-                    d.add_file(DigestFile::of(&encoded));
-                } else if self.options.digests.is_some() && self.owns(id) {
-                    let mut d = DigestChain::new(
-                        id,
-                        &encoded.file.partition.tenant,
-                        self.digest_period(),
-                        Utc::now(),
-                    );
-                    d.add_file(DigestFile::of(&encoded));
-                    self.digests.insert(id.to_owned(), d);
+                if self.options.digests.is_some() && owns(&self.options.instance_id, id) {
+                    let period = self.digest_period();
+                    self.digests
+                        .entry(id.to_owned())
+                        .or_insert_with(|| {
+                            let tenant = &encoded.file.partition.tenant;
+                            DigestChain::new(id, tenant, period, Utc::now())
+                        })
+                        .add_file(DigestFile::of(&encoded));
                 }
                 if outcome == WriteOutcome::Written {
                     let tenant = &encoded.file.partition.tenant;
@@ -571,10 +569,6 @@ impl Sink {
             }
         }
         Ok(())
-    }
-
-    fn owns(&self, chain_id: &str) -> bool {
-        owns(&self.options.instance_id, chain_id)
     }
 
     fn digest_period(&self) -> u64 {

@@ -40,17 +40,21 @@ pub fn merkle_root(row_hashes: &[[u8; 32]]) -> [u8; 32] {
     // same tree as RFC 6962's recursive split, without recursion.
     let mut level: Vec<[u8; 32]> = row_hashes.iter().map(leaf_hash).collect();
     while level.len() > 1 {
-        let mut next = Vec::with_capacity(level.len().div_ceil(2));
-        for pair in level.chunks(2) {
-            match pair {
-                [l, r] => next.push(node_hash(l, r)),
-                [one] => next.push(*one),
-                _ => unreachable!("chunks(2) yields one or two"),
-            }
-        }
-        level = next;
+        level = parent_level(&level);
     }
     level[0]
+}
+
+/// The level above: nodes paired left to right, an odd last one promoted.
+fn parent_level(level: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => node_hash(l, r),
+            [one] => *one,
+            _ => unreachable!("chunks(2) yields one or two"),
+        })
+        .collect()
 }
 
 /// The audit path of leaf `index` in the tree over `row_hashes` (RFC 9162
@@ -78,15 +82,7 @@ pub fn inclusion_path(row_hashes: &[[u8; 32]], index: usize) -> Option<Vec<[u8; 
         if sibling < level.len() {
             path.push(level[sibling]);
         }
-        let mut next = Vec::with_capacity(level.len().div_ceil(2));
-        for pair in level.chunks(2) {
-            match pair {
-                [l, r] => next.push(node_hash(l, r)),
-                [one] => next.push(*one),
-                _ => unreachable!("chunks(2) yields one or two"),
-            }
-        }
-        level = next;
+        level = parent_level(&level);
         i /= 2;
     }
     Some(path)

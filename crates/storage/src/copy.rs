@@ -37,7 +37,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use futures::{TryStreamExt, stream};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -360,25 +360,10 @@ impl Ctx<'_> {
             return self.compare_existing(item, src).await;
         }
         let bytes = self.read(self.from, &item.rel).await?;
-        let put = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .to
-            .object_store()
-            .put_opts(
-                &self.to.location(&item.rel),
-                PutPayload::from_bytes(bytes.clone()),
-                put,
-            )
-            .await
-        {
-            Ok(_) => Ok(ObjectOutcome::Copied),
+        match self.to.put_new(&item.rel, bytes.clone()).await {
+            Ok(None) => Ok(ObjectOutcome::Copied),
             // Written since the destination was listed (another copy running).
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                self.compare_existing(item, sha256(&bytes)).await
-            }
+            Ok(Some(existing)) => self.compare(item, sha256(&bytes), sha256(&existing)),
             Err(source) => Err(CopyError::Write {
                 url: self.to.url().to_owned(),
                 path: item.rel.clone(),
@@ -394,6 +379,16 @@ impl Ctx<'_> {
         src: [u8; 32],
     ) -> Result<ObjectOutcome, CopyError> {
         let dst = sha256(&self.read(self.to, &item.rel).await?);
+        self.compare(item, src, dst)
+    }
+
+    /// Skips the object when both copies have the same SHA-256.
+    fn compare(
+        &self,
+        item: &Item,
+        src: [u8; 32],
+        dst: [u8; 32],
+    ) -> Result<ObjectOutcome, CopyError> {
         if dst == src {
             Ok(ObjectOutcome::Skipped)
         } else {

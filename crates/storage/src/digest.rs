@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -150,11 +149,11 @@ pub struct Digest {
 }
 
 mod rfc3339_micros {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_rfc3339_opts(SecondsFormat::Micros, true))
+        s.serialize_str(&super::format_time(*v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -506,43 +505,17 @@ pub fn period_boundary_after(t: DateTime<Utc>, period_secs: u64) -> DateTime<Utc
 /// Puts a digest create-only: an identical object already there (a retry)
 /// is `AlreadyPresent`; a different one is [`SinkError::Conflict`].
 pub async fn put_digest(store: &Store, sealed: &SealedDigest) -> Result<WriteOutcome, SinkError> {
-    let location = store.location(&sealed.path);
-    let os = store.object_store();
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    let store_err = |source| SinkError::Store {
-        path: sealed.path.clone(),
-        source,
-    };
-    match os
-        .put_opts(
-            &location,
-            PutPayload::from_bytes(sealed.bytes.clone()),
-            opts,
-        )
-        .await
-    {
-        Ok(_) => Ok(WriteOutcome::Written),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = os
-                .get(&location)
-                .await
-                .map_err(store_err)?
-                .bytes()
-                .await
-                .map_err(store_err)?;
-            if existing == sealed.bytes {
-                Ok(WriteOutcome::AlreadyPresent)
-            } else {
-                Err(SinkError::Conflict {
-                    path: sealed.path.clone(),
-                    reason: "another digest has this name".into(),
-                })
-            }
-        }
-        Err(source) => Err(store_err(source)),
+    match store.put_new(&sealed.path, sealed.bytes.clone()).await {
+        Ok(None) => Ok(WriteOutcome::Written),
+        Ok(Some(existing)) if existing == sealed.bytes => Ok(WriteOutcome::AlreadyPresent),
+        Ok(Some(_)) => Err(SinkError::Conflict {
+            path: sealed.path.clone(),
+            reason: "another digest has this name".into(),
+        }),
+        Err(source) => Err(SinkError::Store {
+            path: sealed.path.clone(),
+            source,
+        }),
     }
 }
 

@@ -14,26 +14,6 @@ use crate::layout::DataFile;
 use crate::store::Store;
 use crate::verify::{ChainSummary, DigestSummary, Problem, ProblemKind, SeenFile, VerifyOptions};
 
-fn problem(
-    kind: ProblemKind,
-    chain: &str,
-    path: Option<&str>,
-    seq: Option<(u64, u64)>,
-    detail: String,
-) -> Problem {
-    Problem {
-        kind,
-        chain_id: Some(chain.to_owned()),
-        path: path.map(str::to_owned),
-        row: None,
-        row_end: None,
-        seq: seq.map(|s| s.0),
-        seq_end: seq.map(|s| s.1),
-        digest_seqs: None,
-        detail,
-    }
-}
-
 /// Which of a chain's digests a range needs: those whose period overlaps it
 /// (a period runs from the previous digest's end to its own).
 fn select<'a>(digests: &'a [ListedDigest], opts: &VerifyOptions) -> Vec<&'a ListedDigest> {
@@ -65,17 +45,10 @@ pub(crate) async fn check(
         ..DigestSummary::default()
     };
     for u in &listing.unexpected {
-        problems.push(Problem {
-            kind: ProblemKind::UnexpectedObject,
-            chain_id: None,
-            path: Some(u.clone()),
-            row: None,
-            row_end: None,
-            seq: None,
-            seq_end: None,
-            digest_seqs: None,
-            detail: "not a digest of this store's layout".into(),
-        });
+        problems.push(Problem::unexpected(
+            u,
+            "not a digest of this store's layout",
+        ));
     }
     let as_of = opts.as_of.unwrap_or_else(Utc::now);
     let check_start = opts.range.from.is_none();
@@ -84,7 +57,10 @@ pub(crate) async fn check(
 
     for (chain, all) in &listing.chains {
         let wanted = select(all, opts);
-        let parsed: Vec<_> = stream::iter(wanted.iter().copied())
+        // Owned listings: a closure over borrowed ones makes the future not
+        // provably Send (rustc's higher-ranked lifetime inference), and the
+        // collector verifies backups in a spawned task.
+        let parsed: Vec<_> = stream::iter(wanted.into_iter().cloned())
             .map(|d| async move { read_digest(store, &d.path).await.map(|p| (d, p)) })
             .buffered(16)
             .try_collect()
@@ -99,7 +75,7 @@ pub(crate) async fn check(
             let stored = match parsed {
                 Ok(s) => s,
                 Err(e) => {
-                    problems.push(problem(
+                    problems.push(Problem::new(
                         ProblemKind::BadDigest,
                         chain,
                         Some(path),
@@ -119,7 +95,7 @@ pub(crate) async fn check(
                 || d.digest_seq != listed.digest_seq
                 || name_end != listed.period_end
             {
-                problems.push(problem(
+                problems.push(Problem::new(
                     ProblemKind::BadDigest,
                     chain,
                     Some(path),
@@ -136,7 +112,7 @@ pub(crate) async fn check(
             if summary.signatures_checked {
                 match stored.check_signature(&opts.keys) {
                     SignatureCheck::Valid => {}
-                    SignatureCheck::Invalid => problems.push(problem(
+                    SignatureCheck::Invalid => problems.push(Problem::new(
                         ProblemKind::BadSignature,
                         chain,
                         Some(path),
@@ -146,7 +122,7 @@ pub(crate) async fn check(
                             d.key_id
                         ),
                     )),
-                    SignatureCheck::UnknownKey => problems.push(problem(
+                    SignatureCheck::UnknownKey => problems.push(Problem::new(
                         ProblemKind::UnknownKey,
                         chain,
                         Some(path),
@@ -162,7 +138,7 @@ pub(crate) async fn check(
             let expected = prev_seq.map(|s| s + 1).or(check_start.then_some(0));
             if let Some(e) = expected {
                 if d.digest_seq > e {
-                    let mut p = problem(
+                    let mut p = Problem::new(
                         ProblemKind::MissingDigest,
                         chain,
                         None,
@@ -176,7 +152,7 @@ pub(crate) async fn check(
                     p.digest_seqs = Some((e, d.digest_seq - 1));
                     problems.push(p);
                 } else if d.digest_seq < e {
-                    problems.push(problem(
+                    problems.push(Problem::new(
                         ProblemKind::BadDigest,
                         chain,
                         Some(path),
@@ -186,14 +162,14 @@ pub(crate) async fn check(
                 }
             }
             match (&prev, &d.previous) {
-                (_, Some(_)) if d.digest_seq == 0 => problems.push(problem(
+                (_, Some(_)) if d.digest_seq == 0 => problems.push(Problem::new(
                     ProblemKind::BrokenDigestLink,
                     chain,
                     Some(path),
                     None,
                     "the chain's first digest links to a previous one".into(),
                 )),
-                (_, None) if d.digest_seq > 0 => problems.push(problem(
+                (_, None) if d.digest_seq > 0 => problems.push(Problem::new(
                     ProblemKind::BrokenDigestLink,
                     chain,
                     Some(path),
@@ -206,7 +182,7 @@ pub(crate) async fn check(
                 )),
                 (Some(p), Some(link)) if p.digest.digest_seq + 1 == d.digest_seq => {
                     if *link != p.as_previous() {
-                        problems.push(problem(
+                        problems.push(Problem::new(
                             ProblemKind::BrokenDigestLink,
                             chain,
                             Some(path),
@@ -218,7 +194,7 @@ pub(crate) async fn check(
                         ));
                     }
                     if d.period_start != p.digest.period_end {
-                        problems.push(problem(
+                        problems.push(Problem::new(
                             ProblemKind::BadDigest,
                             chain,
                             Some(path),
@@ -237,7 +213,7 @@ pub(crate) async fn check(
                 let partition = match DataFile::parse(&f.path) {
                     Ok(df) => df.partition,
                     Err(e) => {
-                        problems.push(problem(
+                        problems.push(Problem::new(
                             ProblemKind::BadDigest,
                             chain,
                             Some(path),
@@ -253,7 +229,7 @@ pub(crate) async fn check(
                 summary.files_in_digests += 1;
                 digested.insert(f.path.clone());
                 let Some(s) = seen.get(&f.path) else {
-                    problems.push(problem(
+                    problems.push(Problem::new(
                         ProblemKind::MissingFile,
                         chain,
                         Some(&f.path),
@@ -272,7 +248,7 @@ pub(crate) async fn check(
                 }
                 match s.seqs {
                     Some((lo, hi)) if lo == f.first_seq && hi < f.last_seq => {
-                        problems.push(problem(
+                        problems.push(Problem::new(
                             ProblemKind::MissingRows,
                             chain,
                             Some(&f.path),
@@ -283,7 +259,7 @@ pub(crate) async fn check(
                             ),
                         ));
                     }
-                    _ => problems.push(problem(
+                    _ => problems.push(Problem::new(
                         ProblemKind::ModifiedFile,
                         chain,
                         Some(&f.path),
@@ -311,7 +287,7 @@ pub(crate) async fn check(
         if opts.range.to.is_none() && !n.is_final {
             let due = n.period_end + chrono::Duration::seconds(2 * n.period_secs.max(1) as i64);
             if as_of > due {
-                problems.push(problem(
+                problems.push(Problem::new(
                     ProblemKind::MissingDigest,
                     chain,
                     None,
@@ -336,7 +312,7 @@ pub(crate) async fn check(
             });
             if last.is_none_or(|l| l < h.seq) && !already {
                 let from = last.map_or(0, |l| l + 1);
-                problems.push(problem(
+                problems.push(Problem::new(
                     ProblemKind::MissingRows,
                     chain,
                     None,
@@ -360,7 +336,7 @@ pub(crate) async fn check(
         }
         match newest_heads.get(s.chain_id.as_str()) {
             Some(head) if s.seqs.is_some_and(|(_, hi)| hi <= *head) => {
-                problems.push(problem(
+                problems.push(Problem::new(
                     ProblemKind::UndigestedFile,
                     &s.chain_id,
                     Some(path),
@@ -391,7 +367,7 @@ pub(crate) async fn check(
                 .max();
             let grace = chrono::Duration::seconds(2 * crate::digest::DEFAULT_PERIOD_SECS as i64);
             if newest_end.is_some_and(|e| as_of > e + grace) {
-                problems.push(problem(
+                problems.push(Problem::new(
                     ProblemKind::MissingDigest,
                     chain,
                     None,

@@ -105,14 +105,7 @@ pub async fn prove(
         return Err(ProveError::NotFound {
             event_id,
             url: store.url().to_owned(),
-            range: match (range.from, range.to) {
-                (None, None) => String::new(),
-                (f, t) => format!(
-                    " between {} and {}",
-                    f.map_or("the beginning".into(), |d| d.to_rfc3339()),
-                    t.map_or("now".into(), |d| d.to_rfc3339())
-                ),
-            },
+            range: crate::verify::describe_range(range),
         });
     };
     let hashes: Vec<[u8; 32]> = records.iter().map(|r| r.hash).collect();

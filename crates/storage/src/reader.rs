@@ -256,10 +256,20 @@ pub fn footer_of(bytes: Bytes) -> Result<FooterMeta, String> {
 
 /// Reads one data file's records.
 pub async fn read_file(store: &Store, path: &str) -> Result<Vec<Record>, ReadError> {
+    Ok(read_file_with_bytes(store, path).await?.1)
+}
+
+/// Reads one data file: its bytes (to hash or measure) and its records,
+/// decoded on the blocking pool.
+pub async fn read_file_with_bytes(
+    store: &Store,
+    path: &str,
+) -> Result<(Bytes, Vec<Record>), ReadError> {
     let bytes = fetch(store, path).await?;
     let p = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let decoded = decode(bytes)?;
+    let b = bytes.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        let decoded = decode(b)?;
         let mut out = Vec::new();
         for b in &decoded.batches {
             out.extend(batch_to_records(b)?);
@@ -268,7 +278,8 @@ pub async fn read_file(store: &Store, path: &str) -> Result<Vec<Record>, ReadErr
     })
     .await
     .expect("decoding task panicked")
-    .map_err(|source| ReadError::Decode { path: p, source })
+    .map_err(|source| ReadError::Decode { path: p, source })?;
+    Ok((bytes, records))
 }
 
 /// Streams the records of every data file overlapping `range`, file by file in

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{StoredDigest, list_digests};
 use crate::error::ReadError;
-use crate::reader::{TimeRange, decode, fetch, list_files};
+use crate::reader::{TimeRange, fetch, list_files, read_file_with_bytes};
 use crate::store::Store;
 
 /// The action of a tombstone event.
@@ -287,23 +287,9 @@ pub async fn plan(
     }
     let judged: Vec<_> = stream::iter(candidates)
         .map(|f| async move {
-            let bytes = fetch(store, &f.path).await?;
+            let (bytes, records) = read_file_with_bytes(store, &f.path).await?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-            let size = bytes.len() as u64;
-            let decoded = decode(bytes).map_err(|source| ReadError::Decode {
-                path: f.path.clone(),
-                source,
-            })?;
-            let mut records: Vec<Record> = Vec::new();
-            for b in &decoded.batches {
-                records.extend(
-                    crate::batch_to_records(b).map_err(|source| ReadError::Decode {
-                        path: f.path.clone(),
-                        source,
-                    })?,
-                );
-            }
-            Ok::<_, ReadError>((f, sha256, size, records))
+            Ok::<_, ReadError>((f, sha256, bytes.len() as u64, records))
         })
         .buffered(4)
         .try_collect()

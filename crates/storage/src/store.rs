@@ -8,7 +8,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectStore};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::StoreError;
 
@@ -147,6 +147,32 @@ impl Store {
             .split('/')
             .filter(|s| !s.is_empty())
             .fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+
+    /// Puts `bytes` at `relative` only if no object is there (audit data is
+    /// never overwritten). When one is, returns its bytes, so the caller can
+    /// tell a retry of the same object from a conflict.
+    pub async fn put_new(
+        &self,
+        relative: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<Option<bytes::Bytes>, object_store::Error> {
+        let location = self.location(relative);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&location, PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Ok(Some(self.inner.get(&location).await?.bytes().await?))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The path of `location` relative to the prefix, if it is below it.

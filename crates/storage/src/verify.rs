@@ -129,6 +129,44 @@ pub struct Problem {
     pub detail: String,
 }
 
+impl Problem {
+    /// A problem of a chain (and a file, or seqs), not of particular rows.
+    pub(crate) fn new(
+        kind: ProblemKind,
+        chain: &str,
+        path: Option<&str>,
+        seq: Option<(u64, u64)>,
+        detail: String,
+    ) -> Problem {
+        Problem {
+            kind,
+            chain_id: Some(chain.to_owned()),
+            path: path.map(str::to_owned),
+            row: None,
+            row_end: None,
+            seq: seq.map(|s| s.0),
+            seq_end: seq.map(|s| s.1),
+            digest_seqs: None,
+            detail,
+        }
+    }
+
+    /// An object that does not belong where it is.
+    pub(crate) fn unexpected(path: &str, detail: &str) -> Problem {
+        Problem {
+            kind: ProblemKind::UnexpectedObject,
+            chain_id: None,
+            path: Some(path.to_owned()),
+            row: None,
+            row_end: None,
+            seq: None,
+            seq_end: None,
+            digest_seqs: None,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kind)?;
@@ -911,7 +949,7 @@ impl Verifier {
     }
 }
 
-fn describe_range(r: &TimeRange) -> String {
+pub(crate) fn describe_range(r: &TimeRange) -> String {
     match (r.from, r.to) {
         (None, None) => String::new(),
         (f, t) => format!(
@@ -947,17 +985,10 @@ pub async fn verify(
         tombstones: Vec::new(),
     };
     for u in &listing.unexpected {
-        v.problems.push(Problem {
-            kind: ProblemKind::UnexpectedObject,
-            chain_id: None,
-            path: Some(u.clone()),
-            row: None,
-            row_end: None,
-            seq: None,
-            seq_end: None,
-            digest_seqs: None,
-            detail: "not a data file of this store's layout".into(),
-        });
+        v.problems.push(Problem::unexpected(
+            u,
+            "not a data file of this store's layout",
+        ));
     }
     let mut files = listing.files;
     files.sort_by(|a, b| {
@@ -1022,14 +1053,7 @@ pub async fn verify(
         v.finish_chain(done, &mut chains);
     }
     let tombstones = v.tombstones;
-    // Gaps that recorded deletions explain are intended, not problems.
-    let before = v.problems.len();
-    let mut problems: Vec<Problem> = v
-        .problems
-        .into_iter()
-        .filter(|p| !excused(p, &tombstones))
-        .collect();
-    let mut excused_count = (before - problems.len()) as u64;
+    let mut problems = v.problems;
     let digests = crate::digest_check::check(
         store,
         opts,
@@ -1039,9 +1063,10 @@ pub async fn verify(
         &mut problems,
     )
     .await?;
+    // Gaps that recorded deletions explain are intended, not problems.
     let before = problems.len();
     problems.retain(|p| !excused(p, &tombstones));
-    excused_count += (before - problems.len()) as u64;
+    let excused_count = (before - problems.len()) as u64;
     problems.sort_by(|a, b| {
         (&a.chain_id, a.seq, &a.path, a.row).cmp(&(&b.chain_id, b.seq, &b.path, b.row))
     });

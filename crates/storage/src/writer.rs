@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use otel_audit_event::merkle::{leaf_hash, merkle_root, node_hash};
 use otel_audit_event::{FORMAT_VERSION, Record};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -534,56 +533,33 @@ pub fn encode_file(records: &[Record], opts: &WriterOptions) -> Result<EncodedFi
 /// other rows, as [`SinkError::Conflict`].
 pub async fn put_file(store: &Store, file: &EncodedFile) -> Result<WriteOutcome, SinkError> {
     let path = file.file.path();
-    let location = store.location(&path);
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
+    let existing = match store.put_new(&path, file.bytes.clone()).await {
+        Ok(None) => return Ok(WriteOutcome::Written),
+        Ok(Some(existing)) => existing,
+        Err(source) => return Err(SinkError::Store { path, source }),
     };
-    let os = store.object_store();
-    match os
-        .put_opts(&location, PutPayload::from_bytes(file.bytes.clone()), opts)
-        .await
-    {
-        Ok(_) => Ok(WriteOutcome::Written),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = os
-                .get(&location)
-                .await
-                .map_err(|source| SinkError::Store {
-                    path: path.clone(),
-                    source,
-                })?
-                .bytes()
-                .await
-                .map_err(|source| SinkError::Store {
-                    path: path.clone(),
-                    source,
-                })?;
-            if existing == file.bytes {
-                return Ok(WriteOutcome::AlreadyPresent);
-            }
-            // Same rows encoded by another writer version still count as the same file.
-            match crate::reader::footer_of(existing) {
-                Ok(footer) if footer == file.footer => Ok(WriteOutcome::AlreadyPresent),
-                Ok(footer) => Err(SinkError::Conflict {
-                    path,
-                    reason: format!(
-                        "existing seq {}..={} merkle root {}, new seq {}..={} merkle root {}",
-                        footer.first_seq,
-                        footer.last_seq,
-                        hex::encode(footer.merkle_root),
-                        file.footer.first_seq,
-                        file.footer.last_seq,
-                        hex::encode(file.footer.merkle_root)
-                    ),
-                }),
-                Err(e) => Err(SinkError::Conflict {
-                    path,
-                    reason: format!("existing file is unreadable: {e}"),
-                }),
-            }
-        }
-        Err(source) => Err(SinkError::Store { path, source }),
+    if existing == file.bytes {
+        return Ok(WriteOutcome::AlreadyPresent);
+    }
+    // Same rows encoded by another writer version still count as the same file.
+    match crate::reader::footer_of(existing) {
+        Ok(footer) if footer == file.footer => Ok(WriteOutcome::AlreadyPresent),
+        Ok(footer) => Err(SinkError::Conflict {
+            path,
+            reason: format!(
+                "existing seq {}..={} merkle root {}, new seq {}..={} merkle root {}",
+                footer.first_seq,
+                footer.last_seq,
+                hex::encode(footer.merkle_root),
+                file.footer.first_seq,
+                file.footer.last_seq,
+                hex::encode(file.footer.merkle_root)
+            ),
+        }),
+        Err(e) => Err(SinkError::Conflict {
+            path,
+            reason: format!("existing file is unreadable: {e}"),
+        }),
     }
 }
 
