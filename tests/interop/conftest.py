@@ -6,6 +6,8 @@ well under a minute on two cores.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -16,9 +18,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import pytest
+
+if TYPE_CHECKING:
+    import duckdb
 
 DEFAULT_BIN = "/work/main/target/debug/otel-audit"
 
@@ -182,3 +187,43 @@ def moto_s3(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+# --------------------------------------------------------------------------
+# DuckDB, offline: no extension is ever downloaded
+# --------------------------------------------------------------------------
+
+
+def httpfs_extension_path() -> str:
+    """The httpfs extension shipped in the pinned duckdb-extension-httpfs wheel."""
+    spec = importlib.util.find_spec("duckdb_extension_httpfs")
+    assert spec is not None and spec.origin, "the duckdb-extension-httpfs package is not installed"
+    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.duckdb_extension"), recursive=True)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def duckdb_connect(s3: Optional[MotoS3] = None) -> "duckdb.DuckDBPyConnection":
+    """A DuckDB connection that never installs or autoloads extensions.
+
+    With `s3`, httpfs is loaded from the pinned wheel and a secret points s3:// URLs at the moto server
+    (path-style URLs, plain HTTP), as an analyst would configure an S3-compatible server.
+    """
+    import duckdb
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    if s3 is not None:
+        path = httpfs_extension_path().replace("'", "''")
+        con.execute(f"LOAD '{path}'")
+        con.execute(
+            f"""CREATE SECRET interop_s3 (
+                    TYPE s3, KEY_ID '{FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"]}', SECRET '{FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]}',
+                    REGION '{FAKE_AWS_ENV["AWS_REGION"]}', ENDPOINT '127.0.0.1:{s3.port}', URL_STYLE 'path', USE_SSL false)"""
+        )
+    return con
+
+
+@pytest.fixture(scope="session")
+def connect_duckdb():
+    """duckdb_connect(s3=None): an offline DuckDB connection, for S3 with httpfs from the wheel and a moto secret."""
+    return duckdb_connect

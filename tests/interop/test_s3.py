@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import glob
-import importlib.util
-import os
 import time
 from collections import Counter
 
-import duckdb
 import pytest
 
 S3_STORE_ARGS = dict(events=2000, tenants=2, hours=4, start="2026-01-05", seed=11, max_file_rows=300)
@@ -23,24 +19,10 @@ def s3_store(moto_s3, generate_store):
     return url
 
 
-def httpfs_extension_path() -> str:
-    spec = importlib.util.find_spec("duckdb_extension_httpfs")
-    assert spec is not None and spec.origin, "the duckdb-extension-httpfs package is not installed"
-    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.duckdb_extension"), recursive=True)
-    assert len(found) == 1, found
-    return found[0]
-
-
 @pytest.fixture
-def s3_con(moto_s3):
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    path = httpfs_extension_path().replace("'", "''")
-    con.execute(f"LOAD '{path}'")
-    con.execute(
-        f"""CREATE SECRET interop_s3 (
-                TYPE s3, KEY_ID '{moto_s3.env["AWS_ACCESS_KEY_ID"]}', SECRET '{moto_s3.env["AWS_SECRET_ACCESS_KEY"]}',
-                REGION 'us-east-1', ENDPOINT '127.0.0.1:{moto_s3.port}', URL_STYLE 'path', USE_SSL false)"""
-    )
+def s3_con(moto_s3, connect_duckdb):
+    """DuckDB with httpfs from the pinned wheel and a secret for the moto server (conftest.duckdb_connect)."""
+    con = connect_duckdb(moto_s3)
     yield con
     con.close()
 

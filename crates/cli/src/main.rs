@@ -19,6 +19,8 @@ use otel_audit_storage::{
 };
 
 mod backup;
+mod decrypt;
+mod lookup;
 mod prove;
 mod prune;
 
@@ -33,7 +35,7 @@ const EXIT_ERROR: u8 = 2;
 #[command(
     name = "otel-audit",
     version,
-    about = "Tamper-evident audit trails for AI systems: verify, prove, keys, backup, restore, generate",
+    about = "Tamper-evident audit trails for AI systems: verify, show, list, decrypt, prove, keys, backup, restore, generate",
     long_about = "Tamper-evident audit trails for AI systems.\n\n\
         Stores are hive-partitioned Parquet (tenant=/date=/hour=) on local disk or S3; \
         every row is hash-chained. Store URLs: a local path, file:///abs/path, \
@@ -67,6 +69,32 @@ enum Command {
         Exit codes: 0 intact, 1 integrity problems found, 2 usage or I/O error."
     )]
     Verify(VerifyArgs),
+    /// Show one stored event: every field, where it is stored, its chain link.
+    #[command(after_help = "Events are found fast by their UUIDv7 time (the partitions \
+        around it first); --from/--to limit the search.\n\nExamples:\n  \
+        otel-audit show 0199b2c4-0000-7000-8000-000000000000 --store ./audit-data\n  \
+        otel-audit show 0199b2c4-0000-7000-8000-000000000000 --store s3://audit/prod --json")]
+    Show(lookup::ShowArgs),
+    /// List the events matching filters, in time order, read from the partitions of the period.
+    #[command(after_help = "Only the partitions of --from/--to (receive time) and --tenant \
+        are read. Events are printed in time order within each hour of receipt.\n\nExamples:\n  \
+        otel-audit list --store ./audit-data --from 2026-01-05 --to 2026-01-06 --actor alice\n  \
+        otel-audit list --store ./audit-data --category admin --action 'project.*' --limit 0\n  \
+        otel-audit list --store ./audit-data --subject user-42 --json > subject-42.jsonl")]
+    List(lookup::ListArgs),
+    /// Open an event's sealed (encrypted) content; the access is recorded at the collector first.
+    #[command(after_help = "The access is sent to the collector as a data_access event \
+        (action audit.content.decrypt: actor, reason, event, fields, key ids, outcome) and the \
+        content is printed only after the collector acknowledged it. If the access cannot be \
+        recorded, nothing is shown.\n\nExamples:\n  \
+        otel-audit decrypt 0199b2c4-0000-7000-8000-000000000000 --store ./audit-data \\\n    \
+        --key aes-2025-06=/run/secrets/aes-2025-06.hex --reason 'incident INC-1234' \\\n    \
+        --collector http://127.0.0.1:4317\n  \
+        otel-audit decrypt EVENT_ID --store s3://audit/prod --policy /etc/otel-audit/policy.yaml \\\n    \
+        --reason 'DSAR 2026-17' --collector https://audit.internal:4318 --protocol http --token-file ~/.audit-token\n\n\
+        Exit codes: 0 opened, 1 the key did not open it (the attempt is recorded), 2 usage or \
+        I/O error, or the access could not be recorded.")]
+    Decrypt(decrypt::DecryptArgs),
     /// Write a self-contained proof that one event is in the store as signed.
     #[command(
         after_help = "The proof holds the event's row, its Merkle path to its file's root, \
@@ -252,6 +280,9 @@ fn main() -> ExitCode {
             Command::Generate(a) => cmd_generate(a).await,
             Command::Verify(a) => cmd_verify(a).await,
             Command::Keys(k) => cmd_keys(k),
+            Command::Show(a) => lookup::cmd_show(a).await,
+            Command::List(a) => lookup::cmd_list(a).await,
+            Command::Decrypt(a) => decrypt::cmd_decrypt(a).await,
             Command::Prove(a) => prove::cmd_prove(a).await,
             Command::Prune(a) => prune::cmd_prune(a).await,
             Command::VerifyProof(a) => prove::cmd_verify_proof(a),

@@ -48,7 +48,9 @@ pub use digest::{DigestChain, DigestFile, SealedDigest, StoredDigest};
 pub use error::{DecodeError, ReadError, SinkError, StoreError};
 pub use keys::{DigestSigner, KeyError, PublicKeys, SignatureCheck};
 pub use layout::{DataFile, LayoutError, Partition};
-pub use reader::{ListedFile, Listing, TimeRange, list_files, read_file, read_records};
+pub use reader::{
+    FoundEvent, ListedFile, Listing, TimeRange, find_event, list_files, read_file, read_records,
+};
 pub use rowhash::{RowLink, canonical_from_batch, scan_batch};
 pub use store::{Store, StoreOptions};
 pub use verify::{

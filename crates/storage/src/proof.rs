@@ -3,7 +3,6 @@
 //! and without revealing any other event.
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream};
 use otel_audit_event::Record;
 use otel_audit_event::merkle::{inclusion_path, root_from_path};
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{StoredDigest, list_digests};
 use crate::error::ReadError;
 use crate::keys::{PublicKeys, SignatureCheck};
-use crate::reader::{TimeRange, list_files, read_file};
+use crate::reader::{FoundEvent, TimeRange, find_event};
 use crate::store::Store;
 
 /// The `format` of proofs this version writes.
@@ -87,25 +86,16 @@ pub async fn prove(
     event_id: uuid::Uuid,
     range: &TimeRange,
 ) -> Result<InclusionProof, ProveError> {
-    let listing = list_files(store, range).await?;
-    let found = stream::iter(listing.files)
-        .map(|f| async move {
-            let records = read_file(store, &f.path).await?;
-            Ok::<_, ReadError>(
-                records
-                    .iter()
-                    .position(|r| r.event.event_id == event_id)
-                    .map(|i| (f, i, records)),
-            )
-        })
-        .buffer_unordered(4)
-        .try_filter_map(|x| async move { Ok(x) });
-    futures::pin_mut!(found);
-    let Some((file, index, records)) = found.try_next().await? else {
+    let Some(FoundEvent {
+        file,
+        index,
+        records,
+    }) = find_event(store, event_id, range).await?
+    else {
         return Err(ProveError::NotFound {
             event_id,
             url: store.url().to_owned(),
-            range: crate::verify::describe_range(range),
+            range: range.describe(),
         });
     };
     let hashes: Vec<[u8; 32]> = records.iter().map(|r| r.hash).collect();

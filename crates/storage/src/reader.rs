@@ -44,6 +44,19 @@ impl TimeRange {
         self.from.is_none_or(|f| end > f) && self.to.is_none_or(|t| start < t)
     }
 
+    /// The range for messages: empty when unbounded, else
+    /// ` between <from> and <to>`.
+    pub fn describe(&self) -> String {
+        match (self.from, self.to) {
+            (None, None) => String::new(),
+            (f, t) => format!(
+                " between {} and {}",
+                f.map_or("the beginning".into(), |d| d.to_rfc3339()),
+                t.map_or("now".into(), |d| d.to_rfc3339())
+            ),
+        }
+    }
+
     /// Whether `t` is in the range.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|to| t < to)
@@ -305,4 +318,113 @@ pub fn read_records<'a>(
                 .try_flatten()
         })
         .try_flatten()
+}
+
+/// A stored event and where it is: its file, its row index in that file, and
+/// all the file's records (proofs need its neighbours' hashes).
+#[derive(Debug, Clone)]
+pub struct FoundEvent {
+    /// The file holding the event.
+    pub file: ListedFile,
+    /// The event's row index in the file.
+    pub index: usize,
+    /// Every record of the file, in row order.
+    pub records: Vec<Record>,
+}
+
+impl FoundEvent {
+    /// The event's record.
+    pub fn record(&self) -> &Record {
+        &self.records[self.index]
+    }
+}
+
+/// How far from the time in a UUIDv7 event id the first search looks:
+/// events are received moments after they are created, so an hour before
+/// (clock skew) to a few hours after (WAL replay after an outage) covers
+/// nearly every event without listing the whole store.
+const ID_WINDOW_BEFORE_HOURS: i64 = 1;
+const ID_WINDOW_AFTER_HOURS: i64 = 3;
+
+/// The creation time in a UUIDv7 (its first 48 bits, Unix milliseconds).
+pub fn uuid_v7_time(id: uuid::Uuid) -> Option<DateTime<Utc>> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let b = id.as_bytes();
+    let ms = b[..6].iter().fold(0i64, |acc, &x| (acc << 8) | i64::from(x));
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// Finds the stored row of `event_id` among the files overlapping `range`.
+///
+/// Event ids minted by otel-audit are UUIDv7, which carry their creation
+/// time: the partitions around that time are searched first, and the rest of
+/// the range only when the event is not there (a clock far off, or an id
+/// minted elsewhere). `Ok(None)` when no file in the range holds it.
+pub async fn find_event(
+    store: &Store,
+    event_id: uuid::Uuid,
+    range: &TimeRange,
+) -> Result<Option<FoundEvent>, ReadError> {
+    let mut searched = std::collections::HashSet::new();
+    if let Some(t) = uuid_v7_time(event_id) {
+        let near = TimeRange {
+            from: Some(max_opt(
+                t - chrono::Duration::hours(ID_WINDOW_BEFORE_HOURS),
+                range.from,
+            )),
+            to: Some(min_opt(
+                t + chrono::Duration::hours(ID_WINDOW_AFTER_HOURS),
+                range.to,
+            )),
+        };
+        if near.from < near.to {
+            let files = list_files(store, &near).await?.files;
+            searched.extend(files.iter().map(|f| f.path.clone()));
+            if let Some(found) = search_files(store, event_id, files).await? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    let rest: Vec<ListedFile> = list_files(store, range)
+        .await?
+        .files
+        .into_iter()
+        .filter(|f| !searched.contains(&f.path))
+        .collect();
+    search_files(store, event_id, rest).await
+}
+
+fn max_opt(t: DateTime<Utc>, bound: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    bound.map_or(t, |b| b.max(t))
+}
+
+fn min_opt(t: DateTime<Utc>, bound: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    bound.map_or(t, |b| b.min(t))
+}
+
+async fn search_files(
+    store: &Store,
+    event_id: uuid::Uuid,
+    files: Vec<ListedFile>,
+) -> Result<Option<FoundEvent>, ReadError> {
+    let found = stream::iter(files)
+        .map(|file| async move {
+            let records = read_file(store, &file.path).await?;
+            Ok::<_, ReadError>(
+                records
+                    .iter()
+                    .position(|r| r.event.event_id == event_id)
+                    .map(|index| FoundEvent {
+                        file,
+                        index,
+                        records,
+                    }),
+            )
+        })
+        .buffer_unordered(4)
+        .try_filter_map(|x| async move { Ok(x) });
+    futures::pin_mut!(found);
+    found.try_next().await
 }

@@ -949,17 +949,6 @@ impl Verifier {
     }
 }
 
-pub(crate) fn describe_range(r: &TimeRange) -> String {
-    match (r.from, r.to) {
-        (None, None) => String::new(),
-        (f, t) => format!(
-            " between {} and {}",
-            f.map_or("the beginning".into(), |d| d.to_rfc3339()),
-            t.map_or("now".into(), |d| d.to_rfc3339())
-        ),
-    }
-}
-
 /// Verifies every data file of `store` overlapping the options' range.
 ///
 /// Store I/O failures are errors; everything wrong with the data itself is a
@@ -975,7 +964,7 @@ pub async fn verify(
     {
         return Err(VerifyError::NothingToVerify {
             url: store.url().to_owned(),
-            range: describe_range(&opts.range),
+            range: opts.range.describe(),
         });
     }
     let mut v = Verifier {
