@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
 import pytest
+
+from conftest import run_cli
 
 S3_STORE_ARGS = dict(events=2000, tenants=2, hours=4, start="2026-01-05", seed=11, max_file_rows=300)
 PREFIX = "interop/store"
@@ -92,3 +95,19 @@ def test_verify_empty_prefix_is_a_usage_error(moto_s3, rust_verify):
     assert report is None
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "no/such/prefix" in lines[0], stderr
+
+
+def test_list_and_show_read_the_store_on_s3(moto_s3, s3_store, s3_con):
+    """`otel-audit list` and `show` on S3: the same events DuckDB finds there."""
+    scan = f"read_parquet('s3://{moto_s3.bucket}/{PREFIX}/**/*.parquet', hive_partitioning = true)"
+    want = {r[0] for r in s3_con.sql(
+        f"SELECT event_id FROM {scan} WHERE category = 'admin' AND action LIKE 'user.%'").fetchall()}
+    assert want
+    r = run_cli(["list", "--store", s3_store, "--category", "admin", "--action", "user.*",
+                 "--limit", "0", "--json"], env=moto_s3.env)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line)["event"]["event_id"] for line in r.stdout.splitlines()]
+    assert sorted(got) == sorted(want)
+    r = run_cli(["show", got[-1], "--store", s3_store, "--json"], env=moto_s3.env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["record"]["event"]["event_id"] == got[-1]
