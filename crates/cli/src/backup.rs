@@ -175,7 +175,7 @@ pub async fn cmd_backup(a: BackupArgs, direction: Direction) -> anyhow::Result<u
 }
 
 /// The directory of a local store URL (a path or `file://`), if it is one.
-fn local_dir(url: &str) -> Option<&str> {
+pub(crate) fn local_dir(url: &str) -> Option<&str> {
     let url = url.trim();
     match url.strip_prefix("file://") {
         Some(path) => Some(path),

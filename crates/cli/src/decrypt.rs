@@ -17,7 +17,7 @@ use otel_audit_event::{ActorType, AuditEvent, Category, Outcome, Record, SealedC
 use otel_audit_storage::Store;
 
 use crate::lookup::{clean, find, parse_event_id};
-use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags, time_range};
+use crate::{EXIT_OK, EXIT_PROBLEMS, Period, S3Flags};
 
 /// The action of the access event.
 pub(crate) const DECRYPT_ACTION: &str = "audit.content.decrypt";
@@ -66,12 +66,8 @@ pub(crate) struct DecryptArgs {
     /// How long to wait for the collector to acknowledge the access.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     timeout_secs: u64,
-    /// Search partitions from this time only (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Search partitions before this time only.
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    period: Period,
     /// Print the opened fields as JSON.
     #[arg(long)]
     json: bool,
@@ -119,7 +115,8 @@ fn parse_key_arg(s: &str) -> KeyArg {
 fn keyring(a: &DecryptArgs, sealed: &[&SealedContent]) -> anyhow::Result<Keyring> {
     let mut ring: Option<Keyring> = None;
     if let Some(p) = &a.policy {
-        let policy = Policy::from_yaml_file(p).with_context(|| format!("--policy {}", p.display()))?;
+        let policy =
+            Policy::from_yaml_file(p).with_context(|| format!("--policy {}", p.display()))?;
         let Some(enc) = policy.keys.encryption.clone() else {
             bail!(
                 "--policy {}: it has no encryption keys (redaction.keys.encryption)",
@@ -213,7 +210,10 @@ fn access_event(
     attrs.insert("otel_audit.decrypt.reason".into(), reason.to_owned());
     attrs.insert("otel_audit.decrypt.fields".into(), field_names.join(","));
     attrs.insert("otel_audit.decrypt.key_ids".into(), key_ids.join(","));
-    attrs.insert("otel_audit.decrypt.chain_id".into(), record.chain_id.clone());
+    attrs.insert(
+        "otel_audit.decrypt.chain_id".into(),
+        record.chain_id.clone(),
+    );
     attrs.insert("otel_audit.decrypt.seq".into(), record.seq.to_string());
     attrs.insert("otel_audit.decrypt.store".into(), store_url.to_owned());
     match result {
@@ -260,8 +260,8 @@ fn record_access(a: &DecryptArgs, event: AuditEvent) -> anyhow::Result<()> {
         b = b.with_endpoint(url.clone());
     }
     if let Some(f) = &a.token_file {
-        let token = std::fs::read_to_string(f)
-            .with_context(|| format!("--token-file {}", f.display()))?;
+        let token =
+            std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?;
         let token = token.trim();
         if token.is_empty() {
             bail!("--token-file {}: the file is empty", f.display());
@@ -289,7 +289,7 @@ pub(crate) async fn cmd_decrypt(a: DecryptArgs) -> anyhow::Result<u8> {
     if a.reason.trim().is_empty() {
         bail!("--reason must say why the content is read");
     }
-    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
+    let range = a.period.range()?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let found = find(&store, event_id, &range).await?;
     let record = found.record();

@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use otel_audit_event::{Category, Outcome, Record};
 use otel_audit_storage::{ListedFile, Store, TimeRange, find_event, list_files, read_file};
 
-use crate::{EXIT_OK, S3Flags, time_range};
+use crate::{EXIT_OK, Period, S3Flags};
 
 #[derive(Args)]
 pub(crate) struct ShowArgs {
@@ -22,12 +22,8 @@ pub(crate) struct ShowArgs {
     /// The store: a path, file:///abs/path, s3://bucket/prefix.
     #[arg(long, value_name = "URL")]
     store: String,
-    /// Search partitions from this time only (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Search partitions before this time only.
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    period: Period,
     /// Print the stored row as JSON, with its file and row index.
     #[arg(long)]
     json: bool,
@@ -40,12 +36,8 @@ pub(crate) struct ListArgs {
     /// The store: a path, file:///abs/path, s3://bucket/prefix.
     #[arg(long, value_name = "URL")]
     store: String,
-    /// Events received from this time (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Events received before this time.
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    period: Period,
     /// Only this tenant (prunes the listing to its partitions).
     #[arg(long, value_name = "TENANT")]
     tenant: Option<String>,
@@ -82,11 +74,13 @@ pub(crate) struct ListArgs {
 }
 
 fn parse_category(s: &str) -> Result<Category, String> {
-    s.parse().map_err(|e: otel_audit_event::ParseEnumError| e.to_string())
+    s.parse()
+        .map_err(|e: otel_audit_event::ParseEnumError| e.to_string())
 }
 
 fn parse_outcome(s: &str) -> Result<Outcome, String> {
-    s.parse().map_err(|e: otel_audit_event::ParseEnumError| e.to_string())
+    s.parse()
+        .map_err(|e: otel_audit_event::ParseEnumError| e.to_string())
 }
 
 pub(crate) fn parse_event_id(s: &str) -> anyhow::Result<uuid::Uuid> {
@@ -102,17 +96,13 @@ pub(crate) async fn find(
 ) -> anyhow::Result<otel_audit_storage::FoundEvent> {
     match find_event(store, event_id, range).await? {
         Some(found) => Ok(found),
-        None => bail!(
-            "no event {event_id} in {}{}",
-            store.url(),
-            range.describe()
-        ),
+        None => bail!("no event {event_id} in {}{}", store.url(), range.describe()),
     }
 }
 
 pub(crate) async fn cmd_show(a: ShowArgs) -> anyhow::Result<u8> {
     let event_id = parse_event_id(&a.event_id)?;
-    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
+    let range = a.period.range()?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let found = find(&store, event_id, &range).await?;
     let out = if a.json {
@@ -167,6 +157,13 @@ fn join(parts: &[Option<String>], sep: &str) -> Option<String> {
 
 fn labeled(label: &str, v: Option<&String>) -> Option<String> {
     v.map(|v| format!("{label} {}", clean(v)))
+}
+
+/// ` <label> <value>` when there is a value.
+fn suffix(label: &str, v: Option<&String>) -> String {
+    labeled(label, v)
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default()
 }
 
 /// The human view of one stored event: every field that has a value.
@@ -337,10 +334,7 @@ pub(crate) fn render_event(r: &Record, path: &str, row: usize) -> String {
                 "    {}  {}{}  {}",
                 clean(&d.field),
                 d.algorithm.as_str(),
-                d.key_id
-                    .as_deref()
-                    .map(|k| format!(" key {}", clean(k)))
-                    .unwrap_or_default(),
+                suffix("key", d.key_id.as_ref()),
                 hex::encode(d.digest)
             );
         }
@@ -369,21 +363,18 @@ pub(crate) fn render_event(r: &Record, path: &str, row: usize) -> String {
         }
     }
     if !e.redactions.is_empty() {
-        let _ = writeln!(out, "  redactions (what was removed before storage, never the value)");
+        let _ = writeln!(
+            out,
+            "  redactions (what was removed before storage, never the value)"
+        );
         for r in &e.redactions {
             let _ = writeln!(
                 out,
                 "    {}  {}{}{}",
                 clean(&r.field),
                 r.method.as_str(),
-                r.detector
-                    .as_deref()
-                    .map(|d| format!(" detector {}", clean(d)))
-                    .unwrap_or_default(),
-                r.key_id
-                    .as_deref()
-                    .map(|k| format!(" key {}", clean(k)))
-                    .unwrap_or_default()
+                suffix("detector", r.detector.as_ref()),
+                suffix("key", r.key_id.as_ref())
             );
         }
     }
@@ -430,9 +421,10 @@ impl Filter {
                 .action
                 .as_deref()
                 .is_none_or(|p| glob_match(p, &e.action))
-            && self.subject.as_ref().is_none_or(|s| {
-                e.actor.id.as_ref() == Some(s) || e.target.id.as_ref() == Some(s)
-            })
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|s| e.actor.id.as_ref() == Some(s) || e.target.id.as_ref() == Some(s))
     }
 }
 
@@ -516,7 +508,7 @@ fn list_row(r: &Record) -> String {
 }
 
 pub(crate) async fn cmd_list(a: ListArgs) -> anyhow::Result<u8> {
-    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
+    let range = a.period.range()?;
     if let Some(t) = &a.tenant {
         otel_audit_event::check_path_token(t, otel_audit_event::MAX_TENANT_BYTES)
             .map_err(|reason| anyhow::anyhow!("--tenant {t:?}: {reason}"))?;

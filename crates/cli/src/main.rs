@@ -1,5 +1,6 @@
 //! `otel-audit`: verify the integrity of stores, prove single events, manage
-//! digest keys, back stores up and restore them, generate synthetic stores.
+//! digest keys, back stores up and restore them, report on a period,
+//! generate synthetic stores.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ mod decrypt;
 mod lookup;
 mod prove;
 mod prune;
+mod report;
 
 /// Exit code: the store is intact / the command succeeded.
 const EXIT_OK: u8 = 0;
@@ -35,7 +37,7 @@ const EXIT_ERROR: u8 = 2;
 #[command(
     name = "otel-audit",
     version,
-    about = "Tamper-evident audit trails for AI systems: verify, show, list, decrypt, prove, keys, backup, restore, generate",
+    about = "Tamper-evident audit trails for AI systems: verify, report, list, show, decrypt, prove, keys, backup, restore, generate",
     long_about = "Tamper-evident audit trails for AI systems.\n\n\
         Stores are hive-partitioned Parquet (tenant=/date=/hour=) on local disk or S3; \
         every row is hash-chained. Store URLs: a local path, file:///abs/path, \
@@ -70,20 +72,25 @@ enum Command {
     )]
     Verify(VerifyArgs),
     /// Show one stored event: every field, where it is stored, its chain link.
-    #[command(after_help = "Events are found fast by their UUIDv7 time (the partitions \
+    #[command(
+        after_help = "Events are found fast by their UUIDv7 time (the partitions \
         around it first); --from/--to limit the search.\n\nExamples:\n  \
         otel-audit show 0199b2c4-0000-7000-8000-000000000000 --store ./audit-data\n  \
-        otel-audit show 0199b2c4-0000-7000-8000-000000000000 --store s3://audit/prod --json")]
+        otel-audit show 0199b2c4-0000-7000-8000-000000000000 --store s3://audit/prod --json"
+    )]
     Show(lookup::ShowArgs),
     /// List the events matching filters, in time order, read from the partitions of the period.
-    #[command(after_help = "Only the partitions of --from/--to (receive time) and --tenant \
+    #[command(
+        after_help = "Only the partitions of --from/--to (receive time) and --tenant \
         are read. Events are printed in time order within each hour of receipt.\n\nExamples:\n  \
         otel-audit list --store ./audit-data --from 2026-01-05 --to 2026-01-06 --actor alice\n  \
         otel-audit list --store ./audit-data --category admin --action 'project.*' --limit 0\n  \
-        otel-audit list --store ./audit-data --subject user-42 --json > subject-42.jsonl")]
+        otel-audit list --store ./audit-data --subject user-42 --json > subject-42.jsonl"
+    )]
     List(lookup::ListArgs),
     /// Open an event's sealed (encrypted) content; the access is recorded at the collector first.
-    #[command(after_help = "The access is sent to the collector as a data_access event \
+    #[command(
+        after_help = "The access is sent to the collector as a data_access event \
         (action audit.content.decrypt: actor, reason, event, fields, key ids, outcome) and the \
         content is printed only after the collector acknowledged it. If the access cannot be \
         recorded, nothing is shown.\n\nExamples:\n  \
@@ -93,7 +100,8 @@ enum Command {
         otel-audit decrypt EVENT_ID --store s3://audit/prod --policy /etc/otel-audit/policy.yaml \\\n    \
         --reason 'DSAR 2026-17' --collector https://audit.internal:4318 --protocol http --token-file ~/.audit-token\n\n\
         Exit codes: 0 opened, 1 the key did not open it (the attempt is recorded), 2 usage or \
-        I/O error, or the access could not be recorded.")]
+        I/O error, or the access could not be recorded."
+    )]
     Decrypt(decrypt::DecryptArgs),
     /// Write a self-contained proof that one event is in the store as signed.
     #[command(
@@ -149,6 +157,20 @@ enum Command {
         2 usage or I/O error (or a conflicting object)."
     )]
     Restore(backup::BackupArgs),
+    /// Write a report on a period: the integrity verdict, then activity,
+    /// outcomes, actors, model and token use, safety, administrative actions.
+    #[command(
+        after_help = "One self-contained HTML page (inline SVG charts, nothing loaded from \
+        the network) or Markdown tables for tickets. The integrity verdict at the top is verify's \
+        over the same period; a store with problems gets a red banner listing them, and the \
+        report is still written.\n\n\
+        Examples:\n  \
+        otel-audit report --store ./audit-data --from 2026-01-05 --to 2026-01-06 --out report.html\n  \
+        otel-audit report --store ./audit-data --public-key digest.pub.pem --format markdown > r.md\n\n\
+        Exit codes: 0 intact (or no data in the period), 1 integrity problems found (the report is \
+        written), 2 usage or I/O error."
+    )]
+    Report(report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -245,12 +267,8 @@ struct VerifyArgs {
     /// The store: a path, file:///abs/path, s3://bucket/prefix.
     #[arg(value_name = "URL")]
     store: String,
-    /// Only partitions from this time (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Only partitions before this time (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    period: Period,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -288,6 +306,7 @@ fn main() -> ExitCode {
             Command::VerifyProof(a) => prove::cmd_verify_proof(a),
             Command::Backup(a) => backup::cmd_backup(a, backup::Direction::Backup).await,
             Command::Restore(a) => backup::cmd_backup(a, backup::Direction::Restore).await,
+            Command::Report(a) => report::cmd_report(a).await,
         }
     });
     match result {
@@ -489,22 +508,45 @@ impl Progress for BarProgress {
     }
 }
 
-/// `--from`/`--to` as a range, the start before the end.
-fn time_range(from: Option<&str>, to: Option<&str>) -> anyhow::Result<TimeRange> {
-    let range = TimeRange {
-        from: from.map(|s| parse_time("--from", s)).transpose()?,
-        to: to.map(|s| parse_time("--to", s)).transpose()?,
-    };
-    if let (Some(f), Some(t)) = (range.from, range.to)
-        && f >= t
-    {
-        bail!("--from must be before --to");
+/// `--from`/`--to`: a period of receive time (the partitions' time), so
+/// only the hour partitions it overlaps are listed and read.
+#[derive(Args)]
+struct Period {
+    /// From this time (RFC 3339 or YYYY-MM-DD, UTC): only partitions from
+    /// then are read.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+}
+
+impl Period {
+    /// The period as a range, the start before the end.
+    fn range(&self) -> anyhow::Result<TimeRange> {
+        let range = TimeRange {
+            from: self
+                .from
+                .as_deref()
+                .map(|s| parse_time("--from", s))
+                .transpose()?,
+            to: self
+                .to
+                .as_deref()
+                .map(|s| parse_time("--to", s))
+                .transpose()?,
+        };
+        if let (Some(f), Some(t)) = (range.from, range.to)
+            && f >= t
+        {
+            bail!("--from must be before --to");
+        }
+        Ok(range)
     }
-    Ok(range)
 }
 
 async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
-    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
+    let range = a.period.range()?;
     let as_of = a
         .as_of
         .as_deref()

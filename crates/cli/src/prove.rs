@@ -7,7 +7,7 @@ use clap::Args;
 use otel_audit_storage::Store;
 use otel_audit_storage::proof::{InclusionProof, prove, verify_proof};
 
-use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags, load_public_keys, time_range};
+use crate::{EXIT_OK, EXIT_PROBLEMS, Period, S3Flags, load_public_keys};
 
 #[derive(Args)]
 pub(crate) struct ProveArgs {
@@ -17,12 +17,8 @@ pub(crate) struct ProveArgs {
     /// The store: a path, file:///abs/path, s3://bucket/prefix.
     #[arg(long, value_name = "URL")]
     store: String,
-    /// Search partitions from this time only (RFC 3339 or YYYY-MM-DD, UTC).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Search partitions before this time only.
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    period: Period,
     /// Write the proof here instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -48,7 +44,7 @@ pub(crate) async fn cmd_prove(a: ProveArgs) -> anyhow::Result<u8> {
         .event_id
         .parse()
         .with_context(|| format!("EVENT_ID {:?} is not a UUID", a.event_id))?;
-    let range = time_range(a.from.as_deref(), a.to.as_deref())?;
+    let range = a.period.range()?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let proof = prove(&store, event_id, &range).await?;
     let text = serde_json::to_string_pretty(&proof)? + "\n";

@@ -1,4 +1,4 @@
-//! The `otel-audit` binary: exit codes, one-line errors, --json, --help.
+//! The `otel-audit` binary: exit codes, one-line errors, --json, --help, report.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -176,7 +176,7 @@ fn bad_input_gets_one_line_and_exit_2() {
 
 #[test]
 fn help_teaches_with_examples() {
-    for cmd in ["generate", "verify"] {
+    for cmd in ["generate", "verify", "report"] {
         let o = run(&[cmd, "--help"]);
         assert!(o.status.success());
         let out = String::from_utf8_lossy(&o.stdout);
@@ -187,4 +187,55 @@ fn help_teaches_with_examples() {
     }
     let out = String::from_utf8_lossy(&run(&["verify", "--help"]).stdout).into_owned();
     assert!(out.contains("Exit codes: 0 intact, 1 integrity problems found, 2 usage or I/O error"));
+}
+
+#[test]
+fn report_is_written_with_verify_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    generate(&root);
+    let store = root.to_str().unwrap();
+    let html = dir.path().join("r.html");
+    let period = ["--from", "2026-01-05", "--to", "2026-01-05T04:00:00Z"];
+    let o = bin()
+        .args(["report", "--store", store, "--out", html.to_str().unwrap()])
+        .args(period)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Integrity: INTACT"));
+    for id in ["chart-activity", "chart-models", "chart-admin"] {
+        assert!(page.contains(&format!(r#"<section id="{id}""#)), "{id}");
+    }
+
+    // A damaged file: the report is still written, and the exit code says so.
+    let victim = walk(&root)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let o = bin()
+        .args(["report", "--store", store, "--format", "markdown"])
+        .args(period)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("## Integrity: PROBLEMS FOUND"), "{md}");
+    assert!(md.contains("| unreadable\\_file | 1 |"), "{md}");
+    assert!(md.contains("1 data file(s) could not be read"), "{md}");
+
+    assert_one_line_error(
+        &run(&["report", "--store", store, "--to", "noon"]),
+        "--to \"noon\" is not a time",
+    );
+    let missing = dir.path().join("missing");
+    assert_one_line_error(
+        &run(&["report", "--store", missing.to_str().unwrap()]),
+        "no such directory",
+    );
+    assert!(!missing.exists(), "a mistyped store path was created");
 }

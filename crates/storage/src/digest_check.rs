@@ -65,6 +65,19 @@ pub(crate) async fn check(
             .buffered(16)
             .try_collect()
             .await?;
+        // The listing bounds a digest's period by the one before it; a
+        // chain's first digest has none, so its own period start decides
+        // whether it reaches into a range that ends before the chain began.
+        let first = all.first().map(|d| d.path.as_str());
+        let parsed: Vec<_> = parsed
+            .into_iter()
+            .filter(|(listed, p)| match (p, opts.range.to) {
+                (Ok(s), Some(to)) if Some(listed.path.as_str()) == first => {
+                    s.digest.period_start < to
+                }
+                _ => true,
+            })
+            .collect();
         let mut prev: Option<StoredDigest> = None;
         let mut prev_seq: Option<u64> = None;
         let mut newest: Option<StoredDigest> = None;
@@ -303,7 +316,13 @@ pub(crate) async fn check(
                 ));
             }
         }
-        if let Some(h) = n.head {
+        // A range that ends inside the newest digest's period leaves out
+        // the files stored after it; the ones it holds are checked against
+        // the listing above.
+        let head = n
+            .head
+            .filter(|_| opts.range.to.is_none_or(|t| t >= n.period_end));
+        if let Some(h) = head {
             let last = chains.get(chain).and_then(|c| c.last_seq);
             let already = problems.iter().any(|p| {
                 p.chain_id.as_deref() == Some(chain.as_str())

@@ -352,7 +352,9 @@ pub fn uuid_v7_time(id: uuid::Uuid) -> Option<DateTime<Utc>> {
         return None;
     }
     let b = id.as_bytes();
-    let ms = b[..6].iter().fold(0i64, |acc, &x| (acc << 8) | i64::from(x));
+    let ms = b[..6]
+        .iter()
+        .fold(0i64, |acc, &x| (acc << 8) | i64::from(x));
     DateTime::from_timestamp_millis(ms)
 }
 

@@ -75,5 +75,10 @@ async fn finds_events_near_and_far_from_their_id_time() {
             .unwrap()
             .is_none()
     );
-    assert_eq!(uuid_v7_time(uuid::Uuid::from_u128(0x6ba7b810_9dad_41d1_80b4_00c04fd430c8)), None);
+    assert_eq!(
+        uuid_v7_time(uuid::Uuid::from_u128(
+            0x6ba7b810_9dad_41d1_80b4_00c04fd430c8
+        )),
+        None
+    );
 }

@@ -134,3 +134,35 @@ async fn an_event_not_yet_in_a_digest_says_so() {
     assert!(matches!(err, ProveError::NotDigested { .. }), "{err}");
     assert!(err.to_string().contains("no digest lists it yet"));
 }
+
+/// A period before a signed chain began holds neither its files nor its
+/// first digest: nothing to verify there, not "the rows are missing".
+#[tokio::test]
+async fn a_period_before_the_chain_verifies_nothing() {
+    use otel_audit_storage::{NoProgress, VerifyError, VerifyOptions, verify};
+    let signer = DigestSigner::generate().unwrap();
+    let (store, _) = signed_store(&signer).await;
+    let before = TimeRange {
+        from: Some(Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap()),
+        to: Some(Utc.with_ymd_and_hms(2025, 6, 2, 0, 0, 0).unwrap()),
+    };
+    let opts = VerifyOptions {
+        range: before,
+        keys: keys(&signer),
+        ..VerifyOptions::default()
+    };
+    let err = verify(&store, &opts, &NoProgress).await.unwrap_err();
+    assert!(matches!(err, VerifyError::NothingToVerify { .. }), "{err}");
+    // The chain's own first hour still verifies, with its first digest.
+    let first_hour = TimeRange {
+        from: Some(Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()),
+        to: Some(Utc.with_ymd_and_hms(2026, 3, 1, 11, 0, 0).unwrap()),
+    };
+    let opts = VerifyOptions {
+        range: first_hour,
+        ..opts
+    };
+    let r = verify(&store, &opts, &NoProgress).await.unwrap();
+    assert!(r.is_intact(), "{:#?}", r.problems);
+    assert_eq!(r.digests.digests, 1);
+}
