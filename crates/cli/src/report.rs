@@ -118,6 +118,28 @@ impl Table {
     }
 }
 
+/// The first `max` of a verification's problems: kind, then place and detail.
+pub(crate) fn problems_table(v: &VerifyReport, max: usize) -> Table {
+    let mut t = Table::new(
+        if v.problems.len() > max {
+            format!("The first {max} of {} problems", v.problems.len())
+        } else {
+            "Problems".to_owned()
+        },
+        &[("Kind", false), ("Where and what", false)],
+    );
+    for p in v.problems.iter().take(max) {
+        let text = p.to_string();
+        let rest = text
+            .strip_prefix(p.kind.as_str())
+            .unwrap_or(&text)
+            .trim_start();
+        t.rows
+            .push(vec![p.kind.as_str().to_owned(), rest.to_owned()]);
+    }
+    t
+}
+
 /// One chart section: a heading, a sentence, charts (HTML only) and tables.
 #[derive(Debug, Clone)]
 pub(crate) struct Section {

@@ -163,26 +163,7 @@ fn banner(out: &mut String, r: &Report) {
                 let _ = write!(out, r#"<div class="notice">{}</div>"#, esc(&note));
             }
             if !v.is_intact() {
-                let mut t = Table::new(
-                    if v.problems.len() > PROBLEMS_LISTED {
-                        format!(
-                            "The first {PROBLEMS_LISTED} of {} problems",
-                            v.problems.len()
-                        )
-                    } else {
-                        "Problems".to_owned()
-                    },
-                    &[("Kind", false), ("Where and what", false)],
-                );
-                for p in v.problems.iter().take(PROBLEMS_LISTED) {
-                    let text = p.to_string();
-                    let rest = text
-                        .strip_prefix(p.kind.as_str())
-                        .unwrap_or(&text)
-                        .trim_start();
-                    t.rows
-                        .push(vec![p.kind.as_str().to_owned(), rest.to_owned()]);
-                }
+                let t = super::problems_table(v, PROBLEMS_LISTED);
                 out.push_str(
                     r#"<section id="problems" class="card problems"><h2>Integrity problems</h2>"#,
                 );
