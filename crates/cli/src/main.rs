@@ -656,7 +656,8 @@ fn digest_line(r: &VerifyReport) -> String {
     } else if !d.signatures_checked {
         line.push_str(" (signatures NOT checked: pass --public-key)");
     }
-    if d.files_pending > 0 {
+    // Without any digest every file is "pending"; the note above says it all.
+    if d.files_pending > 0 && d.digests > 0 {
         line.push_str(&format!(
             "; {} newest files not yet in a digest",
             d.files_pending
