@@ -69,65 +69,73 @@ pub fn row_hash(prev_hash: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
 struct Enc<'a>(&'a mut Vec<u8>);
 
 impl Enc<'_> {
-    fn present(&mut self) {
-        self.0.push(1);
-    }
+    #[inline]
     fn null(&mut self) {
         self.0.push(0);
     }
-    fn raw_bytes(&mut self, b: &[u8]) {
+    /// A present value with a u32 length or count: the presence byte and the
+    /// number in one append (each append checks the capacity).
+    #[inline]
+    fn head(&mut self, n: usize) {
         // Validation keeps every field far below 4 GiB.
-        self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        self.0.extend_from_slice(b);
+        let mut head = [1u8; 5];
+        head[1..].copy_from_slice(&(n as u32).to_be_bytes());
+        self.0.extend_from_slice(&head);
     }
+    #[inline]
     fn str(&mut self, s: &str) {
-        self.present();
-        self.raw_bytes(s.as_bytes());
+        self.bytes(s.as_bytes());
     }
+    #[inline]
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.str(s),
             None => self.null(),
         }
     }
+    #[inline]
     fn bytes(&mut self, b: &[u8]) {
-        self.present();
-        self.raw_bytes(b);
+        self.head(b.len());
+        self.0.extend_from_slice(b);
     }
+    #[inline]
+    fn word(&mut self, v: [u8; 8]) {
+        let mut w = [1u8; 9];
+        w[1..].copy_from_slice(&v);
+        self.0.extend_from_slice(&w);
+    }
+    #[inline]
     fn i64(&mut self, v: i64) {
-        self.present();
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.word(v.to_be_bytes());
     }
+    #[inline]
     fn opt_i64(&mut self, v: Option<i64>) {
         match v {
             Some(v) => self.i64(v),
             None => self.null(),
         }
     }
+    #[inline]
     fn opt_f64(&mut self, v: Option<f64>) {
         match v {
-            Some(v) => {
-                self.present();
-                self.0.extend_from_slice(&v.to_bits().to_be_bytes());
-            }
+            Some(v) => self.word(v.to_bits().to_be_bytes()),
             None => self.null(),
         }
     }
+    #[inline]
     fn opt_bool(&mut self, v: Option<bool>) {
         match v {
-            Some(v) => {
-                self.present();
-                self.0.push(u8::from(v));
-            }
+            Some(v) => self.0.extend_from_slice(&[1, u8::from(v)]),
             None => self.null(),
         }
     }
+    #[inline]
     fn time(&mut self, t: &DateTime<Utc>) {
         self.i64(t.timestamp_micros());
     }
+    #[inline]
     fn list(&mut self, n: usize) {
-        self.present();
-        self.0.extend_from_slice(&(n as u32).to_be_bytes());
+        self.head(n);
     }
 }
 
