@@ -348,3 +348,31 @@ def test_prune_dry_run_lists_and_deletes_nothing(signed_store, tmp_path):
     assert r.returncode == 2 and "--dry-run" in r.stderr
     r = run_cli(["prune", "--store", str(signed_store), "--keep", "nonsense=3", "--dry-run"])
     assert r.returncode == 2 and "nonsense" in r.stderr
+
+
+def test_verify_one_tenant(store, keys):
+    """--tenant verifies one tenant's files, chains and digests: another tenant's tampering is not
+    its problem, its own is."""
+    whole = verify(store, keys)[1]
+    per_tenant = {}
+    for t in ("acme", "globex"):
+        code, report, err = verify(store, keys, "--tenant", t)
+        assert code == 0, (report, err)
+        assert {c["tenant"] for c in report["chains"]} == {t}
+        assert report["digests"]["digests"] == len(digests(store, t)) > 0
+        per_tenant[t] = report
+    assert sum(r["events_verified"] for r in per_tenant.values()) == whole["events_verified"]
+    assert sum(r["digests"]["digests"] for r in per_tenant.values()) == whole["digests"]["digests"]
+
+    # Delete a middle file of globex: acme is still intact, globex is not.
+    victim = chain_files(store, "globex")[1]
+    victim.unlink()
+    assert verify(store, keys, "--tenant", "acme")[0] == 0
+    code, report, _ = verify(store, keys, "--tenant", "globex")
+    assert code == 1 and "missing_file" in kinds(report)
+    assert all("acme" not in (p.get("path") or "") for p in report["problems"])
+
+    r = run_cli(["verify", str(store), "--tenant", "../x"])
+    assert r.returncode == 2 and "--tenant" in r.stderr
+    r = run_cli(["verify", str(store), "--tenant", "nobody"])
+    assert r.returncode == 2 and "for tenant nobody" in r.stderr

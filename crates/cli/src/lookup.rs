@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use otel_audit_event::{Category, Outcome, Record};
 use otel_audit_storage::{ListedFile, Store, TimeRange, find_event, list_files, read_file};
 
-use crate::{EXIT_OK, Period, S3Flags};
+use crate::{EXIT_OK, Period, S3Flags, check_tenant};
 
 #[derive(Args)]
 pub(crate) struct ShowArgs {
@@ -510,8 +510,7 @@ fn list_row(r: &Record) -> String {
 pub(crate) async fn cmd_list(a: ListArgs) -> anyhow::Result<u8> {
     let range = a.period.range()?;
     if let Some(t) = &a.tenant {
-        otel_audit_event::check_path_token(t, otel_audit_event::MAX_TENANT_BYTES)
-            .map_err(|reason| anyhow::anyhow!("--tenant {t:?}: {reason}"))?;
+        check_tenant(t)?;
     }
     let store = Store::open(&a.store, &a.s3.options())?;
     let filter = Filter {

@@ -280,6 +280,9 @@ struct VerifyArgs {
     /// copy of a store taken at that time).
     #[arg(long, value_name = "TIME")]
     as_of: Option<String>,
+    /// Only this tenant's files, chains and digests.
+    #[arg(long, value_name = "TENANT")]
+    tenant: Option<String>,
     #[command(flatten)]
     s3: S3Flags,
 }
@@ -553,11 +556,15 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
         .map(|s| parse_time("--as-of", s))
         .transpose()?;
     let keys = load_public_keys(&a.public_keys)?;
+    if let Some(t) = &a.tenant {
+        check_tenant(t)?;
+    }
     let store = Store::open(&a.store, &a.s3.options())?;
     let opts = VerifyOptions {
         range,
         keys,
         as_of,
+        tenant: a.tenant.clone(),
         ..VerifyOptions::default()
     };
     let pb = BarProgress(progress_bar(0, "verifying"));
@@ -588,6 +595,12 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_PROBLEMS
     })
+}
+
+/// Checks a `--tenant` value: it names a `tenant=` directory.
+fn check_tenant(t: &str) -> anyhow::Result<()> {
+    otel_audit_event::check_path_token(t, otel_audit_event::MAX_TENANT_BYTES)
+        .map_err(|reason| anyhow::anyhow!("--tenant {t:?}: {reason}"))
 }
 
 /// Reads `--public-key` files into the trusted key set.

@@ -12,7 +12,7 @@ mod html;
 mod markdown;
 mod svg;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,12 +21,15 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Utc};
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use otel_audit_event::{ActorType, Category, MAX_TENANT_BYTES, Outcome, check_path_token};
+use otel_audit_event::{ActorType, Category, Outcome};
 use otel_audit_storage::{
     ReadError, Store, TimeRange, VerifyError, VerifyOptions, VerifyReport, read_records, verify,
 };
 
-use crate::{BarProgress, EXIT_OK, EXIT_PROBLEMS, Period, S3Flags, load_public_keys, progress_bar};
+use crate::{
+    BarProgress, EXIT_OK, EXIT_PROBLEMS, Period, S3Flags, check_tenant, load_public_keys,
+    progress_bar,
+};
 use aggregate::{AdminGroup, Aggregate, NCAT, NOUT};
 use svg::{Series, fmt_int};
 
@@ -160,10 +163,8 @@ const TOP: usize = 15;
 
 pub(crate) async fn cmd_report(a: ReportArgs) -> anyhow::Result<u8> {
     let range = a.period.range()?;
-    if let Some(t) = &a.tenant
-        && let Err(reason) = check_path_token(t, MAX_TENANT_BYTES)
-    {
-        bail!("--tenant {t:?}: {reason}");
+    if let Some(t) = &a.tenant {
+        check_tenant(t)?;
     }
     let keys = load_public_keys(&a.public_keys)?;
     if let Some(path) = out_file(&a.out)
@@ -189,6 +190,7 @@ pub(crate) async fn cmd_report(a: ReportArgs) -> anyhow::Result<u8> {
     let opts = VerifyOptions {
         range,
         keys,
+        tenant: a.tenant.clone(),
         ..VerifyOptions::default()
     };
     let pb = BarProgress(progress_bar(0, "verifying"));
@@ -214,10 +216,7 @@ pub(crate) async fn cmd_report(a: ReportArgs) -> anyhow::Result<u8> {
     pb.0.finish_and_clear();
     // Store errors name the store and the object already.
     let agg = counted?;
-    let integrity = match verified.map(|r| match tenant {
-        Some(t) => scope_to_tenant(r, t),
-        None => r,
-    }) {
+    let integrity = match verified {
         // Digests elsewhere in the store make verify run, over nothing.
         Ok(r) if r.files_verified == 0 && r.is_intact() => Integrity::NoData,
         Ok(r) => Integrity::Checked(Box::new(r)),
@@ -268,26 +267,6 @@ pub(crate) async fn cmd_report(a: ReportArgs) -> anyhow::Result<u8> {
 /// `--out`, unless it is `-` (stdout).
 fn out_file(out: &Option<PathBuf>) -> Option<&Path> {
     out.as_deref().filter(|p| p.as_os_str() != "-")
-}
-
-/// Limits a store-wide verification to one tenant's chains and files, so a
-/// tenant's report neither shows nor counts other tenants' problems. Digest
-/// counts stay store-wide: the summary does not break them down by chain.
-fn scope_to_tenant(mut r: VerifyReport, tenant: &str) -> VerifyReport {
-    let all: HashSet<String> = r.chains.iter().map(|c| c.chain_id.clone()).collect();
-    r.chains.retain(|c| c.tenant == tenant);
-    let ours: HashSet<&str> = r.chains.iter().map(|c| c.chain_id.as_str()).collect();
-    let dir = format!("tenant={tenant}/");
-    let suffix = format!(".{tenant}");
-    r.problems.retain(|p| match (&p.path, &p.chain_id) {
-        (Some(path), _) if path.starts_with("tenant=") => path.starts_with(&dir),
-        // A chain no file was found of: chain ids end in their tenant.
-        (_, Some(c)) => ours.contains(c.as_str()) || (!all.contains(c) && c.ends_with(&suffix)),
-        _ => true,
-    });
-    r.files_verified = r.chains.iter().map(|c| c.files).sum();
-    r.events_verified = r.chains.iter().map(|c| c.events).sum();
-    r
 }
 
 impl Report {
@@ -368,12 +347,6 @@ impl Report {
                 "{} chain(s) have data but no signed digest.",
                 d.chains_without_digests
             ));
-        }
-        if self.tenant.is_some() {
-            notes.push(
-                "Scoped to the tenant's chains and files; digest counts cover the whole store."
-                    .to_owned(),
-            );
         }
         notes
     }
@@ -1199,58 +1172,5 @@ pub(crate) mod tests {
         assert_eq!(r.period(), None);
         assert!(r.period_text().contains("no events"));
         assert!(r.sections(true).iter().all(|s| !s.tables.is_empty()));
-    }
-
-    #[test]
-    fn tenant_scope_keeps_only_its_problems() {
-        use otel_audit_storage::verify::ChainSummary;
-        let chain = |id: &str, tenant: &str| ChainSummary {
-            chain_id: id.into(),
-            tenant: tenant.into(),
-            files: 2,
-            events: 10,
-            first_seq: Some(0),
-            last_seq: Some(9),
-            head_hash: None,
-        };
-        let mut r = verify_report(vec![
-            problem(
-                ProblemKind::MissingRows,
-                "tenant=acme/date=2026-01-05/hour=10/c1.acme-00000000000000000000.parquet",
-            ),
-            problem(
-                ProblemKind::MissingRows,
-                "tenant=globex/date=2026-01-05/hour=10/c1.globex-00000000000000000000.parquet",
-            ),
-            Problem {
-                path: None,
-                chain_id: Some("c1.globex".into()),
-                ..problem(ProblemKind::MissingDigest, "")
-            },
-            Problem {
-                path: None,
-                chain_id: Some("gone.acme".into()),
-                ..problem(ProblemKind::MissingDigest, "")
-            },
-            Problem {
-                path: Some("stray.txt".into()),
-                chain_id: None,
-                ..problem(ProblemKind::UnexpectedObject, "")
-            },
-        ]);
-        r.chains = vec![chain("c1.acme", "acme"), chain("c1.globex", "globex")];
-        let s = scope_to_tenant(r, "acme");
-        let paths: Vec<_> = s
-            .problems
-            .iter()
-            .map(|p| (p.kind, p.chain_id.clone()))
-            .collect();
-        assert_eq!(s.problems.len(), 3, "{paths:?}");
-        assert!(
-            s.problems
-                .iter()
-                .all(|p| !p.chain_id.as_deref().unwrap_or("").contains("globex"))
-        );
-        assert_eq!((s.files_verified, s.events_verified), (2, 10));
     }
 }

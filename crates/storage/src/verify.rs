@@ -317,6 +317,9 @@ pub struct VerifyOptions {
     /// The moment by which digests must have been made (default: now). A
     /// copy of a store taken earlier is verified as of when it was taken.
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this tenant's files, chains and digests (a tenant's auditor
+    /// verifies what is theirs); `None`: the whole store.
+    pub tenant: Option<String>,
 }
 
 impl Default for VerifyOptions {
@@ -327,6 +330,7 @@ impl Default for VerifyOptions {
             read_ahead: (2 * cpus).max(4),
             keys: PublicKeys::new(),
             as_of: None,
+            tenant: None,
         }
     }
 }
@@ -958,14 +962,36 @@ pub async fn verify(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
-    let listing = list_files(store, &opts.range).await?;
-    let digest_listing = crate::digest::list_digests(store).await?;
+    let mut listing = list_files(store, &opts.range).await?;
+    let mut digest_listing = crate::digest::list_digests(store).await?;
+    if let Some(t) = &opts.tenant {
+        // Every tenant's data and digests live under its own `tenant=`
+        // directory, and its chains (with their tombstones) are its own.
+        let dir = format!("tenant={t}/");
+        listing.files.retain(|f| &f.file.partition.tenant == t);
+        listing.unexpected.retain(|u| u.starts_with(&dir));
+        digest_listing
+            .chains
+            .retain(|_, ds| ds.first().is_some_and(|d| &d.tenant == t));
+        let digest_dir = format!("{}/{dir}", crate::digest::DIGESTS_DIR);
+        digest_listing
+            .unexpected
+            .retain(|u| u.starts_with(&digest_dir));
+    }
+    let nothing = || VerifyError::NothingToVerify {
+        url: store.url().to_owned(),
+        range: format!(
+            "{}{}",
+            opts.range.describe(),
+            opts.tenant
+                .as_ref()
+                .map(|t| format!(" for tenant {t}"))
+                .unwrap_or_default()
+        ),
+    };
     if listing.files.is_empty() && listing.unexpected.is_empty() && digest_listing.chains.is_empty()
     {
-        return Err(VerifyError::NothingToVerify {
-            url: store.url().to_owned(),
-            range: opts.range.describe(),
-        });
+        return Err(nothing());
     }
     let mut v = Verifier {
         problems: Vec::new(),
@@ -1062,10 +1088,7 @@ pub async fn verify(
     // A range with no file and no digest in it verified nothing, whatever
     // the store holds elsewhere: that must not read as "intact".
     if chains.is_empty() && digests.digests == 0 && problems.is_empty() {
-        return Err(VerifyError::NothingToVerify {
-            url: store.url().to_owned(),
-            range: opts.range.describe(),
-        });
+        return Err(nothing());
     }
     Ok(VerifyReport {
         store: store.url().to_owned(),
