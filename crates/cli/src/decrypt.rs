@@ -14,22 +14,17 @@ use clap::{Args, ValueEnum};
 use otel_audit::export::{AuditExporter, OtlpExporter, Protocol, QueueConfig};
 use otel_audit_event::redact::{KeyConfig, KeyEncoding, Keyring, Policy, decrypt};
 use otel_audit_event::{ActorType, AuditEvent, Category, Outcome, Record, SealedContent};
-use otel_audit_storage::Store;
 
-use crate::lookup::{clean, find, parse_event_id};
-use crate::{EXIT_OK, EXIT_PROBLEMS, Period, S3Flags};
+use crate::lookup::{EventAt, clean, find};
+use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags};
 
 /// The action of the access event.
 pub(crate) const DECRYPT_ACTION: &str = "audit.content.decrypt";
 
 #[derive(Args)]
 pub(crate) struct DecryptArgs {
-    /// The event id (a UUID).
-    #[arg(value_name = "EVENT_ID")]
-    event_id: String,
-    /// The store: a path, file:///abs/path, s3://bucket/prefix.
-    #[arg(long, value_name = "URL")]
-    store: String,
+    #[command(flatten)]
+    event: EventAt,
     /// An AES-256 key file, `[KEY_ID=]FILE`. Without KEY_ID the key is taken
     /// to be the one the sealed content names. Repeat for several keys.
     #[arg(long = "key", value_name = "[KEY_ID=]FILE")]
@@ -66,8 +61,6 @@ pub(crate) struct DecryptArgs {
     /// How long to wait for the collector to acknowledge the access.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     timeout_secs: u64,
-    #[command(flatten)]
-    period: Period,
     /// Print the opened fields as JSON.
     #[arg(long)]
     json: bool,
@@ -285,12 +278,10 @@ fn record_access(a: &DecryptArgs, event: AuditEvent) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn cmd_decrypt(a: DecryptArgs) -> anyhow::Result<u8> {
-    let event_id = parse_event_id(&a.event_id)?;
+    let (event_id, store, range) = a.event.open(&a.s3)?;
     if a.reason.trim().is_empty() {
         bail!("--reason must say why the content is read");
     }
-    let range = a.period.range()?;
-    let store = Store::open(&a.store, &a.s3.options())?;
     let found = find(&store, event_id, &range).await?;
     let record = found.record();
     let sealed = &record.event.sealed_content;

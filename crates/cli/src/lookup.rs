@@ -14,8 +14,9 @@ use otel_audit_storage::{ListedFile, Store, TimeRange, find_event, list_files, r
 
 use crate::{EXIT_OK, Period, S3Flags, check_tenant};
 
+/// One event of a store, as `show`, `decrypt` and `prove` name it.
 #[derive(Args)]
-pub(crate) struct ShowArgs {
+pub(crate) struct EventAt {
     /// The event id (a UUID).
     #[arg(value_name = "EVENT_ID")]
     event_id: String,
@@ -24,6 +25,26 @@ pub(crate) struct ShowArgs {
     store: String,
     #[command(flatten)]
     period: Period,
+}
+
+impl EventAt {
+    /// The id, the opened store and the range to search, or which argument
+    /// is wrong.
+    pub(crate) fn open(&self, s3: &S3Flags) -> anyhow::Result<(uuid::Uuid, Store, TimeRange)> {
+        let id = self
+            .event_id
+            .parse()
+            .with_context(|| format!("EVENT_ID {:?} is not a UUID", self.event_id))?;
+        let range = self.period.range()?;
+        let store = Store::open(&self.store, &s3.options())?;
+        Ok((id, store, range))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    event: EventAt,
     /// Print the stored row as JSON, with its file and row index.
     #[arg(long)]
     json: bool,
@@ -83,11 +104,6 @@ fn parse_outcome(s: &str) -> Result<Outcome, String> {
         .map_err(|e: otel_audit_event::ParseEnumError| e.to_string())
 }
 
-pub(crate) fn parse_event_id(s: &str) -> anyhow::Result<uuid::Uuid> {
-    s.parse()
-        .with_context(|| format!("EVENT_ID {s:?} is not a UUID"))
-}
-
 /// Finds one event or fails with a message naming the store and range.
 pub(crate) async fn find(
     store: &Store,
@@ -101,9 +117,7 @@ pub(crate) async fn find(
 }
 
 pub(crate) async fn cmd_show(a: ShowArgs) -> anyhow::Result<u8> {
-    let event_id = parse_event_id(&a.event_id)?;
-    let range = a.period.range()?;
-    let store = Store::open(&a.store, &a.s3.options())?;
+    let (event_id, store, range) = a.event.open(&a.s3)?;
     let found = find(&store, event_id, &range).await?;
     let out = if a.json {
         let v = serde_json::json!({

@@ -4,21 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use otel_audit_storage::Store;
 use otel_audit_storage::proof::{InclusionProof, prove, verify_proof};
 
-use crate::{EXIT_OK, EXIT_PROBLEMS, Period, S3Flags, load_public_keys};
+use crate::{EXIT_OK, EXIT_PROBLEMS, S3Flags, load_public_keys};
 
 #[derive(Args)]
 pub(crate) struct ProveArgs {
-    /// The event id (a UUID).
-    #[arg(value_name = "EVENT_ID")]
-    event_id: String,
-    /// The store: a path, file:///abs/path, s3://bucket/prefix.
-    #[arg(long, value_name = "URL")]
-    store: String,
     #[command(flatten)]
-    period: Period,
+    event: crate::lookup::EventAt,
     /// Write the proof here instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -40,12 +33,7 @@ pub(crate) struct VerifyProofArgs {
 }
 
 pub(crate) async fn cmd_prove(a: ProveArgs) -> anyhow::Result<u8> {
-    let event_id: uuid::Uuid = a
-        .event_id
-        .parse()
-        .with_context(|| format!("EVENT_ID {:?} is not a UUID", a.event_id))?;
-    let range = a.period.range()?;
-    let store = Store::open(&a.store, &a.s3.options())?;
+    let (event_id, store, range) = a.event.open(&a.s3)?;
     let proof = prove(&store, event_id, &range).await?;
     let text = serde_json::to_string_pretty(&proof)? + "\n";
     match &a.out {
