@@ -167,9 +167,17 @@ fn keyring(a: &DecryptArgs, sealed: &[&SealedContent]) -> anyhow::Result<Keyring
 struct Opened {
     field: String,
     key_id: String,
-    /// UTF-8 text, or `None` with `base64` set for binary content.
-    text: Option<String>,
-    base64: Option<String>,
+    /// In JSON, `"text": ...` or `"base64": ...`.
+    #[serde(flatten)]
+    content: Content,
+}
+
+/// The plaintext as it was sealed: UTF-8 text, or other bytes.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Content {
+    Text(String),
+    Base64(String),
 }
 
 /// The access event: who read which fields of which event, why, and
@@ -183,14 +191,8 @@ fn access_event(
     store_url: &str,
 ) -> AuditEvent {
     let e = &record.event;
-    let mut ev = AuditEvent::new(
-        e.tenant.clone(),
-        "otel-audit-cli",
-        Category::DataAccess,
-        DECRYPT_ACTION,
-    );
-    ev.service.version = Some(env!("CARGO_PKG_VERSION").to_owned());
-    ev.service.host = hostname();
+    let mut ev = AuditEvent::new(e.tenant.clone(), "", Category::DataAccess, DECRYPT_ACTION);
+    ev.service = cli_service();
     ev.actor.id = Some(actor.to_owned());
     ev.actor.kind = Some(ActorType::User);
     ev.target.kind = Some("audit_event".to_owned());
@@ -220,11 +222,13 @@ fn access_event(
     ev
 }
 
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+/// This program as the service of the access event (and of the OTLP
+/// resource): the standard `OTEL_*` variables apply, as in any application.
+fn cli_service() -> otel_audit_event::Service {
+    let mut s = otel_audit::service_from_env();
+    s.version
+        .get_or_insert_with(|| env!("CARGO_PKG_VERSION").to_owned());
+    s
 }
 
 fn default_actor() -> String {
@@ -237,7 +241,7 @@ fn default_actor() -> String {
 /// Sends the access event and waits for the collector's acknowledgement.
 fn record_access(a: &DecryptArgs, event: AuditEvent) -> anyhow::Result<()> {
     let mut b = OtlpExporter::builder()
-        .with_service_name("otel-audit-cli")
+        .with_service(cli_service())
         .with_timeout(Duration::from_secs(a.timeout_secs.max(1)))
         .with_queue(QueueConfig {
             flush_timeout: Duration::from_secs(a.timeout_secs.max(1) * 3),
@@ -306,18 +310,12 @@ pub(crate) async fn cmd_decrypt(a: DecryptArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|s| {
             let plain = decrypt(s, &ring).map_err(|e| e.to_string())?;
-            Ok(match String::from_utf8(plain) {
-                Ok(text) => Opened {
-                    field: s.field.clone(),
-                    key_id: s.key_id.clone(),
-                    text: Some(text),
-                    base64: None,
-                },
-                Err(e) => Opened {
-                    field: s.field.clone(),
-                    key_id: s.key_id.clone(),
-                    text: None,
-                    base64: Some(base64_encode(e.as_bytes())),
+            Ok(Opened {
+                field: s.field.clone(),
+                key_id: s.key_id.clone(),
+                content: match String::from_utf8(plain) {
+                    Ok(text) => Content::Text(text),
+                    Err(e) => Content::Base64(base64_encode(e.as_bytes())),
                 },
             })
         })
@@ -349,10 +347,9 @@ pub(crate) async fn cmd_decrypt(a: DecryptArgs) -> anyhow::Result<u8> {
     } else {
         for o in &opened {
             println!("{} (key {}):", clean(&o.field), clean(&o.key_id));
-            match (&o.text, &o.base64) {
-                (Some(t), _) => println!("{}", clean_text(t)),
-                (None, Some(b)) => println!("(binary, base64) {b}"),
-                (None, None) => {}
+            match &o.content {
+                Content::Text(t) => println!("{}", clean_text(t)),
+                Content::Base64(b) => println!("(binary, base64) {b}"),
             }
         }
         eprintln!("access recorded as event {access_id} ({DECRYPT_ACTION}, actor {actor})");
@@ -393,5 +390,23 @@ mod tests {
     #[test]
     fn multi_line_text_keeps_its_lines() {
         assert_eq!(clean_text("a\nb\u{1b}c"), "a\nb\\u{1b}c");
+    }
+
+    #[test]
+    fn opened_json_names_the_content_kind() {
+        let o = Opened {
+            field: "f".into(),
+            key_id: "k".into(),
+            content: Content::Text("hi".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&o).unwrap(),
+            serde_json::json!({"field": "f", "key_id": "k", "text": "hi"})
+        );
+        let o = Opened {
+            content: Content::Base64("AP8=".into()),
+            ..o
+        };
+        assert_eq!(serde_json::to_value(&o).unwrap()["base64"], "AP8=");
     }
 }

@@ -222,7 +222,13 @@ impl AuditLayerBuilder {
     }
 }
 
-fn service_from_env() -> Service {
+/// The service as OpenTelemetry SDKs read it from the environment:
+/// `OTEL_SERVICE_NAME`, then `OTEL_RESOURCE_ATTRIBUTES` (`service.name`,
+/// `service.version`, `deployment.environment[.name]`, `host.name`), the
+/// program's name when no name is set, and `HOSTNAME` or `/etc/hostname` for
+/// the host. What the layer stamps on every event unless the builder says
+/// otherwise.
+pub fn service_from_env() -> Service {
     let mut s = Service::default();
     if let Ok(attrs) = std::env::var("OTEL_RESOURCE_ATTRIBUTES") {
         for kv in attrs.split(',') {

@@ -58,6 +58,7 @@ mod private;
 pub use init::{AuditGuard, InitError, init};
 pub use layer::{
     AuditLayer, AuditLayerBuilder, Current, EmitError, EventBuilder, LayerError, current, event,
+    service_from_env,
 };
 pub use otel_audit_event::redact::{self, Policy, Redactor, Sensitive};
 pub use otel_audit_event::{Actor, ActorType, AuditEvent, Category, Outcome, Severity, Target};
