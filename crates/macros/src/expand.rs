@@ -143,9 +143,6 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
         n_fields += 1;
     }
 
-    // Texts the expansion records (the three fixed fields are not among them).
-    let n_texts = n_fields - 3;
-
     if n_fields > MAX_SPAN_FIELDS {
         return Err(syn::Error::new(
             Span::call_site(),
@@ -170,7 +167,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
     let make_span = quote! {
         #[allow(unused_imports)]
         use #p::{TextSensitive as _, TextStr as _, TextDisplay as _, TextDebug as _};
-        let mut __oa_ctx = #p::Ctx::new(#action, #category, #severity, #n_texts);
+        let mut __oa_ctx = #p::Ctx::new(#action, #category, #severity);
         #(#prepare)*
         let __oa_span = #p::tracing::span!(
             target: "otel_audit",

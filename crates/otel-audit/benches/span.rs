@@ -1,6 +1,6 @@
 //! What an audited call costs the thread that makes it.
 //!
-//! `cargo bench -p otel-audit --bench span`. Three subscribers, one run, the
+//! `cargo bench -p otel-audit --bench span`. Four subscribers, one run, the
 //! same five-argument function (user, model, prompt, max tokens,
 //! temperature):
 //!
@@ -10,9 +10,13 @@
 //!   `SdkTracerProvider` with the batch span processor and an exporter that
 //!   only counts (no network is measured; the processor's queue is);
 //! - `audit`: `#[otel_audit::audit]` with the prompt HMAC'd, under
-//!   `AuditLayer` with a queued `JsonLinesExporter` writing to
-//!   `std::io::sink()`: redaction, event building and the queue handoff are
-//!   measured; JSON encoding runs on the exporter's thread.
+//!   `AuditLayer` with a `BatchExporter` whose function only counts (the
+//!   counterpart of the span exporter above): redaction, capture and the
+//!   queue handoff are measured; the event is assembled on the exporter's
+//!   thread;
+//! - `audit_json`: the same with a queued `JsonLinesExporter` writing to
+//!   `std::io::sink()`, whose thread also encodes every event as JSON (it
+//!   competes with the calling thread for the machine's cores).
 //!
 //! Each is measured twice: `wall` (elapsed time of the calling thread) and
 //! `thread_cpu` (the calling thread's CPU time, `CLOCK_THREAD_CPUTIME_ID`),
@@ -29,14 +33,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_main};
+use criterion::Criterion;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
-use otel_audit::AuditLayer;
-use otel_audit::export::{AuditExporter, JsonLinesExporter, QueueConfig};
+use otel_audit::export::{AuditExporter, BatchExporter, JsonLinesExporter, QueueConfig};
+use otel_audit::{AuditEvent, AuditLayer};
 use tracing_subscriber::layer::SubscriberExt;
 
 const USER: &str = "user-4711";
@@ -164,41 +168,62 @@ fn bench(c: &mut Criterion) {
     });
     provider.shutdown().expect("shutdown");
 
-    // Ours: #[audit] + AuditLayer + queued JSON-lines exporter to a sink
-    // (batches of 512, a queue of QUEUE events, DropNewest).
+    // Ours, twice: #[audit] + AuditLayer + a queued exporter (batches of
+    // 512, a queue of QUEUE events, DropNewest) that only counts, as the
+    // span exporter above; then the same with the JSON-lines exporter to a
+    // sink, whose thread also encodes every event.
     let config = QueueConfig {
         capacity: QUEUE,
         ..QueueConfig::default()
     };
-    let exporter =
-        Arc::new(JsonLinesExporter::with_queue(std::io::sink(), config).expect("exporter"));
-    let layer = AuditLayer::builder()
-        .service_name("bench")
-        .tenant("acme")
-        .hmac_key("hmac-bench", [7u8; 32])
-        .shared_exporter(exporter.clone())
-        .build()
-        .expect("layer");
-    let subscriber = tracing_subscriber::registry().with(layer);
-    let audit_calls = tracing::subscriber::with_default(subscriber, || {
-        both(
-            &mut g,
-            "audit",
-            || chat_audited(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
-            || exporter.force_flush().expect("flush"),
-        )
-    });
+    let events = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&events);
+    let counting = BatchExporter::new("count", config.clone(), move |batch: &[AuditEvent]| {
+        counted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        black_box(batch);
+        Ok(())
+    })
+    .expect("exporter");
+    let json = JsonLinesExporter::with_queue(std::io::sink(), config).expect("exporter");
+    let mut audit_calls = Vec::new();
+    for (name, exporter) in [
+        ("audit", Arc::new(counting) as Arc<dyn AuditExporter>),
+        ("audit_json", Arc::new(json) as Arc<dyn AuditExporter>),
+    ] {
+        let layer = AuditLayer::builder()
+            .service_name("bench")
+            .tenant("acme")
+            .hmac_key("hmac-bench", [7u8; 32])
+            .shared_exporter(exporter.clone())
+            .build()
+            .expect("layer");
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let calls = tracing::subscriber::with_default(subscriber, || {
+            both(
+                &mut g,
+                name,
+                || chat_audited(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE),
+                || exporter.force_flush().expect("flush"),
+            )
+        });
+        exporter.shutdown().expect("shutdown");
+        audit_calls.push((name, calls, exporter.stats()));
+    }
     g.finish();
-    exporter.shutdown().expect("shutdown");
-    let stats = exporter.stats();
     eprintln!(
         "tracing-opentelemetry: {otel_calls} spans, {} exported ({} lost at its queue)",
         spans.load(Ordering::Relaxed),
         otel_calls.saturating_sub(spans.load(Ordering::Relaxed)),
     );
+    for (name, calls, stats) in audit_calls {
+        eprintln!(
+            "otel-audit ({name}): {calls} spans, {} exported, {} dropped at its queue, {} failed",
+            stats.exported, stats.dropped, stats.failed
+        );
+    }
     eprintln!(
-        "otel-audit: {audit_calls} spans, {} exported, {} dropped at its queue, {} failed",
-        stats.exported, stats.dropped, stats.failed
+        "otel-audit (audit): {} events counted by the exporter's function",
+        events.load(Ordering::Relaxed)
     );
 }
 
@@ -206,4 +231,91 @@ fn bench(c: &mut Criterion) {
 mod group {
     criterion::criterion_group!(benches, super::bench);
 }
-criterion_main!(group::benches);
+
+/// `SPAN_BENCH_CALLS=N`: no criterion; makes N calls under each subscriber,
+/// each in its own `calls_*` function, for an instruction count of the
+/// calling thread alone that the machine's load cannot move:
+///
+/// ```sh
+/// SPAN_BENCH_CALLS=20000 valgrind --tool=callgrind --toggle-collect='span::calls_audit' <bench binary>
+/// ```
+fn main() {
+    match std::env::var("SPAN_BENCH_CALLS") {
+        Ok(n) => counted_calls(n.parse().expect("SPAN_BENCH_CALLS is a number")),
+        Err(_) => {
+            group::benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
+
+#[inline(never)]
+fn calls_registry(n: u64) {
+    // Distinct bodies, so the linker does not fold the functions into one.
+    black_box(1);
+    for _ in 0..n {
+        chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE);
+    }
+}
+
+#[inline(never)]
+fn calls_otel(n: u64) {
+    // Distinct bodies, so the linker does not fold the functions into one.
+    black_box(2);
+    for _ in 0..n {
+        chat_instrumented(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE);
+    }
+}
+
+#[inline(never)]
+fn calls_audit(n: u64) {
+    // Distinct bodies, so the linker does not fold the functions into one.
+    black_box(3);
+    for _ in 0..n {
+        chat_audited(USER, MODEL, PROMPT, MAX_TOKENS, TEMPERATURE);
+    }
+}
+
+fn counted_calls(n: u64) {
+    tracing::subscriber::with_default(tracing_subscriber::registry(), || calls_registry(n));
+    let processor = BatchSpanProcessor::builder(CountingExporter::default())
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build();
+    let tracer = provider.tracer("bench");
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    tracing::subscriber::with_default(subscriber, || calls_otel(n));
+    provider.shutdown().expect("shutdown");
+    let exporter = Arc::new(
+        BatchExporter::new(
+            "count",
+            QueueConfig {
+                capacity: QUEUE,
+                ..QueueConfig::default()
+            },
+            |batch: &[AuditEvent]| {
+                black_box(batch);
+                Ok(())
+            },
+        )
+        .expect("exporter"),
+    );
+    let layer = AuditLayer::builder()
+        .service_name("bench")
+        .tenant("acme")
+        .hmac_key("hmac-bench", [7u8; 32])
+        .shared_exporter(exporter.clone())
+        .build()
+        .expect("layer");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        calls_audit(n)
+    });
+    exporter.shutdown().expect("shutdown");
+}

@@ -1,24 +1,21 @@
 //! The `AuditLayer`: turns `#[audit]` spans into audit events when they close.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use otel_audit_event::redact::{
-    Keyring, Keys, Policy, PolicyError, Redacted, RedactedField, Redactor, inline_digest,
-};
-use otel_audit_event::{
-    Actor, AuditEvent, Category, MAX_ATTRIBUTE_VALUE_BYTES, Outcome, Redaction, RedactionMethod,
-    Service, Severity, Target, TraceContext,
-};
+use otel_audit_event::redact::{Keyring, Keys, Policy, PolicyError, Redactor};
+use otel_audit_event::{Category, Outcome, Service, Severity};
 use tracing::span::{Attributes, Id};
 use tracing::{Span, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::export::AuditExporter;
+use crate::capture::{Envelope, Ids, Place, Record, Str};
+use crate::export::{AuditExporter, CapturedEvent};
 use crate::private::shown_text;
 
 /// A tracing-subscriber layer that builds an [`AuditEvent`] for every
@@ -53,14 +50,17 @@ use crate::private::shown_text;
 /// ```
 #[derive(Clone)]
 pub struct AuditLayer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
+    /// Tells this layer's redactor apart from any other, for caches of its
+    /// decisions (never 0: that is the fallback redactor's).
+    pub(crate) id: u64,
     pub(crate) redactor: Redactor,
     exporter: Arc<dyn AuditExporter>,
-    service: Service,
-    tenant: String,
+    pub(crate) service: Service,
+    pub(crate) tenant: String,
 }
 
 /// Builds an [`AuditLayer`].
@@ -211,8 +211,10 @@ impl AuditLayerBuilder {
                 Redactor::new(Policy::default(), keys)?
             }
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(AuditLayer {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 redactor,
                 exporter,
                 service: self.service,
@@ -317,24 +319,6 @@ fn id_word() -> u64 {
     }
 }
 
-/// A span's W3C ids, kept as numbers until an event is built.
-#[derive(Clone, Copy)]
-struct Ids {
-    trace: [u64; 2],
-    span: u64,
-    parent: Option<u64>,
-}
-
-impl Ids {
-    fn context(&self) -> TraceContext {
-        TraceContext {
-            trace_id: Some(format!("{:016x}{:016x}", self.trace[0], self.trace[1])),
-            span_id: Some(format!("{:016x}", self.span)),
-            parent_span_id: self.parent.map(|p| format!("{p:016x}")),
-        }
-    }
-}
-
 /// The active OpenTelemetry span (an application traced with the
 /// OpenTelemetry API): a root audit span joins its trace, so audit events
 /// and traces can be correlated.
@@ -373,6 +357,14 @@ impl RedactorRef {
         }
     }
 
+    /// Which redactor this is (see `Inner::id`).
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            RedactorRef::Layer(i) => i.id,
+            RedactorRef::Fallback(_) => 0,
+        }
+    }
+
     pub(crate) fn get(&self) -> &Redactor {
         match self {
             RedactorRef::Layer(i) => &i.redactor,
@@ -390,197 +382,28 @@ fn fallback_redactor() -> &'static Redactor {
     })
 }
 
-/// What an `#[audit]` call collected: an event without its envelope (id,
-/// time, tenant, service, trace), which the layer fills at close.
-///
-/// Every attribute in it went through the redactor already (the policy, and
-/// for an explicit method the method and then the policy, see [`settle`]),
-/// so the layer applies the policy only to the typed identity fields at
-/// close, unless `raw_attributes` says something was stored unredacted.
-pub(crate) struct Pending {
-    pub(crate) event: AuditEvent,
-    /// An attribute was stored without the redactor: apply the whole policy
-    /// (`redact_event`) at close.
-    raw_attributes: bool,
-}
-
-impl Pending {
-    pub(crate) fn new(action: &str, category: Category, severity: Severity) -> Self {
-        // The envelope (id, time) is stamped at close: no clock read or
-        // random id here.
-        let event = AuditEvent {
-            event_id: uuid::Uuid::nil(),
-            time: DateTime::<Utc>::UNIX_EPOCH,
-            duration_ns: None,
-            severity,
-            tenant: String::new(),
-            service: Service::default(),
-            actor: Actor::default(),
-            category,
-            action: action.to_owned(),
-            outcome: Outcome::Success,
-            target: Target::default(),
-            error: Default::default(),
-            gen_ai: Default::default(),
-            safety: Default::default(),
-            content_digests: Vec::new(),
-            sealed_content: Vec::new(),
-            trace: TraceContext::default(),
-            attributes: Default::default(),
-            redactions: Vec::new(),
-        };
-        Pending {
-            event,
-            raw_attributes: false,
-        }
-    }
-
-    /// Puts a redaction result where it belongs; returns the span's text.
-    pub(crate) fn store(&mut self, name: &str, r: RedactedField<'_>) -> String {
-        let (shown, attribute) = self.place(name, r);
-        if attribute {
-            self.insert_attribute(name, shown.clone());
-        }
-        shown
-    }
-
-    /// Puts a redaction result's records, digest or sealed content where
-    /// they belong; returns the span's text and whether that text is also
-    /// the attribute's value (for [`insert_attribute`](Self::insert_attribute)).
-    pub(crate) fn place(&mut self, name: &str, r: RedactedField<'_>) -> (String, bool) {
-        let RedactedField { value, redactions } = r;
-        self.keep_redactions(redactions);
-        let ev = &mut self.event;
-        match value {
-            Redacted::Clear(s) => (s.into_owned(), true),
-            Redacted::Replaced(s) => (s, true),
-            Redacted::Dropped => ("[dropped]".to_owned(), false),
-            Redacted::Digest(mut d) => {
-                let shown = inline_digest(&d);
-                if d.field != name {
-                    d.field = name.to_owned();
-                }
-                ev.content_digests.push(d);
-                (shown, false)
-            }
-            Redacted::Sealed(mut s) => {
-                let shown = format!("[encrypted:{}:{}]", s.algorithm, s.key_id);
-                if s.field != name {
-                    s.field = name.to_owned();
-                }
-                ev.sealed_content.push(s);
-                (shown, false)
-            }
-        }
-    }
-
-    /// Keeps a result's redaction records (taking the list itself when it is
-    /// the first).
-    pub(crate) fn keep_redactions(&mut self, redactions: Vec<Redaction>) {
-        if self.event.redactions.is_empty() {
-            self.event.redactions = redactions;
-        } else {
-            self.event.redactions.extend(redactions);
-        }
-    }
-
-    /// Stores redacted text as an attribute, cut to the attribute limit
-    /// (recorded as `truncate`) as the policy would at export.
-    pub(crate) fn insert_attribute(&mut self, name: &str, mut text: String) {
-        if text.len() > MAX_ATTRIBUTE_VALUE_BYTES {
-            let mut end = MAX_ATTRIBUTE_VALUE_BYTES;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-            let rec = Redaction {
-                field: name.to_owned(),
-                method: RedactionMethod::Truncate,
-                detector: None,
-                key_id: None,
-            };
-            if !self.event.redactions.contains(&rec) {
-                self.event.redactions.push(rec);
-            }
-        }
-        self.event.attributes.insert(name.to_owned(), text);
-    }
-
-    pub(crate) fn redactions_from(&mut self, r: RedactedField<'_>) {
-        self.keep_redactions(r.redactions);
-    }
-
-    pub(crate) fn set_gen_ai_text(&mut self, key: &str, v: String) {
-        let g = &mut self.event.gen_ai;
-        let slot = match key {
-            "gen_ai.provider.name" => &mut g.provider,
-            "gen_ai.operation.name" => &mut g.operation,
-            "gen_ai.request.model" => &mut g.request_model,
-            "gen_ai.response.model" => &mut g.response_model,
-            "gen_ai.conversation.id" => &mut g.conversation_id,
-            "gen_ai.agent.name" => &mut g.agent_name,
-            "gen_ai.tool.name" => &mut g.tool_name,
-            _ => {
-                self.insert_attribute(key, v);
-                return;
-            }
-        };
-        *slot = Some(v);
-    }
-
-    pub(crate) fn set_gen_ai_int(&mut self, key: &str, v: i64) {
-        let g = &mut self.event.gen_ai;
-        match key {
-            "gen_ai.usage.input_tokens" => g.input_tokens = Some(v),
-            "gen_ai.usage.output_tokens" => g.output_tokens = Some(v),
-            _ => {
-                self.event.attributes.insert(key.to_owned(), v.to_string());
-                self.raw_attributes = true;
-            }
-        }
-    }
-
-    pub(crate) fn set_gen_ai_float(&mut self, key: &str, v: f64) {
-        match key {
-            "gen_ai.request.temperature" => self.event.gen_ai.temperature = Some(v),
-            _ => {
-                self.event.attributes.insert(key.to_owned(), v.to_string());
-                self.raw_attributes = true;
-            }
-        }
-    }
-
-    pub(crate) fn set_actor(&mut self, a: Actor) {
-        self.event.actor = a;
-    }
-
-    pub(crate) fn set_target(&mut self, t: Target) {
-        self.event.target = t;
-    }
-}
-
 /// Per-span state, private to this layer (in the span's extensions).
 struct AuditSpan {
     started_at: DateTime<Utc>,
     started: Instant,
     ids: Ids,
-    /// Boxed: the event is large, and moves from the call to the span and
-    /// back out at close.
-    pending: Option<Box<Pending>>,
+    /// What the call captured (boxed: it moves from the call to the span
+    /// and on to the exporter by pointer).
+    record: Option<Box<Record>>,
 }
 
 /// Runs `f` on the audit state of `id` or its nearest audit ancestor.
-fn with_state<R>(id: &Id, f: impl FnOnce(&Arc<Inner>, &mut AuditSpan) -> R) -> Option<R> {
+fn with_state<R>(id: &Id, f: impl FnOnce(&Inner, &mut AuditSpan) -> R) -> Option<R> {
     // get_default takes an FnMut; the FnOnce runs at most once.
     let mut f = Some(f);
     tracing::dispatcher::get_default(|d| {
-        let inner = d.downcast_ref::<AuditLayer>()?.inner.clone();
+        let inner = &d.downcast_ref::<AuditLayer>()?.inner;
         let registry = d.downcast_ref::<Registry>()?;
         let span = registry.span(id)?;
         for s in span.scope() {
             let mut ext = s.extensions_mut();
             if let Some(state) = ext.get_mut::<AuditSpan>() {
-                return f.take().map(|f| f(&inner, state));
+                return f.take().map(|f| f(inner, state));
             }
         }
         None
@@ -588,10 +411,10 @@ fn with_state<R>(id: &Id, f: impl FnOnce(&Arc<Inner>, &mut AuditSpan) -> R) -> O
 }
 
 /// Hands an expansion's collected values to its span.
-pub(crate) fn attach(span: &Span, pending: Box<Pending>) {
+pub(crate) fn attach(span: &Span, record: Box<Record>) {
     let Some(id) = span.id() else { return };
-    let mut pending = Some(pending);
-    with_state(&id, |_, state| state.pending = pending.take());
+    let mut record = Some(record);
+    with_state(&id, |_, state| state.record = record.take());
 }
 
 /// Records how an audited call ended. Returns the redacted error message
@@ -609,25 +432,23 @@ pub(crate) fn finish(
     }
     let id = span.id()?;
     with_state(&id, |inner, state| {
-        let p = state.pending.as_mut()?;
+        let p = state.record.as_mut()?;
         if let Some(ret) = ret {
             let r = inner.redactor.redact_field("return", &ret);
-            p.store("return", r);
+            p.put(Str::Static("return"), r, Place::Attribute);
         }
         let (kind, message) = failure?;
         let r = inner.redactor.redact_field("error.message", &message);
         let shown = shown_text(&r);
-        let ev = &mut p.event;
         // An outcome the call set itself (denied, blocked) says more than "failure".
-        if ev.outcome == Outcome::Success {
-            ev.outcome = Outcome::Failure;
+        if p.outcome == Outcome::Success {
+            p.outcome = Outcome::Failure;
         }
-        ev.error.kind = Some(kind.to_owned());
-        ev.error.message = r.text().map(str::to_owned);
-        if err && ev.severity < Severity::Error {
-            ev.severity = Severity::Error;
+        p.set_error(kind, r.text());
+        if err && p.severity < Severity::Error {
+            p.severity = Severity::Error;
         }
-        p.redactions_from(r);
+        p.keep_redactions(Str::Static("error.message"), &r.redactions);
         err.then_some(shown)
     })
     .flatten()
@@ -663,7 +484,7 @@ where
                 span: id_word(),
                 parent,
             },
-            pending: None,
+            record: None,
         });
     }
 
@@ -672,28 +493,19 @@ where
         let Some(state) = span.extensions_mut().remove::<AuditSpan>() else {
             return;
         };
-        let Some(pending) = state.pending else { return };
+        let Some(mut record) = state.record else {
+            return;
+        };
         let duration = state.started.elapsed();
-        let inner = &self.inner;
-        let Pending {
-            event: mut ev,
-            raw_attributes,
-        } = *pending;
-        ev.event_id = uuid::Uuid::now_v7();
-        ev.time = state.started_at;
-        ev.duration_ns = Some(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX));
-        ev.tenant.clone_from(&inner.tenant);
-        ev.service.clone_from(&inner.service);
-        ev.trace = state.ids.context();
-        // Identity fields (actor, target) follow the policy too. Attributes
-        // went through the redactor when they were recorded; only an
-        // attribute stored without it sends the whole event through again.
-        if raw_attributes {
-            inner.redactor.redact_event(&mut ev);
-        } else {
-            inner.redactor.redact_typed_fields(&mut ev);
-        }
-        inner.exporter.export(ev);
+        record.envelope = Some(Envelope {
+            layer: Arc::clone(&self.inner),
+            time: state.started_at,
+            duration_ns: Some(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)),
+            trace: Some(state.ids),
+        });
+        // The event is assembled (and the identity fields redacted) by the
+        // exporter, on its own thread when it has one.
+        self.inner.exporter.export_captured(CapturedEvent(record));
     }
 }
 
@@ -723,10 +535,10 @@ pub fn current() -> Current {
 pub struct Current(Option<Id>);
 
 impl Current {
-    fn update(&self, f: impl FnOnce(&Inner, &mut Pending)) -> &Self {
+    fn update(&self, f: impl FnOnce(&Inner, &mut Record)) -> &Self {
         if let Some(id) = &self.0 {
             with_state(id, |inner, state| {
-                if let Some(p) = state.pending.as_mut() {
+                if let Some(p) = state.record.as_mut() {
                     f(inner, p);
                 }
             });
@@ -738,18 +550,18 @@ impl Current {
     pub fn is_audited(&self) -> bool {
         self.0
             .as_ref()
-            .and_then(|id| with_state(id, |_, s| s.pending.is_some()))
+            .and_then(|id| with_state(id, |_, s| s.record.is_some()))
             .unwrap_or(false)
     }
 
     /// Sets the outcome (a returned `Err` still sets `failure` afterwards).
     pub fn outcome(&self, outcome: Outcome) -> &Self {
-        self.update(|_, p| p.event.outcome = outcome)
+        self.update(|_, p| p.outcome = outcome)
     }
 
     /// Records a passed safety check.
     pub fn safety_passed(&self) -> &Self {
-        self.update(|_, p| p.event.safety.passed = Some(true))
+        self.update(|_, p| p.safety_passed = Some(true))
     }
 
     /// Records a blocked request: failed safety check, the detectors that
@@ -762,23 +574,21 @@ impl Current {
         let detectors: Vec<String> = detectors.into_iter().map(Into::into).collect();
         self.update(|inner, p| {
             let r = inner.redactor.redact_field("safety.block_reason", reason);
-            let ev = &mut p.event;
-            ev.safety.passed = Some(false);
-            ev.safety.detectors = detectors;
-            ev.safety.block_reason = r.text().map(str::to_owned);
-            ev.outcome = Outcome::Blocked;
-            p.redactions_from(r);
+            p.safety_passed = Some(false);
+            p.set_blocked(&detectors, r.text());
+            p.outcome = Outcome::Blocked;
+            p.keep_redactions(Str::Static("safety.block_reason"), &r.redactions);
         })
     }
 
     /// `gen_ai.usage.input_tokens`.
     pub fn input_tokens(&self, n: i64) -> &Self {
-        self.update(|_, p| p.event.gen_ai.input_tokens = Some(n))
+        self.update(|_, p| p.input_tokens = Some(n))
     }
 
     /// `gen_ai.usage.output_tokens`.
     pub fn output_tokens(&self, n: i64) -> &Self {
-        self.update(|_, p| p.event.gen_ai.output_tokens = Some(n))
+        self.update(|_, p| p.output_tokens = Some(n))
     }
 
     /// `gen_ai.response.model`.
@@ -790,9 +600,8 @@ impl Current {
     pub fn text(&self, key: &str, value: &str) -> &Self {
         self.update(|inner, p| {
             let r = inner.redactor.redact_field(key, value);
-            let shown = shown_text(&r);
-            p.redactions_from(r);
-            p.set_gen_ai_text(key, shown);
+            let key = p.text(key);
+            p.put(key, r, Place::GenAi);
         })
     }
 
@@ -801,7 +610,8 @@ impl Current {
     pub fn field(&self, key: &str, value: &str) -> &Self {
         self.update(|inner, p| {
             let r = inner.redactor.redact_field(key, value);
-            p.store(key, r);
+            let key = p.text(key);
+            p.put(key, r, Place::Attribute);
         })
     }
 
@@ -811,20 +621,21 @@ impl Current {
         self.update(|inner, p| {
             let m = inner.redactor.policy().content_method;
             let r = inner.redactor.apply_then_policy(key, value, &m);
-            p.store(key, r);
+            let key = p.text(key);
+            p.put(key, r, Place::Attribute);
         })
     }
 
     /// Sets the actor.
     pub fn actor(&self, actor: impl crate::private::IntoActor) -> &Self {
         let a = actor.into_actor();
-        self.update(|_, p| p.set_actor(a))
+        self.update(|_, p| p.set_actor(&a))
     }
 
     /// Sets the target.
     pub fn target(&self, target: impl crate::private::IntoTarget) -> &Self {
         let t = target.into_target();
-        self.update(|_, p| p.set_target(t))
+        self.update(|_, p| p.set_target(&t))
     }
 }
 
@@ -832,7 +643,7 @@ impl Current {
 /// no span, no duration. Build with [`event`], send with [`EventBuilder::emit`].
 #[must_use = "an audit event is only recorded by .emit()"]
 pub struct EventBuilder {
-    pending: Pending,
+    record: Box<Record>,
     fields: Vec<(String, String, bool)>,
 }
 
@@ -863,8 +674,10 @@ pub enum EmitError {
 /// assert!(result.is_err());
 /// ```
 pub fn event(category: Category, action: &str) -> EventBuilder {
+    let mut record = Record::take(category, Severity::Info);
+    record.action = record.text(action);
     EventBuilder {
-        pending: Pending::new(action, category, Severity::Info),
+        record,
         fields: Vec::new(),
     }
 }
@@ -872,25 +685,25 @@ pub fn event(category: Category, action: &str) -> EventBuilder {
 impl EventBuilder {
     /// Who acted.
     pub fn actor(mut self, actor: impl crate::private::IntoActor) -> Self {
-        self.pending.set_actor(actor.into_actor());
+        self.record.set_actor(&actor.into_actor());
         self
     }
 
     /// What was acted on.
     pub fn target(mut self, target: impl crate::private::IntoTarget) -> Self {
-        self.pending.set_target(target.into_target());
+        self.record.set_target(&target.into_target());
         self
     }
 
     /// The outcome (default success).
     pub fn outcome(mut self, outcome: Outcome) -> Self {
-        self.pending.event.outcome = outcome;
+        self.record.outcome = outcome;
         self
     }
 
     /// The severity (default info).
     pub fn severity(mut self, severity: Severity) -> Self {
-        self.pending.event.severity = severity;
+        self.record.severity = severity;
         self
     }
 
@@ -908,15 +721,14 @@ impl EventBuilder {
 
     /// Redacts, stamps and hands the event to the current `AuditLayer`.
     pub fn emit(self) -> Result<(), EmitError> {
-        let EventBuilder {
-            mut pending,
-            fields,
-        } = self;
-        let action = pending.event.action.clone();
-        let inner = tracing::dispatcher::get_default(|d| {
+        let EventBuilder { mut record, fields } = self;
+        let Some(inner) = tracing::dispatcher::get_default(|d| {
             d.downcast_ref::<AuditLayer>().map(|l| l.inner.clone())
-        })
-        .ok_or(EmitError::NoLayer { action })?;
+        }) else {
+            let action = record.get(record.action).to_owned();
+            Record::recycle(&mut vec![record]);
+            return Err(EmitError::NoLayer { action });
+        };
         for (k, v, content) in fields {
             let r = if content {
                 let m = inner.redactor.policy().content_method;
@@ -924,34 +736,34 @@ impl EventBuilder {
             } else {
                 inner.redactor.redact_field(&k, &v)
             };
-            pending.store(&k, r);
+            let key = record.text(&k);
+            record.put(key, r, Place::Attribute);
         }
         // Inside an audit span, the event belongs to its trace.
         let ids = Span::current()
             .id()
             .and_then(|id| with_state(&id, |_, s| s.ids));
-        let mut ev = pending.event;
-        ev.event_id = uuid::Uuid::now_v7();
-        ev.time = Utc::now();
-        ev.tenant.clone_from(&inner.tenant);
-        ev.service.clone_from(&inner.service);
-        if let Some(ids) = ids {
-            ev.trace = Ids {
+        // Not hot: the whole policy runs over the event once more at assembly.
+        record.whole_policy = true;
+        record.envelope = Some(Envelope {
+            layer: Arc::clone(&inner),
+            time: Utc::now(),
+            duration_ns: None,
+            trace: ids.map(|ids| Ids {
                 trace: ids.trace,
                 span: id_word(),
                 parent: Some(ids.span),
-            }
-            .context();
-        }
-        inner.redactor.redact_event(&mut ev);
-        inner.exporter.export(ev);
+            }),
+        });
+        inner.exporter.export_captured(CapturedEvent(record));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use otel_audit_event::redact::Method;
+    use otel_audit_event::RedactionMethod;
+    use otel_audit_event::redact::{Method, Redacted};
 
     use super::*;
 
@@ -980,38 +792,5 @@ mod tests {
         let out = r.apply_then_policy("note", "abcdef", &Method::MASK);
         assert_eq!(out.text(), Some("***def")); // MASK keeps at most half
         assert_eq!(out.redactions.len(), 1);
-    }
-
-    #[test]
-    fn attributes_are_cut_to_the_limit() {
-        let mut p = Pending::new("a", Category::System, Severity::Info);
-        p.insert_attribute("big", "é".repeat(MAX_ATTRIBUTE_VALUE_BYTES));
-        p.insert_attribute("small", "x".to_owned());
-        assert!(p.event.attributes["big"].len() <= MAX_ATTRIBUTE_VALUE_BYTES);
-        assert_eq!(p.event.attributes["small"], "x");
-        assert_eq!(p.event.redactions.len(), 1);
-        assert_eq!(p.event.redactions[0].method, RedactionMethod::Truncate);
-        assert!(!p.raw_attributes);
-        p.set_gen_ai_int("gen_ai.unknown.count", 3);
-        assert!(
-            p.raw_attributes,
-            "an unredacted attribute sends the event through the policy"
-        );
-    }
-
-    #[test]
-    fn ids_format_as_w3c_hex() {
-        let ids = Ids {
-            trace: [0x0123_4567_89ab_cdef, 0x1],
-            span: 0xff,
-            parent: Some(u64::MAX),
-        };
-        let t = ids.context();
-        assert_eq!(
-            t.trace_id.as_deref(),
-            Some("0123456789abcdef0000000000000001")
-        );
-        assert_eq!(t.span_id.as_deref(), Some("00000000000000ff"));
-        assert_eq!(t.parent_span_id.as_deref(), Some("ffffffffffffffff"));
     }
 }

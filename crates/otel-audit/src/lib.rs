@@ -46,6 +46,7 @@
 //! For a new application, [`init`] sets up a subscriber with an OTLP
 //! exporter in one call; applications with a subscriber add the layer.
 
+mod capture;
 pub mod export;
 mod init;
 mod layer;

@@ -1,24 +1,30 @@
 //! What `#[audit]` expansions call. Not a public API: it changes without notice.
 
-use std::borrow::Cow;
-use std::cell::Cell;
-use std::fmt;
+use std::cell::{Cell, RefCell};
+use std::fmt::{self, Write as _};
 
-use otel_audit_event::redact::{Redacted, RedactedField, inline_digest};
+use otel_audit_event::redact::{Redacted, RedactedField, Redactor, inline_digest};
 use otel_audit_event::{Actor, Category, Outcome, Severity, Target};
 use tracing::Span;
 
-use crate::layer::{self, Pending};
+use crate::capture::{Place, Record, Str};
+use crate::layer;
 
 pub use otel_audit_event::redact::Method;
 pub use tracing;
 pub use tracing::Instrument;
 
-/// An argument or field value on its way to the redaction policy.
-pub struct Text<'a> {
-    text: Cow<'a, str>,
-    /// From a `Sensitive<T>`: never recorded in clear.
-    sensitive: bool,
+/// An argument or field value on its way to the redaction policy. Values
+/// that need formatting are formatted into a buffer the thread reuses.
+pub enum Text<'a> {
+    /// A string: its text, not its `Debug` form.
+    Str(&'a str),
+    /// Formatted with `Display`.
+    Display(&'a dyn fmt::Display),
+    /// Formatted with `Debug`.
+    Debug(&'a dyn fmt::Debug),
+    /// A `Sensitive<T>`'s value: never recorded in clear.
+    Sensitive(&'a dyn fmt::Display),
 }
 
 /// Wraps a value so the `__audit_text` / `__audit_outcome` methods pick the
@@ -33,10 +39,7 @@ pub trait TextSensitive {
 }
 impl<T: fmt::Display> TextSensitive for &&&Wrap<'_, otel_audit_event::Sensitive<T>> {
     fn __audit_text(&self) -> Text<'_> {
-        Text {
-            text: Cow::Owned(self.0.expose().to_string()),
-            sensitive: true,
-        }
+        Text::Sensitive(self.0.expose())
     }
 }
 
@@ -47,10 +50,7 @@ pub trait TextStr {
 }
 impl<T: AsRef<str> + ?Sized> TextStr for &&Wrap<'_, T> {
     fn __audit_text(&self) -> Text<'_> {
-        Text {
-            text: Cow::Borrowed(self.0.as_ref()),
-            sensitive: false,
-        }
+        Text::Str(self.0.as_ref())
     }
 }
 
@@ -61,10 +61,7 @@ pub trait TextDisplay {
 }
 impl<T: fmt::Display + ?Sized> TextDisplay for &Wrap<'_, T> {
     fn __audit_text(&self) -> Text<'_> {
-        Text {
-            text: Cow::Owned(self.0.to_string()),
-            sensitive: false,
-        }
+        Text::Display(&self.0)
     }
 }
 
@@ -75,10 +72,7 @@ pub trait TextDebug {
 }
 impl<T: fmt::Debug + ?Sized> TextDebug for Wrap<'_, T> {
     fn __audit_text(&self) -> Text<'_> {
-        Text {
-            text: Cow::Owned(format!("{:?}", self.0)),
-            sensitive: false,
-        }
+        Text::Debug(&self.0)
     }
 }
 
@@ -261,53 +255,39 @@ impl<K: fmt::Display, I: fmt::Display> IntoTarget for (K, I) {
 /// with the policy of the `AuditLayer` in the current subscriber (or, with
 /// none, a fail-closed default), so the span only ever holds redacted text.
 ///
-/// The redacted texts stay here while the span is created (its fields borrow
-/// them through [`shown`](Self::shown)) and then move into the event, so
-/// each value is copied once.
+/// The redacted texts are copied once, into the record the span then carries
+/// to the exporter; the span's fields borrow them from there (see
+/// [`shown`](Self::shown)).
 pub struct Ctx {
     action: &'static str,
     redactor: layer::RedactorRef,
-    pending: Box<Pending>,
-    texts: Vec<(Dest, String)>,
+    record: Box<Record>,
+    /// Where `Display` and `Debug` values are formatted (reused per thread).
+    scratch: String,
 }
 
 thread_local! {
-    /// An empty text list with room, reused by the next `Ctx` on this thread.
-    static TEXTS: Cell<Vec<(Dest, String)>> = const { Cell::new(Vec::new()) };
+    /// An empty formatting buffer with room, reused by the next `Ctx` on this thread.
+    static SCRATCH: Cell<String> = const { Cell::new(String::new()) };
 }
 
 /// A recorded value's redacted text, for a span field: see [`Ctx::shown`].
 #[derive(Debug, Clone, Copy)]
-pub struct Shown(usize);
-
-/// Where a recorded text goes once the span exists.
-enum Dest {
-    /// The event's attribute of that name.
-    Attribute(&'static str),
-    /// A typed GenAI column (or attribute) of that name.
-    GenAi(&'static str),
-    /// Only the span: the event holds a digest or sealed content instead.
-    Span,
-}
+pub struct Shown(Str);
 
 impl Ctx {
-    /// Starts collecting for one call that records up to `values` texts.
-    pub fn new(
-        action: &'static str,
-        category: &'static str,
-        severity: &'static str,
-        values: usize,
-    ) -> Self {
+    /// Starts collecting for one call.
+    pub fn new(action: &'static str, category: &'static str, severity: &'static str) -> Self {
         // The macro only emits names it checked, so parsing cannot fail.
         let category = category.parse().unwrap_or(Category::System);
         let severity = severity.parse().unwrap_or(Severity::Info);
-        let mut texts = TEXTS.take();
-        texts.reserve(values);
+        let mut record = Record::take(category, severity);
+        record.action = Str::Static(action);
         Ctx {
             action,
             redactor: layer::RedactorRef::current(),
-            pending: Box::new(Pending::new(action, category, severity)),
-            texts,
+            record,
+            scratch: SCRATCH.take(),
         }
     }
 
@@ -318,102 +298,178 @@ impl Ctx {
 
     /// The redacted text of a recorded value, for its span field.
     pub fn shown(&self, value: Shown) -> &str {
-        &self.texts[value.0].1
+        self.record.get(value.0)
     }
 
-    fn keep(&mut self, dest: Dest, text: String) -> Shown {
-        self.texts.push((dest, text));
-        Shown(self.texts.len() - 1)
-    }
-
-    /// The redaction of one value: an explicit method (then the policy),
-    /// the content method for a `Sensitive<T>`, else the policy.
-    fn redact<'t>(
-        &self,
-        name: &str,
-        text: &'t str,
-        sensitive: bool,
+    /// Redacts one value (an explicit method then the policy, the content
+    /// method for a `Sensitive<T>`, else the policy) and stores the result.
+    fn record_text(
+        &mut self,
+        name: &'static str,
+        text: Text<'_>,
         method: Option<Method>,
-    ) -> RedactedField<'t> {
-        let r = self.redactor.get();
-        match (method, sensitive) {
-            (Some(m), _) => r.apply_then_policy(name, text, &m),
-            (None, true) => r.apply_then_policy(name, text, &r.policy().content_method),
-            (None, false) => r.redact_field(name, text),
+        place: Place,
+    ) -> Shown {
+        let Ctx {
+            redactor,
+            record,
+            scratch,
+            ..
+        } = self;
+        scratch.clear();
+        // A formatting error keeps what was written (`to_string` would panic).
+        let (text, sensitive) = match text {
+            Text::Str(s) => (s, false),
+            Text::Display(d) => {
+                let _ = write!(scratch, "{d}");
+                (scratch.as_str(), false)
+            }
+            Text::Debug(d) => {
+                let _ = write!(scratch, "{d:?}");
+                (scratch.as_str(), false)
+            }
+            Text::Sensitive(d) => {
+                let _ = write!(scratch, "{d}");
+                (scratch.as_str(), true)
+            }
+        };
+        let r = redactor.get();
+        let name_str = Str::Static(name);
+        // The method: an explicit one (then the policy on what it leaves),
+        // the content method for a `Sensitive<T>`, else the policy's for
+        // this name.
+        let (method, then_policy) = match (method, sensitive) {
+            (Some(m), _) => (Some(m), true),
+            (None, true) => (Some(r.policy().content_method), true),
+            (None, false) => (policy_method(redactor, name), false),
+        };
+        let shown = match method {
+            // A digest leaves no text for the policy: what `apply` and
+            // `apply_then_policy` return, computed without their owned records.
+            Some(Method::Hmac) => match hmac(r, text) {
+                Some((key_id, digest)) => record.put_hmac(name_str, key_id, digest, place),
+                None => record.put(name_str, r.apply(name, text, &Method::Hmac), place),
+            },
+            Some(m) if then_policy => {
+                record.put(name_str, r.apply_then_policy(name, text, &m), place)
+            }
+            Some(m) => record.put(name_str, r.apply(name, text, &m), place),
+            None => record.put(name_str, r.scan_field(name, text), place),
+        };
+        let shown = Shown(shown);
+        if sensitive {
+            // Do not leave the clear value in a buffer that outlives the call.
+            let n = scratch.len();
+            scratch.clear();
+            scratch.extend(std::iter::repeat_n('\0', n));
+            scratch.clear();
         }
+        shown
     }
 
     /// Records an argument, a `fields(...)` entry or GenAI content; returns
     /// its redacted text for the span.
     pub fn arg(&mut self, name: &'static str, text: Text<'_>, method: Option<Method>) -> Shown {
-        let Text { text, sensitive } = text;
-        let out = self.redact(name, &text, sensitive, method);
-        let (shown, attribute) = if out.is_clear() && matches!(text, Cow::Owned(_)) {
-            // Unchanged text formatted for this call: keep that String, no copy.
-            let RedactedField { value, redactions } = out;
-            drop(value);
-            self.pending.keep_redactions(redactions);
-            (text.into_owned(), true)
-        } else {
-            self.pending.place(name, out)
-        };
-        let dest = if attribute {
-            Dest::Attribute(name)
-        } else {
-            Dest::Span
-        };
-        self.keep(dest, shown)
+        self.record_text(name, text, method, Place::Attribute)
     }
 
     /// Records a GenAI text attribute into its typed column.
     pub fn gen_ai_text(&mut self, key: &'static str, text: Text<'_>) -> Shown {
-        let out = self.redact(key, &text.text, text.sensitive, None);
-        let shown = shown_text(&out);
-        self.pending.redactions_from(out);
-        self.keep(Dest::GenAi(key), shown)
+        self.record_text(key, text, None, Place::GenAi)
     }
 
     /// Records a GenAI count into its typed column.
     pub fn gen_ai_int(&mut self, key: &'static str, v: Option<i64>) -> Option<i64> {
         if let Some(v) = v {
-            self.pending.set_gen_ai_int(key, v);
+            self.record.set_gen_ai_int(Str::Static(key), v);
         }
         v
     }
 
     /// Records the temperature.
     pub fn gen_ai_float(&mut self, key: &'static str, v: f64) -> f64 {
-        self.pending.set_gen_ai_float(key, v);
+        self.record.set_gen_ai_float(Str::Static(key), v);
         v
     }
 
     /// Sets the actor (the layer applies the policy's identity rules).
     pub fn actor(&mut self, actor: Actor) {
-        self.pending.set_actor(actor);
+        self.record.set_actor(&actor);
     }
 
     /// Sets the target.
     pub fn target(&mut self, target: Target) {
-        self.pending.set_target(target);
+        self.record.set_target(&target);
     }
 
     /// Hands everything collected to the span's audit state.
     pub fn attach(self, span: &Span) {
         let Ctx {
-            mut pending,
-            mut texts,
+            record,
+            mut scratch,
             ..
         } = self;
-        for (dest, text) in texts.drain(..) {
-            match dest {
-                Dest::Attribute(name) => pending.insert_attribute(name, text),
-                Dest::GenAi(key) => pending.set_gen_ai_text(key, text),
-                Dest::Span => {}
-            }
+        // The buffer goes back for this thread's next call.
+        scratch.clear();
+        SCRATCH.set(scratch);
+        layer::attach(span, record);
+    }
+}
+
+/// The HMAC-SHA256 of `text` under the active key, and that key's id; `None`
+/// when there is no HMAC key (the generic path then records the drop).
+fn hmac<'r>(r: &'r Redactor, text: &str) -> Option<(&'r str, [u8; 32])> {
+    let ring = r.keys().hmac.as_ref()?;
+    let id = ring.active_id();
+    ring.hmac_sha256(id, text.as_bytes())
+        .ok()
+        .map(|digest| (id, digest))
+}
+
+/// (redactor id, name address, name length, the policy's method).
+type RuleEntry = (u64, usize, usize, Option<Method>);
+
+/// Entries in each thread's cache of policy decisions.
+const RULES: usize = 64;
+
+thread_local! {
+    /// The policy's method per (redactor, field name): names in expansions
+    /// are `&'static str`, so their address and length identify them, and
+    /// a policy never changes once built.
+    static RULE_CACHE: RefCell<[RuleEntry; RULES]> =
+        const { RefCell::new([(u64::MAX, 0, 0, None); RULES]) };
+}
+
+/// [`Redactor::method_for`], remembered per thread for the names of
+/// expansions (a field's method is looked up on every call otherwise: a
+/// hash and every glob of the policy).
+fn policy_method(redactor: &layer::RedactorRef, name: &'static str) -> Option<Method> {
+    let id = redactor.id();
+    let key = (name.as_ptr() as usize, name.len());
+    // Fibonacci hashing of the address, and two slots per name, so the
+    // few names of one call site rarely evict each other.
+    let h = ((key.0 ^ key.1.rotate_left(48)) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let slot = (h >> 58) as usize % RULES;
+    let slots = [slot, slot ^ 1];
+    let cached = RULE_CACHE.try_with(|c| {
+        let c = c.borrow();
+        slots.iter().find_map(|&i| {
+            let e = c[i];
+            (e.0 == id && (e.1, e.2) == key).then_some(e.3)
+        })
+    });
+    match cached {
+        Ok(Some(m)) => m,
+        _ => {
+            let m = redactor.get().method_for(name);
+            let _ = RULE_CACHE.try_with(|c| {
+                // The newest in the first slot, the one it displaces in the second.
+                let mut c = c.borrow_mut();
+                c[slot ^ 1] = c[slot];
+                c[slot] = (id, key.0, key.1, m);
+            });
+            m
         }
-        // The emptied list goes back for this thread's next call.
-        TEXTS.set(texts);
-        layer::attach(span, pending);
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use otel_audit::export::{
-    AuditExporter, DROPPED_BEFORE_ATTRIBUTE, ExportError, FullQueuePolicy, InMemoryExporter,
-    JsonLinesExporter, QueueConfig,
+    AuditExporter, BatchExporter, DROPPED_BEFORE_ATTRIBUTE, ExportError, FullQueuePolicy,
+    InMemoryExporter, JsonLinesExporter, QueueConfig,
 };
 use otel_audit::{ActorType, AuditEvent, Category, Outcome};
 
@@ -316,4 +316,132 @@ fn in_memory_exporter_shares_events_between_clones() {
     assert!(handle.is_empty());
     let stats = shared.stats();
     assert_eq!((stats.exported, stats.dropped), (4, 1));
+}
+
+#[test]
+fn batch_exporter_delivers_in_order_and_reports_a_failed_batch() {
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&delivered);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut cfg = config();
+    cfg.batch_delay = Duration::from_secs(3600);
+    let exporter = BatchExporter::new("bus", cfg, move |batch: &[AuditEvent]| {
+        // The first batch fails, as a broker that is down would.
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("broker unavailable".into());
+        }
+        seen.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    })
+    .unwrap();
+    let sent: Vec<AuditEvent> = (0..5).map(sample_event).collect();
+    exporter.export(sent[0].clone());
+    exporter.export(sent[1].clone());
+    let err = exporter.force_flush().unwrap_err();
+    match &err {
+        ExportError::Delivery { count, source, .. } => {
+            assert_eq!(*count, 2);
+            assert!(
+                matches!(
+                    **source,
+                    ExportError::Deliver {
+                        exporter: "bus",
+                        count: 2,
+                        ..
+                    }
+                ),
+                "{source:?}"
+            );
+            let chain = format!("{}", std::error::Error::source(&**source).unwrap());
+            assert_eq!(chain, "broker unavailable");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for e in &sent[2..] {
+        exporter.export(e.clone());
+    }
+    exporter.shutdown().unwrap();
+    let mut marked = sent[2].clone();
+    marked
+        .attributes
+        .insert(DROPPED_BEFORE_ATTRIBUTE.into(), "2".into());
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        vec![marked, sent[3].clone(), sent[4].clone()]
+    );
+    let stats = exporter.stats();
+    assert_eq!((stats.exported, stats.failed, stats.dropped), (3, 2, 0));
+}
+
+#[test]
+fn audited_calls_are_assembled_on_the_exporter_thread_as_in_memory() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[otel_audit::audit(action = "llm.chat", category = inference, actor = user, redact(prompt = "hmac"))]
+    fn chat(user: &str, prompt: &str, max_tokens: u32) -> Result<(), std::io::Error> {
+        otel_audit::current().input_tokens(7).response_model("m-2");
+        if max_tokens == 0 {
+            return Err(std::io::Error::other("no budget for jane@example.com"));
+        }
+        Ok(())
+    }
+
+    // The same calls through an exporter that assembles on its own thread
+    // and through one that assembles on the calling thread.
+    let queued = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&queued);
+    let batch = Arc::new(
+        BatchExporter::new("assemble", config(), move |b: &[AuditEvent]| {
+            seen.lock().unwrap().extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap(),
+    );
+    let memory = InMemoryExporter::default();
+    for exporter in [
+        Arc::clone(&batch) as Arc<dyn AuditExporter>,
+        Arc::new(memory.clone()) as Arc<dyn AuditExporter>,
+    ] {
+        let layer = otel_audit::AuditLayer::builder()
+            .service_name("svc")
+            .tenant("acme")
+            .hmac_key("k1", [5u8; 32])
+            .shared_exporter(exporter)
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            chat("user-1", "my card is 4111 1111 1111 1111", 16).unwrap();
+            chat("user-2", "hello", 0).unwrap_err();
+        });
+    }
+    batch.shutdown().unwrap();
+    let normalise = |mut events: Vec<AuditEvent>| {
+        for e in &mut events {
+            e.event_id = uuid::Uuid::nil();
+            e.time = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+            e.duration_ns = None;
+            e.trace = Default::default();
+        }
+        events
+    };
+    let queued = queued.lock().unwrap().clone();
+    for e in &queued {
+        e.validate().unwrap();
+        assert_eq!(e.trace.trace_id.as_deref().map(str::len), Some(32));
+    }
+    let queued = normalise(queued);
+    let direct = normalise(memory.events());
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued, direct);
+    let ok = &queued[0];
+    assert_eq!(ok.actor.id.as_deref(), Some("user-1"));
+    assert_eq!(ok.gen_ai.input_tokens, Some(7));
+    assert_eq!(ok.gen_ai.response_model.as_deref(), Some("m-2"));
+    assert_eq!(ok.content_digests[0].field, "prompt");
+    assert_eq!(ok.attributes["max_tokens"], "16");
+    let failed = &queued[1];
+    assert_eq!(failed.outcome, Outcome::Failure);
+    let message = failed.error.message.as_deref().unwrap();
+    assert!(!message.contains("jane@example.com"), "{message}");
 }

@@ -194,6 +194,7 @@ fn compiled() -> &'static Compiled {
 
 /// Byte-level facts that let most text skip most detectors.
 struct Stats {
+    len: usize,
     digits: usize,
     colons: usize,
     dots: usize,
@@ -206,6 +207,7 @@ struct Stats {
 impl Stats {
     fn of(text: &str) -> Self {
         let mut s = Stats {
+            len: text.len(),
             digits: 0,
             colons: 0,
             dots: 0,
@@ -243,10 +245,13 @@ impl Stats {
     fn may_match(&self, d: Detector) -> bool {
         match d {
             Detector::PrivateKey => self.dashes5,
-            Detector::Jwt => self.upper,
-            Detector::ApiKey => self.letters && self.digits > 0,
+            // The shortest text each expression can match: a JWT has two
+            // dots, the shortest key form is `xoxb-` and ten more, an IBAN
+            // is at least 12 characters.
+            Detector::Jwt => self.upper && self.dots >= 2,
+            Detector::ApiKey => self.len >= 15 && self.letters && self.digits > 0,
             Detector::Email => self.at,
-            Detector::Iban => self.upper && self.digits >= 2,
+            Detector::Iban => self.len >= 12 && self.upper && self.digits >= 2,
             Detector::PaymentCard => self.digits >= 13,
             Detector::UsSsn => self.digits >= 9,
             // IPv4 needs three dots, IPv6 two colons.
@@ -986,6 +991,14 @@ mod tests {
         }
         none("task-scheduler sk-learn-style-package-name-here risk-assessment-model-v2");
         none("AKIA1234 is too short; xoxb-short");
+        // The shortest forms each expression accepts, alone in a value (the
+        // length prefilter must not skip them).
+        for k in ["xoxb-a123456789", "AKIA0123456789ABCDEF"] {
+            only(k, Detector::ApiKey, k);
+        }
+        only("NO9386011117947", Detector::Iban, "NO9386011117947");
+        let jwt = "eyJhb.eyJzd.x";
+        only(jwt, Detector::Jwt, jwt);
     }
 
     #[test]

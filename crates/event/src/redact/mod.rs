@@ -317,6 +317,14 @@ impl Redactor {
         self.redact_inner(field, value, true)
     }
 
+    /// Runs only the detectors over `value` (unless the policy skips
+    /// `field`): what [`redact_field`](Self::redact_field) does when
+    /// [`method_for`](Self::method_for) says the field passes. For a caller
+    /// that looked the method up already (and keeps it per field name).
+    pub fn scan_field<'a>(&self, field: &str, value: &'a str) -> RedactedField<'a> {
+        self.scan(field, Cow::Borrowed(value), Vec::new())
+    }
+
     /// Redacts a value with a given method regardless of the policy (as
     /// `#[audit(redact(arg = "truncate(20)"))]` asks); text that stays
     /// readable is still scanned by the detectors.
@@ -885,27 +893,45 @@ fn clamp(mut s: String, max: usize, field: &str, redactions: &mut Vec<Redaction>
 /// The inline text of a digest in a typed column: `hmac-sha256:<key id>:<hex>`
 /// or `sha256:<hex>`.
 pub fn inline_digest(d: &ContentDigest) -> String {
-    // Built by hand: this runs for every digested value on the calling thread.
     let mut s = String::with_capacity(12 + MAX_KEY_ID_BYTES + 1 + 64);
-    match (&d.algorithm, &d.key_id) {
-        (DigestAlgorithm::HmacSha256, Some(k)) => {
-            s.push_str("hmac-sha256:");
-            s.push_str(k);
-            s.push(':');
-        }
-        _ => s.push_str("sha256:"),
-    }
-    push_hex(&mut s, &d.digest);
+    push_inline_digest(&mut s, d);
     s
+}
+
+/// Appends the inline text of a digest (as [`inline_digest`] returns it) to
+/// `s`: for a caller that keeps many texts in one buffer.
+pub fn push_inline_digest(s: &mut String, d: &ContentDigest) {
+    // Built by hand: this runs for every digested value on the calling thread.
+    match (&d.algorithm, &d.key_id) {
+        (DigestAlgorithm::HmacSha256, Some(k)) => push_inline_hmac(s, k, &d.digest),
+        _ => {
+            s.push_str("sha256:");
+            push_hex(s, &d.digest);
+        }
+    }
+}
+
+/// Appends the inline text of an HMAC-SHA256 digest under key `key_id`
+/// (`hmac-sha256:<key id>:<hex>`, as [`inline_digest`] writes it).
+pub fn push_inline_hmac(s: &mut String, key_id: &str, digest: &[u8; 32]) {
+    s.push_str("hmac-sha256:");
+    s.push_str(key_id);
+    s.push(':');
+    push_hex(s, digest);
 }
 
 /// Appends `bytes` as lower-case hex.
 pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    s.reserve(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+    // 32 bytes at a time through a stack buffer: one append per chunk
+    // instead of a capacity check and a UTF-8 encode per character.
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        s.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).expect("hex digits are ASCII"));
     }
 }
 
@@ -927,6 +953,17 @@ pub fn is_inline_digest(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_and_complete() {
+        for n in [0, 1, 31, 32, 33, 64, 70] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + 5) as u8).collect();
+            let mut s = "x".to_owned();
+            push_hex(&mut s, &bytes);
+            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(s, format!("x{want}"));
+        }
+    }
     use crate::model::Category;
 
     const KEY: [u8; 32] = [0x42; 32];

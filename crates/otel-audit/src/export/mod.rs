@@ -1,10 +1,13 @@
 //! Where audit events go: OTLP logs to a collector, JSON lines for local
 //! development, memory for tests.
 //!
-//! Every exporter implements [`AuditExporter`]. [`OtlpExporter`] and
-//! [`JsonLinesExporter`] put a bounded queue in front of their sink and write
-//! from a dedicated background thread, so the thread that records an event
-//! never waits on the network or a disk:
+//! Every exporter implements [`AuditExporter`]. [`OtlpExporter`],
+//! [`JsonLinesExporter`] and [`BatchExporter`] (your own delivery function)
+//! put a bounded queue in front of their sink and write from a dedicated
+//! background thread, so the thread that records an event never waits on
+//! the network or a disk, and does not even assemble the event: the layer
+//! hands over what the call captured ([`CapturedEvent`]) and the exporter's
+//! thread builds the [`AuditEvent`] from it:
 //!
 //! - when the queue is full, the [`FullQueuePolicy`] decides: drop the new
 //!   event ([`FullQueuePolicy::DropNewest`], the default) or wait up to a
@@ -36,11 +39,15 @@ use std::time::Duration;
 
 use otel_audit_event::AuditEvent;
 
+use crate::capture::Record;
+
+mod batch;
 mod json;
 mod memory;
 mod otlp;
 mod queue;
 
+pub use batch::{BatchError, BatchExporter};
 pub use json::JsonLinesExporter;
 pub use memory::InMemoryExporter;
 pub use opentelemetry_otlp::RetryPolicy;
@@ -61,6 +68,15 @@ pub trait AuditExporter: Send + Sync + 'static {
     /// enqueues and applies the full-queue policy.
     fn export(&self, event: AuditEvent);
 
+    /// Hands over an event as the [`AuditLayer`](crate::AuditLayer) captured
+    /// it: redacted, but not yet assembled. The default assembles it on the
+    /// calling thread and calls [`export`](Self::export). Exporters with a
+    /// background thread queue it and assemble it there, which keeps the
+    /// audited call's own cost (and its allocations) small.
+    fn export_captured(&self, event: CapturedEvent) {
+        self.export(event.into_event());
+    }
+
     /// Blocks until everything handed over so far is exported (or failed),
     /// up to the exporter's flush timeout. Reports delivery failures that
     /// happened since the previous flush.
@@ -78,6 +94,9 @@ impl<T: AuditExporter + ?Sized> AuditExporter for Arc<T> {
     fn export(&self, event: AuditEvent) {
         (**self).export(event)
     }
+    fn export_captured(&self, event: CapturedEvent) {
+        (**self).export_captured(event)
+    }
     fn force_flush(&self) -> Result<(), ExportError> {
         (**self).force_flush()
     }
@@ -93,6 +112,9 @@ impl<T: AuditExporter + ?Sized> AuditExporter for Box<T> {
     fn export(&self, event: AuditEvent) {
         (**self).export(event)
     }
+    fn export_captured(&self, event: CapturedEvent) {
+        (**self).export_captured(event)
+    }
     fn force_flush(&self) -> Result<(), ExportError> {
         (**self).force_flush()
     }
@@ -101,6 +123,40 @@ impl<T: AuditExporter + ?Sized> AuditExporter for Box<T> {
     }
     fn stats(&self) -> ExportStats {
         (**self).stats()
+    }
+}
+
+/// An audit event as an [`AuditLayer`](crate::AuditLayer) captured it on the
+/// thread that made the audited call: every value already redacted, the
+/// event not yet assembled. See [`AuditExporter::export_captured`].
+pub struct CapturedEvent(pub(crate) Box<Record>);
+
+impl CapturedEvent {
+    /// Assembles the event (and applies the layer's policy to the identity
+    /// fields: actor, target, error message, ...).
+    pub fn into_event(self) -> AuditEvent {
+        let mut spare = Vec::with_capacity(1);
+        let ev = self.assemble(&mut spare);
+        Record::recycle(&mut spare);
+        ev
+    }
+
+    /// Assembles the event and leaves the record in `spare`, so a batch
+    /// can return its records to the pool at once.
+    #[allow(clippy::vec_box)] // the records go back to the pool in their boxes
+    pub(crate) fn assemble(self, spare: &mut Vec<Box<Record>>) -> AuditEvent {
+        let mut record = self.0;
+        let ev = record.assemble();
+        spare.push(record);
+        ev
+    }
+}
+
+impl std::fmt::Debug for CapturedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The values are redacted, but only assembly applies the policy to
+        // the identity fields: nothing is shown here.
+        f.debug_struct("CapturedEvent").finish_non_exhaustive()
     }
 }
 
@@ -193,6 +249,17 @@ pub enum ExportError {
         /// The encoder's error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A [`BatchExporter`]'s function failed a batch.
+    #[error("the {exporter} exporter could not deliver a batch of {count} events")]
+    Deliver {
+        /// Which exporter.
+        exporter: &'static str,
+        /// Events in the failed batch.
+        count: usize,
+        /// The function's error.
+        #[source]
+        source: BatchError,
     },
     /// Shutting down the OTLP exporter failed.
     #[error("shutting down the OTLP exporter failed")]

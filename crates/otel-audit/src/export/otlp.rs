@@ -110,6 +110,9 @@ impl AuditExporter for OtlpExporter {
     fn export(&self, event: AuditEvent) {
         self.queue.export(event)
     }
+    fn export_captured(&self, event: super::CapturedEvent) {
+        self.queue.export_captured(event)
+    }
     fn force_flush(&self) -> Result<(), ExportError> {
         self.queue.force_flush()
     }

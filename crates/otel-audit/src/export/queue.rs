@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use otel_audit_event::AuditEvent;
 
-use super::{DROPPED_BEFORE_ATTRIBUTE, ExportError, ExportStats};
+use super::{CapturedEvent, DROPPED_BEFORE_ATTRIBUTE, ExportError, ExportStats};
+use crate::capture::Record;
 
 /// What [`AuditExporter::export`](super::AuditExporter::export) does when the
 /// queue is full.
@@ -124,9 +125,17 @@ pub(crate) trait Sink: 'static {
 }
 
 struct Item {
-    /// The gap count this event carries (already set as its attribute).
+    /// The number of events lost just before this one, which it carries as
+    /// its gap marker (set when the worker assembles the batch).
     carried_gap: u64,
-    event: AuditEvent,
+    event: Payload,
+}
+
+enum Payload {
+    /// Boxed: queue slots stay a few words wide for the captured events.
+    Event(Box<AuditEvent>),
+    /// Assembled on the worker, off the calling thread.
+    Captured(CapturedEvent),
 }
 
 struct State {
@@ -283,7 +292,15 @@ impl Queued {
         }
     }
 
-    pub(crate) fn export(&self, mut event: AuditEvent) {
+    pub(crate) fn export(&self, event: AuditEvent) {
+        self.enqueue(Payload::Event(Box::new(event)));
+    }
+
+    pub(crate) fn export_captured(&self, event: CapturedEvent) {
+        self.enqueue(Payload::Captured(event));
+    }
+
+    fn enqueue(&self, event: Payload) {
         let shared = &*self.shared;
         let config = &shared.config;
         let mut st = lock(&shared.state);
@@ -316,9 +333,6 @@ impl Queued {
             }
         }
         let gap = std::mem::take(&mut st.gap);
-        if gap > 0 {
-            mark_gap(&mut event, gap);
-        }
         st.queue.push_back(Item {
             carried_gap: gap,
             event,
@@ -496,6 +510,8 @@ pub(crate) fn quiet_thread() -> impl Sized {
 fn run_worker<S: Sink>(shared: &Shared, mut sink: S) {
     let config = &shared.config;
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(config.max_batch_size);
+    let mut taken: Vec<Item> = Vec::with_capacity(config.max_batch_size);
+    let mut spare = Vec::with_capacity(config.max_batch_size);
     let mut carried: u64;
     let mut next_due = Instant::now() + config.batch_delay;
     loop {
@@ -525,13 +541,22 @@ fn run_worker<S: Sink>(shared: &Shared, mut sink: S) {
                 .0;
         }
         let n = st.queue.len().min(config.max_batch_size);
-        carried = 0;
-        for item in st.queue.drain(..n) {
-            carried += item.carried_gap;
-            batch.push(item.event);
-        }
+        taken.extend(st.queue.drain(..n));
         drop(st);
         shared.space.notify_all();
+        carried = 0;
+        for item in taken.drain(..) {
+            let mut event = match item.event {
+                Payload::Event(event) => *event,
+                Payload::Captured(captured) => captured.assemble(&mut spare),
+            };
+            if item.carried_gap > 0 {
+                mark_gap(&mut event, item.carried_gap);
+            }
+            carried += item.carried_gap;
+            batch.push(event);
+        }
+        Record::recycle(&mut spare);
 
         let result = sink.write(&batch);
         let count = batch.len() as u64;

@@ -1,0 +1,725 @@
+//! What an audited call captures on its own thread, and how that becomes an
+//! [`AuditEvent`] on the exporter's.
+//!
+//! The calling thread only redacts (which must happen there, before any
+//! layer sees a value) and copies the redacted texts into one buffer of a
+//! [`Record`], with a list of small [`Op`]s saying where each text goes. The
+//! event itself, with its map, strings and lists, is assembled by
+//! [`Record::assemble`], which queued exporters run on their own thread.
+//!
+//! Why: on the calling thread every allocation that another thread frees is
+//! expensive (the allocator's arena lock is shared with the thread freeing
+//! into it), and an assembled event is two dozen of them. Records are
+//! recycled through a small pool instead, so in steady state an audited call
+//! allocates nothing that crosses threads.
+
+// The pool holds boxes on purpose: a record moves from the call into its
+// span and on to the exporter as one pointer, and comes back in the same box.
+#![allow(clippy::vec_box)]
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use otel_audit_event::redact::{Redacted, RedactedField, push_inline_digest, push_inline_hmac};
+use otel_audit_event::{
+    Actor, ActorType, AuditEvent, Category, ContentDigest, DigestAlgorithm,
+    MAX_ATTRIBUTE_VALUE_BYTES, Outcome, Redaction, RedactionMethod, SealedContent, Severity,
+    Target, TraceContext,
+};
+
+use crate::layer::Inner;
+
+/// A text: a name the code gave (`&'static str`) or a range of a record's
+/// text buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Str {
+    Static(&'static str),
+    At(usize, usize),
+}
+
+/// Where a redaction result goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// An attribute (or, for a digest or sealed value, `content_digests` /
+    /// `sealed_content`).
+    Attribute,
+    /// A typed GenAI column (an attribute for names without one), as the
+    /// span shows it: a digest becomes its inline text there.
+    GenAi,
+}
+
+/// One step of assembling the event, in the order the call made them.
+enum Op {
+    Attribute {
+        name: Str,
+        value: Str,
+    },
+    GenAiText {
+        key: Str,
+        value: Str,
+    },
+    Redaction {
+        field: Str,
+        method: RedactionMethod,
+        detector: Option<Str>,
+        key_id: Option<Str>,
+    },
+    Digest {
+        field: Str,
+        algorithm: DigestAlgorithm,
+        key_id: Option<Str>,
+        digest: [u8; 32],
+    },
+    Actor {
+        id: Option<Str>,
+        kind: Option<ActorType>,
+        role: Option<Str>,
+        ip: Option<Str>,
+        session: Option<Str>,
+    },
+    Target {
+        kind: Option<Str>,
+        id: Option<Str>,
+    },
+    Error {
+        kind: Str,
+        message: Option<Str>,
+    },
+    /// `blocked(...)`: the detectors that fired replace any earlier list.
+    ClearDetectors,
+    Detector(Str),
+    BlockReason(Option<Str>),
+}
+
+/// A span's W3C ids, kept as numbers until the event is assembled.
+#[derive(Clone, Copy)]
+pub(crate) struct Ids {
+    pub(crate) trace: [u64; 2],
+    pub(crate) span: u64,
+    pub(crate) parent: Option<u64>,
+}
+
+impl Ids {
+    pub(crate) fn context(&self) -> TraceContext {
+        let mut trace_id = String::with_capacity(32);
+        push_hex_u64(&mut trace_id, self.trace[0]);
+        push_hex_u64(&mut trace_id, self.trace[1]);
+        let mut span_id = String::with_capacity(16);
+        push_hex_u64(&mut span_id, self.span);
+        TraceContext {
+            trace_id: Some(trace_id),
+            span_id: Some(span_id),
+            parent_span_id: self.parent.map(|p| {
+                let mut s = String::with_capacity(16);
+                push_hex_u64(&mut s, p);
+                s
+            }),
+        }
+    }
+}
+
+fn push_hex_u64(s: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        s.push(HEX[((v >> (shift * 4)) & 0xf) as usize] as char);
+    }
+}
+
+/// What only the layer knows when the call ends: the event's time, tenant
+/// and service (from the layer), and its trace. The id (a UUIDv7 of the
+/// event's time) is drawn at assembly.
+pub(crate) struct Envelope {
+    pub(crate) layer: Arc<Inner>,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) duration_ns: Option<i64>,
+    pub(crate) trace: Option<Ids>,
+}
+
+/// An audit event under construction: redacted values, not yet assembled.
+pub(crate) struct Record {
+    pub(crate) action: Str,
+    pub(crate) category: Category,
+    pub(crate) severity: Severity,
+    pub(crate) outcome: Outcome,
+    pub(crate) input_tokens: Option<i64>,
+    pub(crate) output_tokens: Option<i64>,
+    pub(crate) temperature: Option<f64>,
+    pub(crate) safety_passed: Option<bool>,
+    /// Something was stored without going through the redactor: assembly
+    /// applies the whole policy (`redact_event`), not only to the typed
+    /// identity fields.
+    pub(crate) whole_policy: bool,
+    texts: String,
+    ops: Vec<Op>,
+    /// Rare (`encrypt`), so kept as it comes.
+    sealed: Vec<SealedContent>,
+    pub(crate) envelope: Option<Envelope>,
+}
+
+/// Most records the pool keeps; beyond it, records are freed. The default
+/// export queue's capacity: the pool never holds more records than one full
+/// queue does.
+const POOL_MAX: usize = 4096;
+const NEW_TEXT_BYTES: usize = 512;
+const NEW_OPS: usize = 16;
+/// How many records a thread takes from the pool at once.
+const REFILL: usize = 32;
+/// A record whose buffers grew past these is freed rather than kept.
+const KEEP_TEXT_BYTES: usize = 16 * 1024;
+const KEEP_OPS: usize = 256;
+
+static POOL: Mutex<Vec<Box<Record>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Records this thread took from the pool and has not used yet.
+    static STASH: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pool() -> MutexGuard<'static, Vec<Box<Record>>> {
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Record {
+    fn empty() -> Self {
+        Record {
+            action: Str::Static(""),
+            category: Category::System,
+            severity: Severity::Info,
+            outcome: Outcome::Success,
+            input_tokens: None,
+            output_tokens: None,
+            temperature: None,
+            safety_passed: None,
+            whole_policy: false,
+            // Room for a typical call, so a fresh record does not grow (and
+            // copy) its buffers a text at a time.
+            texts: String::with_capacity(NEW_TEXT_BYTES),
+            ops: Vec::with_capacity(NEW_OPS),
+            sealed: Vec::new(),
+            envelope: None,
+        }
+    }
+
+    /// A record for a new event, recycled when one is spare.
+    pub(crate) fn take(category: Category, severity: Severity) -> Box<Record> {
+        let spare = STASH
+            .try_with(|stash| {
+                let mut stash = stash.borrow_mut();
+                if stash.is_empty() {
+                    // Never wait for the pool: a fresh record is cheaper.
+                    if let Ok(mut pool) = POOL.try_lock() {
+                        let from = pool.len().saturating_sub(REFILL);
+                        stash.extend(pool.drain(from..));
+                    }
+                }
+                stash.pop()
+            })
+            .ok()
+            .flatten();
+        let mut r = spare.unwrap_or_else(|| Box::new(Record::empty()));
+        r.category = category;
+        r.severity = severity;
+        r
+    }
+
+    /// Empties the record for reuse; false when it grew too large to keep.
+    fn reset(&mut self) -> bool {
+        self.action = Str::Static("");
+        self.outcome = Outcome::Success;
+        self.input_tokens = None;
+        self.output_tokens = None;
+        self.temperature = None;
+        self.safety_passed = None;
+        self.whole_policy = false;
+        self.texts.clear();
+        self.ops.clear();
+        self.sealed.clear();
+        self.envelope = None;
+        self.texts.capacity() <= KEEP_TEXT_BYTES && self.ops.capacity() <= KEEP_OPS
+    }
+
+    /// Returns used records to the pool (one lock for all of them).
+    pub(crate) fn recycle(records: &mut Vec<Box<Record>>) {
+        records.retain_mut(|r| r.reset());
+        if records.is_empty() {
+            return;
+        }
+        let mut pool = pool();
+        let room = POOL_MAX.saturating_sub(pool.len());
+        let n = records.len().min(room);
+        pool.extend(records.drain(..n));
+        drop(pool);
+        records.clear();
+    }
+
+    /// Copies `s` into the text buffer.
+    pub(crate) fn text(&mut self, s: &str) -> Str {
+        let start = self.texts.len();
+        self.texts.push_str(s);
+        Str::At(start, self.texts.len())
+    }
+
+    /// The text `s` stands for.
+    pub(crate) fn get(&self, s: Str) -> &str {
+        match s {
+            Str::Static(s) => s,
+            Str::At(a, b) => &self.texts[a..b],
+        }
+    }
+
+    fn opt_text(&mut self, s: Option<&str>) -> Option<Str> {
+        s.map(|s| self.text(s))
+    }
+
+    /// Keeps a result's redaction records; those naming `name` point at it
+    /// instead of copying it.
+    pub(crate) fn keep_redactions(&mut self, name: Str, redactions: &[Redaction]) {
+        for r in redactions {
+            let field = if r.field == self.get(name) {
+                name
+            } else {
+                self.text(&r.field)
+            };
+            let detector = self.opt_text(r.detector.as_deref());
+            let key_id = self.opt_text(r.key_id.as_deref());
+            self.ops.push(Op::Redaction {
+                field,
+                method: r.method,
+                detector,
+                key_id,
+            });
+        }
+    }
+
+    /// Stores a redaction result for `name` and returns the text a span
+    /// shows for it.
+    pub(crate) fn put(&mut self, name: Str, r: RedactedField<'_>, place: Place) -> Str {
+        let RedactedField { value, redactions } = r;
+        self.keep_redactions(name, &redactions);
+        let shown = match value {
+            Redacted::Clear(s) => self.text(&s),
+            Redacted::Replaced(s) => self.text(&s),
+            Redacted::Dropped => {
+                return self.shown_only(key_place(place, name, Str::Static("[dropped]")));
+            }
+            Redacted::Digest(d) => {
+                let start = self.texts.len();
+                push_inline_digest(&mut self.texts, &d);
+                let shown = Str::At(start, self.texts.len());
+                if place == Place::Attribute {
+                    let ContentDigest {
+                        algorithm,
+                        key_id,
+                        digest,
+                        ..
+                    } = d;
+                    let key_id = self.opt_text(key_id.as_deref());
+                    self.ops.push(Op::Digest {
+                        field: name,
+                        algorithm,
+                        key_id,
+                        digest,
+                    });
+                }
+                return self.shown_only(key_place(place, name, shown));
+            }
+            Redacted::Sealed(mut s) => {
+                let start = self.texts.len();
+                let _ = write!(self.texts, "[encrypted:{}:{}]", s.algorithm, s.key_id);
+                let shown = Str::At(start, self.texts.len());
+                if place == Place::Attribute {
+                    if s.field != self.get(name) {
+                        s.field = self.get(name).to_owned();
+                    }
+                    self.sealed.push(s);
+                }
+                return self.shown_only(key_place(place, name, shown));
+            }
+        };
+        match place {
+            Place::Attribute => self.ops.push(Op::Attribute { name, value: shown }),
+            Place::GenAi => self.ops.push(Op::GenAiText {
+                key: name,
+                value: shown,
+            }),
+        }
+        shown
+    }
+
+    /// Stores an HMAC-SHA256 digest computed by the caller, as
+    /// [`put`](Self::put) stores the result of the `hmac` method: the same
+    /// record, digest and inline text, without the owned intermediate values.
+    pub(crate) fn put_hmac(
+        &mut self,
+        name: Str,
+        key_id: &str,
+        digest: [u8; 32],
+        place: Place,
+    ) -> Str {
+        let key = self.text(key_id);
+        self.ops.push(Op::Redaction {
+            field: name,
+            method: RedactionMethod::Hmac,
+            detector: None,
+            key_id: Some(key),
+        });
+        let start = self.texts.len();
+        push_inline_hmac(&mut self.texts, key_id, &digest);
+        let shown = Str::At(start, self.texts.len());
+        if place == Place::Attribute {
+            self.ops.push(Op::Digest {
+                field: name,
+                algorithm: DigestAlgorithm::HmacSha256,
+                key_id: Some(key),
+                digest,
+            });
+        }
+        self.shown_only(key_place(place, name, shown))
+    }
+
+    /// A digest or sealed value: in a GenAI column its inline text stands in.
+    fn shown_only(&mut self, (genai, shown): (Option<Str>, Str)) -> Str {
+        if let Some(key) = genai {
+            self.ops.push(Op::GenAiText { key, value: shown });
+        }
+        shown
+    }
+
+    /// An attribute stored without the redactor (numbers under names with no
+    /// typed column): the whole policy runs at assembly.
+    pub(crate) fn raw_attribute(&mut self, name: Str, value: impl std::fmt::Display) {
+        let start = self.texts.len();
+        let _ = write!(self.texts, "{value}");
+        let value = Str::At(start, self.texts.len());
+        self.ops.push(Op::Attribute { name, value });
+        self.whole_policy = true;
+    }
+
+    pub(crate) fn set_gen_ai_int(&mut self, key: Str, v: i64) {
+        match self.get(key) {
+            "gen_ai.usage.input_tokens" => self.input_tokens = Some(v),
+            "gen_ai.usage.output_tokens" => self.output_tokens = Some(v),
+            _ => self.raw_attribute(key, v),
+        }
+    }
+
+    pub(crate) fn set_gen_ai_float(&mut self, key: Str, v: f64) {
+        match self.get(key) {
+            "gen_ai.request.temperature" => self.temperature = Some(v),
+            _ => self.raw_attribute(key, v),
+        }
+    }
+
+    pub(crate) fn set_actor(&mut self, a: &Actor) {
+        let op = Op::Actor {
+            id: self.opt_text(a.id.as_deref()),
+            kind: a.kind,
+            role: self.opt_text(a.role.as_deref()),
+            ip: self.opt_text(a.ip.as_deref()),
+            session: self.opt_text(a.session.as_deref()),
+        };
+        self.ops.push(op);
+    }
+
+    pub(crate) fn set_target(&mut self, t: &Target) {
+        let op = Op::Target {
+            kind: self.opt_text(t.kind.as_deref()),
+            id: self.opt_text(t.id.as_deref()),
+        };
+        self.ops.push(op);
+    }
+
+    /// The error's type and its (redacted) message.
+    pub(crate) fn set_error(&mut self, kind: &'static str, message: Option<&str>) {
+        let message = self.opt_text(message);
+        self.ops.push(Op::Error {
+            kind: Str::Static(kind),
+            message,
+        });
+    }
+
+    /// A failed safety check: the detectors that fired and the (redacted) reason.
+    pub(crate) fn set_blocked(&mut self, detectors: &[String], reason: Option<&str>) {
+        self.ops.push(Op::ClearDetectors);
+        for d in detectors {
+            let d = self.text(d);
+            self.ops.push(Op::Detector(d));
+        }
+        let reason = self.opt_text(reason);
+        self.ops.push(Op::BlockReason(reason));
+    }
+
+    /// Builds the event (the record must have its envelope) and leaves the
+    /// record to be reset.
+    pub(crate) fn assemble(&mut self) -> AuditEvent {
+        let envelope = self
+            .envelope
+            .take()
+            .expect("a record is exported only after its envelope is set");
+        let layer = &envelope.layer;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(envelope.time.timestamp()).unwrap_or(0),
+            envelope.time.timestamp_subsec_nanos(),
+        );
+        let mut ev = AuditEvent {
+            event_id: uuid::Uuid::new_v7(ts),
+            time: envelope.time,
+            duration_ns: envelope.duration_ns,
+            severity: self.severity,
+            tenant: layer.tenant.clone(),
+            service: layer.service.clone(),
+            actor: Actor::default(),
+            category: self.category,
+            action: self.get(self.action).to_owned(),
+            outcome: self.outcome,
+            target: Target::default(),
+            error: Default::default(),
+            gen_ai: Default::default(),
+            safety: Default::default(),
+            content_digests: Vec::new(),
+            sealed_content: std::mem::take(&mut self.sealed),
+            trace: envelope.trace.map(|t| t.context()).unwrap_or_default(),
+            attributes: Default::default(),
+            redactions: Vec::new(),
+        };
+        ev.gen_ai.input_tokens = self.input_tokens;
+        ev.gen_ai.output_tokens = self.output_tokens;
+        ev.gen_ai.temperature = self.temperature;
+        ev.safety.passed = self.safety_passed;
+        let own = |s: Str| self.get(s).to_owned();
+        let own_opt = |s: Option<Str>| s.map(own);
+        for op in &self.ops {
+            match *op {
+                Op::Attribute { name, value } => {
+                    insert_attribute(&mut ev, self.get(name), self.get(value));
+                }
+                Op::GenAiText { key, value } => {
+                    let g = &mut ev.gen_ai;
+                    let slot = match self.get(key) {
+                        "gen_ai.provider.name" => &mut g.provider,
+                        "gen_ai.operation.name" => &mut g.operation,
+                        "gen_ai.request.model" => &mut g.request_model,
+                        "gen_ai.response.model" => &mut g.response_model,
+                        "gen_ai.conversation.id" => &mut g.conversation_id,
+                        "gen_ai.agent.name" => &mut g.agent_name,
+                        "gen_ai.tool.name" => &mut g.tool_name,
+                        other => {
+                            insert_attribute(&mut ev, other, self.get(value));
+                            continue;
+                        }
+                    };
+                    *slot = Some(own(value));
+                }
+                Op::Redaction {
+                    field,
+                    method,
+                    detector,
+                    key_id,
+                } => ev.redactions.push(Redaction {
+                    field: own(field),
+                    method,
+                    detector: own_opt(detector),
+                    key_id: own_opt(key_id),
+                }),
+                Op::Digest {
+                    field,
+                    algorithm,
+                    key_id,
+                    digest,
+                } => ev.content_digests.push(ContentDigest {
+                    field: own(field),
+                    algorithm,
+                    key_id: own_opt(key_id),
+                    digest,
+                }),
+                Op::Actor {
+                    id,
+                    kind,
+                    role,
+                    ip,
+                    session,
+                } => {
+                    ev.actor = Actor {
+                        id: own_opt(id),
+                        kind,
+                        role: own_opt(role),
+                        ip: own_opt(ip),
+                        session: own_opt(session),
+                    }
+                }
+                Op::Target { kind, id } => {
+                    ev.target = Target {
+                        kind: own_opt(kind),
+                        id: own_opt(id),
+                    }
+                }
+                Op::Error { kind, message } => {
+                    ev.error.kind = Some(own(kind));
+                    ev.error.message = own_opt(message);
+                }
+                Op::ClearDetectors => ev.safety.detectors.clear(),
+                Op::Detector(d) => ev.safety.detectors.push(own(d)),
+                Op::BlockReason(r) => ev.safety.block_reason = own_opt(r),
+            }
+        }
+        // Identity fields (actor, target, ...) follow the policy too.
+        // Attributes went through the redactor when they were recorded;
+        // only something stored without it sends the whole event through.
+        if self.whole_policy {
+            layer.redactor.redact_event(&mut ev);
+        } else {
+            layer.redactor.redact_typed_fields(&mut ev);
+        }
+        ev
+    }
+}
+
+/// For a GenAI column, the key the inline text goes under.
+fn key_place(place: Place, name: Str, shown: Str) -> (Option<Str>, Str) {
+    match place {
+        Place::GenAi => (Some(name), shown),
+        Place::Attribute => (None, shown),
+    }
+}
+
+/// Stores redacted text as an attribute, cut to the attribute limit
+/// (recorded as `truncate`) as the policy would at export.
+fn insert_attribute(ev: &mut AuditEvent, name: &str, text: &str) {
+    let mut text = text;
+    if text.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+        let mut end = MAX_ATTRIBUTE_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text = &text[..end];
+        let rec = Redaction {
+            field: name.to_owned(),
+            method: RedactionMethod::Truncate,
+            detector: None,
+            key_id: None,
+        };
+        if !ev.redactions.contains(&rec) {
+            ev.redactions.push(rec);
+        }
+    }
+    ev.attributes.insert(name.to_owned(), text.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_cut_to_the_limit() {
+        let mut ev = AuditEvent::new("t", "s", Category::System, "a");
+        insert_attribute(&mut ev, "big", &"é".repeat(MAX_ATTRIBUTE_VALUE_BYTES));
+        insert_attribute(&mut ev, "small", "x");
+        assert!(ev.attributes["big"].len() <= MAX_ATTRIBUTE_VALUE_BYTES);
+        assert!(ev.attributes["big"].is_char_boundary(ev.attributes["big"].len()));
+        assert_eq!(ev.attributes["small"], "x");
+        assert_eq!(ev.redactions.len(), 1);
+        assert_eq!(ev.redactions[0].method, RedactionMethod::Truncate);
+    }
+
+    #[test]
+    fn unknown_gen_ai_numbers_send_the_event_through_the_policy() {
+        let mut r = Record::take(Category::Inference, Severity::Info);
+        r.set_gen_ai_int(Str::Static("gen_ai.usage.input_tokens"), 3);
+        assert!(!r.whole_policy);
+        r.set_gen_ai_int(Str::Static("gen_ai.unknown.count"), 3);
+        assert!(r.whole_policy);
+        assert_eq!(r.input_tokens, Some(3));
+    }
+
+    #[test]
+    fn ids_format_as_w3c_hex() {
+        let ids = Ids {
+            trace: [0x0123_4567_89ab_cdef, 0x1],
+            span: 0xff,
+            parent: Some(u64::MAX),
+        };
+        let t = ids.context();
+        assert_eq!(
+            t.trace_id.as_deref(),
+            Some("0123456789abcdef0000000000000001")
+        );
+        assert_eq!(t.span_id.as_deref(), Some("00000000000000ff"));
+        assert_eq!(t.parent_span_id.as_deref(), Some("ffffffffffffffff"));
+    }
+
+    fn assembled(layer: &crate::AuditLayer, fill: impl FnOnce(&mut Record)) -> AuditEvent {
+        let mut r = Record::take(Category::Inference, Severity::Info);
+        r.action = Str::Static("llm.chat");
+        fill(&mut r);
+        r.envelope = Some(Envelope {
+            layer: Arc::clone(&layer.inner),
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            duration_ns: Some(5),
+            trace: None,
+        });
+        let mut ev = r.assemble();
+        ev.event_id = uuid::Uuid::nil();
+        ev
+    }
+
+    #[test]
+    fn the_hmac_shortcut_stores_what_the_redactor_would() {
+        let layer = crate::AuditLayer::builder()
+            .exporter(crate::export::InMemoryExporter::default())
+            .hmac_key("k-2026", [9u8; 32])
+            .build()
+            .unwrap();
+        let redactor = layer.redactor();
+        let text = "Summarise the claim of jane@example.com";
+        for place in [Place::Attribute, Place::GenAi] {
+            let name = Str::Static(if place == Place::GenAi {
+                "gen_ai.request.model"
+            } else {
+                "prompt"
+            });
+            let mut shown = Vec::new();
+            let slow = assembled(&layer, |r| {
+                let out =
+                    redactor.apply(r.get(name), text, &otel_audit_event::redact::Method::Hmac);
+                let s = r.put(name, out, place);
+                shown.push(r.get(s).to_owned());
+            });
+            let fast = assembled(&layer, |r| {
+                let ring = redactor.keys().hmac.as_ref().unwrap();
+                let digest = ring.hmac_sha256(ring.active_id(), text.as_bytes()).unwrap();
+                let s = r.put_hmac(name, ring.active_id(), digest, place);
+                shown.push(r.get(s).to_owned());
+            });
+            assert_eq!(slow, fast);
+            assert_eq!(shown[0], shown[1]);
+            assert!(shown[0].starts_with("hmac-sha256:k-2026:"), "{}", shown[0]);
+        }
+    }
+
+    #[test]
+    fn recycled_records_come_back_empty() {
+        let mut r = Record::take(Category::Admin, Severity::Warn);
+        let name = r.text("note");
+        r.put(
+            name,
+            RedactedField {
+                value: Redacted::Clear("x".into()),
+                redactions: Vec::new(),
+            },
+            Place::Attribute,
+        );
+        r.outcome = Outcome::Denied;
+        let mut used = vec![r];
+        Record::recycle(&mut used);
+        assert!(used.is_empty());
+        // Whatever this thread gets next (recycled or new) is empty.
+        for _ in 0..(REFILL + 2) {
+            let r = Record::take(Category::System, Severity::Info);
+            assert!(r.ops.is_empty() && r.texts.is_empty() && r.envelope.is_none());
+            assert_eq!(r.outcome, Outcome::Success);
+        }
+    }
+}
