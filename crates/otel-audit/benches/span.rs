@@ -77,6 +77,21 @@ impl SpanExporter for CountingExporter {
     }
 }
 
+/// A tracer provider with the batch span processor (batches of 512, a queue
+/// of QUEUE spans) and the counting exporter.
+fn counting_provider(spans: &Arc<AtomicU64>) -> SdkTracerProvider {
+    let processor = BatchSpanProcessor::builder(CountingExporter(Arc::clone(spans)))
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .build(),
+        )
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build()
+}
+
 /// The calling thread's CPU time: what the call costs this thread, not
 /// counting the time it waits for a core on a busy machine.
 fn thread_cpu() -> Duration {
@@ -145,19 +160,9 @@ fn bench(c: &mut Criterion) {
     // B: tracing-opentelemetry, batch span processor (batches of 512, a
     // queue of QUEUE spans), counting no-op exporter.
     let spans = Arc::new(AtomicU64::new(0));
-    let processor = BatchSpanProcessor::builder(CountingExporter(spans.clone()))
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(QUEUE)
-                .build(),
-        )
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .build();
-    let tracer = provider.tracer("bench");
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    let provider = counting_provider(&spans);
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     let otel_calls = tracing::subscriber::with_default(subscriber, || {
         both(
             &mut g,
@@ -278,19 +283,9 @@ fn calls_audit(n: u64) {
 
 fn counted_calls(n: u64) {
     tracing::subscriber::with_default(tracing_subscriber::registry(), || calls_registry(n));
-    let processor = BatchSpanProcessor::builder(CountingExporter::default())
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(QUEUE)
-                .build(),
-        )
-        .build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .build();
-    let tracer = provider.tracer("bench");
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    let provider = counting_provider(&Arc::default());
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     tracing::subscriber::with_default(subscriber, || calls_otel(n));
     provider.shutdown().expect("shutdown");
     let exporter = Arc::new(

@@ -3,8 +3,8 @@
 
 use otel_audit_event::AuditEvent;
 
-use super::queue::{QueueConfig, Queued, Sink};
-use super::{AuditExporter, CapturedEvent, ExportError, ExportStats};
+use super::queue::{QueueConfig, Queued, Sink, queued_exporter};
+use super::{AuditExporter, ExportError};
 
 /// The error a [`BatchExporter`]'s function returns.
 pub type BatchError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -60,23 +60,7 @@ impl BatchExporter {
     }
 }
 
-impl AuditExporter for BatchExporter {
-    fn export(&self, event: AuditEvent) {
-        self.queue.export(event)
-    }
-    fn export_captured(&self, event: CapturedEvent) {
-        self.queue.export_captured(event)
-    }
-    fn force_flush(&self) -> Result<(), ExportError> {
-        self.queue.force_flush()
-    }
-    fn shutdown(&self) -> Result<(), ExportError> {
-        self.queue.shutdown()
-    }
-    fn stats(&self) -> ExportStats {
-        self.queue.stats()
-    }
-}
+queued_exporter!(BatchExporter);
 
 struct FnSink<F> {
     name: &'static str,

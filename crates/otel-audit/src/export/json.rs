@@ -6,8 +6,8 @@ use std::path::Path;
 
 use otel_audit_event::AuditEvent;
 
-use super::queue::{QueueConfig, Queued, Sink};
-use super::{AuditExporter, ExportError, ExportStats};
+use super::queue::{QueueConfig, Queued, Sink, queued_exporter};
+use super::{AuditExporter, ExportError};
 
 /// Writes each event as one line of JSON (the serde form of
 /// [`AuditEvent`], which `serde_json::from_str` reads back) to stdout, a file
@@ -68,23 +68,7 @@ impl JsonLinesExporter {
     }
 }
 
-impl AuditExporter for JsonLinesExporter {
-    fn export(&self, event: AuditEvent) {
-        self.queue.export(event)
-    }
-    fn export_captured(&self, event: super::CapturedEvent) {
-        self.queue.export_captured(event)
-    }
-    fn force_flush(&self) -> Result<(), ExportError> {
-        self.queue.force_flush()
-    }
-    fn shutdown(&self) -> Result<(), ExportError> {
-        self.queue.shutdown()
-    }
-    fn stats(&self) -> ExportStats {
-        self.queue.stats()
-    }
-}
+queued_exporter!(JsonLinesExporter);
 
 struct JsonSink<W: Write> {
     out: BufWriter<W>,

@@ -13,8 +13,8 @@ use opentelemetry_sdk::logs::{
 use otel_audit_event::otlp::{OtlpValue, event_name, to_otlp};
 use otel_audit_event::{AuditEvent, Service, Severity};
 
-use super::queue::{QueueConfig, Queued, Sink, quiet_thread};
-use super::{AuditExporter, ExportError, ExportStats, RetryPolicy};
+use super::queue::{QueueConfig, Queued, Sink, queued_exporter, quiet_thread};
+use super::{AuditExporter, ExportError, RetryPolicy};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,23 +106,7 @@ impl OtlpExporter {
     }
 }
 
-impl AuditExporter for OtlpExporter {
-    fn export(&self, event: AuditEvent) {
-        self.queue.export(event)
-    }
-    fn export_captured(&self, event: super::CapturedEvent) {
-        self.queue.export_captured(event)
-    }
-    fn force_flush(&self) -> Result<(), ExportError> {
-        self.queue.force_flush()
-    }
-    fn shutdown(&self) -> Result<(), ExportError> {
-        self.queue.shutdown()
-    }
-    fn stats(&self) -> ExportStats {
-        self.queue.stats()
-    }
-}
+queued_exporter!(OtlpExporter);
 
 /// Configures an [`OtlpExporter`]. Settings made here win over the
 /// environment; unset ones come from the standard variables

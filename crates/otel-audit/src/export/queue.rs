@@ -208,6 +208,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `AuditExporter` for an exporter whose `queue` field is a [`Queued`]: every
+/// method goes to the queue.
+macro_rules! queued_exporter {
+    ($ty:ty) => {
+        impl $crate::export::AuditExporter for $ty {
+            fn export(&self, event: ::otel_audit_event::AuditEvent) {
+                self.queue.export(event)
+            }
+            fn export_captured(&self, event: $crate::export::CapturedEvent) {
+                self.queue.export_captured(event)
+            }
+            fn force_flush(&self) -> Result<(), $crate::export::ExportError> {
+                self.queue.force_flush()
+            }
+            fn shutdown(&self) -> Result<(), $crate::export::ExportError> {
+                self.queue.shutdown()
+            }
+            fn stats(&self) -> $crate::export::ExportStats {
+                self.queue.stats()
+            }
+        }
+    };
+}
+pub(crate) use queued_exporter;
+
 /// A bounded queue drained by one background thread into a [`Sink`].
 pub(crate) struct Queued {
     shared: Arc<Shared>,
