@@ -25,7 +25,9 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriterOptions {
-    /// zstd level, 1 (fast) to 22 (small). Default 3.
+    /// zstd level, 1 (fast) to 22 (small). Default 1: on this format's pages
+    /// (mostly random hashes and digests, plus dictionary-encoded text) it
+    /// writes faster than 3 and the files come out no larger (docs/BENCHMARKS.md).
     pub zstd_level: i32,
     /// Rows per row group. Default 131072.
     pub max_row_group_rows: usize,
@@ -34,7 +36,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            zstd_level: 3,
+            zstd_level: 1,
             max_row_group_rows: 128 * 1024,
         }
     }
@@ -172,6 +174,11 @@ pub enum WriteOutcome {
     AlreadyPresent,
 }
 
+/// Texts that are random identifiers: their min/max statistics cannot prune
+/// anything (they span the whole range in any file) and cost a comparison per
+/// value.
+const RANDOM_TEXT: [&str; 3] = ["event_id", "actor_session", "gen_ai_conversation_id"];
+
 /// Columns whose values rarely repeat within a file.
 const HIGH_CARDINALITY: [&str; 4] = [
     "event_id",
@@ -192,6 +199,13 @@ const RANDOM_BYTES: [&str; 8] = [
     "sealed_content.list.element.ciphertext",
 ];
 
+/// A column's path from its dotted name: a nested column has one part per
+/// level (`ColumnPath::from` of a dotted string is one part, which matches no
+/// nested column).
+fn column_path(dotted: &str) -> ColumnPath {
+    ColumnPath::new(dotted.split('.').map(str::to_owned).collect())
+}
+
 fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterProperties, SinkError> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|source| SinkError::Encode {
         path: path.to_owned(),
@@ -203,20 +217,23 @@ fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterPropertie
     // Unique or nearly unique per row: a dictionary only costs time (every
     // value is interned, then the dictionary is abandoned) and space.
     for col in HIGH_CARDINALITY {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(col), false);
+        b = b.set_column_dictionary_enabled(column_path(col), false);
+    }
+    for col in RANDOM_TEXT {
+        b = b.set_column_statistics_enabled(column_path(col), EnabledStatistics::None);
     }
     // Random bytes: min/max statistics cannot prune anything and cost a
     // comparison per value.
     for col in RANDOM_BYTES {
         b = b
-            .set_column_dictionary_enabled(ColumnPath::from(col), false)
-            .set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
+            .set_column_dictionary_enabled(column_path(col), false)
+            .set_column_statistics_enabled(column_path(col), EnabledStatistics::None);
     }
     // Monotonic integers: deltas are tiny.
     for col in ["seq", "received_at", "time"] {
         b = b
-            .set_column_dictionary_enabled(ColumnPath::from(col), false)
-            .set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED);
+            .set_column_dictionary_enabled(column_path(col), false)
+            .set_column_encoding(column_path(col), Encoding::DELTA_BINARY_PACKED);
     }
     Ok(b.build())
 }
@@ -523,7 +540,9 @@ impl FileEncoder {
 /// async executor.
 pub fn encode_file(records: &[Record], opts: &WriterOptions) -> Result<EncodedFile, SinkError> {
     let first = records.first().ok_or(SinkError::Empty)?;
-    let mut enc = FileEncoder::with_capacity(first, opts, records.len() * 128 + 4096)?;
+    // Room for the whole file up front: growing the buffer copies it. The
+    // synthetic workload takes ~166 bytes per row.
+    let mut enc = FileEncoder::with_capacity(first, opts, records.len() * 176 + 4096)?;
     enc.push(records)?;
     enc.finish()
 }
@@ -668,6 +687,35 @@ mod tests {
                 let old = encode_file_before_streaming(&records[..n], &opts);
                 assert!(new.bytes == old, "{n} rows, row groups of {max_rows}");
             }
+        }
+    }
+
+    /// The per-column settings name nested columns by their dotted paths;
+    /// each must match a column of the file (a one-part `ColumnPath` of a
+    /// dotted name matches none, and the setting is silently ignored).
+    #[test]
+    fn column_settings_reach_their_columns() {
+        let records = run(3);
+        let file = encode_file(&records, &WriterOptions::default()).unwrap();
+        let r = parquet::file::reader::SerializedFileReader::new(file.bytes).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&r);
+        let columns = meta.row_group(0).columns();
+        for name in HIGH_CARDINALITY.iter().chain(&RANDOM_BYTES) {
+            let c = columns
+                .iter()
+                .find(|c| c.column_path().string() == *name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            assert!(
+                !c.encodings().any(|e| e == Encoding::RLE_DICTIONARY),
+                "{name} is dictionary-encoded"
+            );
+        }
+        for name in RANDOM_TEXT.iter().chain(&RANDOM_BYTES) {
+            let c = columns
+                .iter()
+                .find(|c| c.column_path().string() == *name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            assert!(c.statistics().is_none(), "{name} has statistics");
         }
     }
 
