@@ -90,6 +90,60 @@ impl Counter {
     }
 }
 
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram (Prometheus `histogram`: cumulative `_bucket{le}`
+/// series, `_sum` and `_count`). Observing is a few relaxed adds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS_SECS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS_SECS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Renders the histogram as `name` in the Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            match LATENCY_BUCKETS_SECS.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
 /// Every counter of the collector. Shared (`Arc`) by receivers, pipeline and
 /// sink.
 #[derive(Debug, Default)]
@@ -127,6 +181,16 @@ pub struct Metrics {
     pub digests_written: Counter,
     /// Files and digests deleted by retention.
     pub retention_deletions: Counter,
+    /// Time from a decoded request to its answer: mapping, policy, chain
+    /// and the wait for the WAL's fsync (everything the collector adds to
+    /// the client's acknowledgement latency after decoding).
+    pub request_seconds: Histogram,
+    /// The part of `request_seconds` spent waiting for the WAL group commit
+    /// that holds the request's records.
+    pub wal_wait_seconds: Histogram,
+    /// Time from a gRPC request's headers to its decoded message: receiving
+    /// the body and protobuf decoding (before `request_seconds` starts).
+    pub grpc_receive_seconds: Histogram,
 }
 
 impl Metrics {
@@ -224,6 +288,21 @@ impl Metrics {
                 c.get()
             );
         }
+        self.grpc_receive_seconds.render(
+            &mut out,
+            "otel_audit_grpc_receive_seconds",
+            "Time from an OTLP/gRPC request's headers to its decoded message (body and protobuf decoding).",
+        );
+        self.request_seconds.render(
+            &mut out,
+            "otel_audit_request_duration_seconds",
+            "Time from a decoded OTLP request to its answer (mapping, policy, chain, WAL wait).",
+        );
+        self.wal_wait_seconds.render(
+            &mut out,
+            "otel_audit_wal_wait_seconds",
+            "Time a request waited for the WAL group commit (write and fsync) holding its records.",
+        );
         out.push_str(extra);
         out
     }
@@ -232,6 +311,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_micros(300));
+        h.observe(std::time::Duration::from_millis(3));
+        h.observe(std::time::Duration::from_secs(20));
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "help");
+        assert!(out.contains("# TYPE x_seconds histogram"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+        assert!(out.contains("x_seconds_sum 20.0033\n"), "{out}");
+        assert_eq!(h.count(), 3);
+    }
 
     #[test]
     fn renders_labelled_series_escaped() {

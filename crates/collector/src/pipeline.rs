@@ -203,7 +203,10 @@ impl Pipeline {
         let Some((appending, records)) = self.chain_and_submit(by_tenant, rejected)? else {
             return Ok(0);
         };
-        match appending.await {
+        let waiting = std::time::Instant::now();
+        let appended = appending.await;
+        self.metrics.wal_wait_seconds.observe(waiting.elapsed());
+        match appended {
             Ok(_) => {
                 let n = records.len();
                 let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();

@@ -380,6 +380,11 @@ impl Collector {
              # HELP otel_audit_wal_group_commits_total Group commits (one fsync each).\n# TYPE otel_audit_wal_group_commits_total counter\notel_audit_wal_group_commits_total {}\n",
             st.disk_bytes, st.max_wal_bytes, st.queued_bytes, st.segments, st.groups_written
         );
+        self.wal.sync_seconds().render(
+            &mut out,
+            "otel_audit_wal_sync_seconds",
+            "Time each WAL group commit took to write and fsync its frame.",
+        );
         let _ = writeln!(
             out,
             "# HELP otel_audit_chain_next_seq The seq the next event of each chain gets.\n# TYPE otel_audit_chain_next_seq gauge"

@@ -20,6 +20,8 @@ pub struct Spawned {
     dir: Option<tempfile::TempDir>,
     /// The OTLP/gRPC address it listens on (`host:port`).
     pub grpc: String,
+    /// Its telemetry listener (`/metrics`), `host:port`.
+    pub telemetry: String,
 }
 
 /// What a graceful stop left behind.
@@ -79,13 +81,16 @@ impl Spawned {
             child: Some(child),
             dir: Some(dir),
             grpc: String::new(),
+            telemetry: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(text) = std::fs::read_to_string(&addr)
                 && let Some(grpc) = text.lines().find_map(|l| l.strip_prefix("grpc="))
+                && let Some(telemetry) = text.lines().find_map(|l| l.strip_prefix("telemetry="))
             {
                 spawned.grpc = grpc.trim().to_owned();
+                spawned.telemetry = telemetry.trim().to_owned();
                 return Ok(spawned);
             }
             if let Some(status) = spawned.child_mut().try_wait()? {
@@ -137,6 +142,31 @@ impl Spawned {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kib| kib * 1024)
             .with_context(|| format!("no VmHWM in {path}"))
+    }
+
+    /// The collector's `/metrics` text (a plain HTTP/1.0 GET: the generator
+    /// needs nothing more).
+    pub fn metrics_text(&self) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&self.telemetry)
+            .with_context(|| format!("cannot connect to {}", self.telemetry))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.telemetry
+        )?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)
+            .context("reading /metrics")?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("/metrics answered without a header end")?;
+        let status = head.split(' ').nth(1);
+        if !head.starts_with("HTTP/1.") || status != Some("200") {
+            bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_owned())
     }
 
     /// The last lines of the collector's log.
@@ -283,9 +313,93 @@ pub fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Quantiles of one Prometheus histogram in `/metrics` text, in
+/// milliseconds, interpolated within buckets as `histogram_quantile` does.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistogramSummary {
+    /// Observations.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+/// Reads histogram `name` (its `_bucket`, `_sum` and `_count` series) from
+/// `/metrics` text; `None` when it is not there or empty.
+pub fn histogram_summary(text: &str, name: &str) -> Option<HistogramSummary> {
+    let bucket_prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let mut sum = None;
+    let mut count = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&bucket_prefix) {
+            let (le, value) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            buckets.push((le, value.trim().parse().ok()?));
+        } else if let Some(v) = line.strip_prefix(&format!("{name}_sum ")) {
+            sum = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix(&format!("{name}_count ")) {
+            count = v.trim().parse::<u64>().ok();
+        }
+    }
+    let count = count?;
+    if count == 0 || buckets.is_empty() {
+        return None;
+    }
+    let quantile = |q: f64| -> f64 {
+        let rank = q * count as f64;
+        let mut lower = (0.0, 0u64);
+        for &(le, cumulative) in &buckets {
+            if cumulative as f64 >= rank {
+                if le.is_infinite() {
+                    // Beyond the last bound: the bound is all that is known.
+                    return lower.0 * 1000.0;
+                }
+                let in_bucket = (cumulative - lower.1) as f64;
+                let frac = if in_bucket > 0.0 {
+                    (rank - lower.1 as f64) / in_bucket
+                } else {
+                    1.0
+                };
+                return (lower.0 + (le - lower.0) * frac) * 1000.0;
+            }
+            lower = (le, cumulative);
+        }
+        lower.0 * 1000.0
+    };
+    Some(HistogramSummary {
+        count,
+        p50_ms: quantile(0.5),
+        p90_ms: quantile(0.9),
+        p99_ms: quantile(0.99),
+        mean_ms: sum.unwrap_or(0.0) / count as f64 * 1000.0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_quantiles_interpolate_within_buckets() {
+        let text = "x_bucket{le=\"0.001\"} 0\nx_bucket{le=\"0.01\"} 50\nx_bucket{le=\"0.1\"} 100\n\
+                    x_bucket{le=\"+Inf\"} 100\nx_sum 2.5\nx_count 100\n";
+        let h = histogram_summary(text, "x").unwrap();
+        assert_eq!(h.count, 100);
+        assert!((h.p50_ms - 10.0).abs() < 1e-9, "{h:?}");
+        assert!((h.p90_ms - 82.0).abs() < 1e-9, "{h:?}");
+        assert!((h.mean_ms - 25.0).abs() < 1e-9, "{h:?}");
+        assert!(histogram_summary(text, "y").is_none());
+    }
 
     #[test]
     fn own_cpu_time_is_readable() {

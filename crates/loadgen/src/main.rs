@@ -186,6 +186,12 @@ struct CollectorReport {
     wal_segment_bytes_left: u64,
     /// The collector's exit code (`None`: killed by a signal).
     exit_code: Option<i32>,
+    /// Where the acknowledgement latency goes inside the collector, from
+    /// its `/metrics` histograms read after the load: `receive` (headers to
+    /// decoded message), `request` (decoded request to answer), `wal_wait`
+    /// (its part waiting for the group commit), `wal_sync` (each group
+    /// commit's write + fsync).
+    server_latency: BTreeMap<String, collector::HistogramSummary>,
     kept_dir: Option<String>,
 }
 
@@ -319,6 +325,18 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         Some(s) => {
             let cpu_after_load = s.cpu_seconds()?;
             let hwm = s.vm_hwm_bytes()?;
+            let metrics = s.metrics_text()?;
+            let server_latency: BTreeMap<String, collector::HistogramSummary> = [
+                ("receive", "otel_audit_grpc_receive_seconds"),
+                ("request", "otel_audit_request_duration_seconds"),
+                ("wal_wait", "otel_audit_wal_wait_seconds"),
+                ("wal_sync", "otel_audit_wal_sync_seconds"),
+            ]
+            .into_iter()
+            .filter_map(|(k, name)| {
+                collector::histogram_summary(&metrics, name).map(|h| (k.to_owned(), h))
+            })
+            .collect();
             eprintln!("stopping the collector (it writes what it acknowledged)...");
             let stopped = s.stop(Duration::from_secs(args.stop_timeout_secs))?;
             let dir = stopped.dir.path().to_owned();
@@ -357,6 +375,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
                 bytes_per_stored_event: scan.total_bytes as f64 / stored_rows.max(1) as f64,
                 wal_segment_bytes_left,
                 exit_code: stopped.status.code(),
+                server_latency,
                 kept_dir,
             })
         }
@@ -474,6 +493,12 @@ fn print_human(r: &Report) {
             c.exit_code
                 .map_or_else(|| "none (signal)".to_owned(), |c| c.to_string())
         );
+        for (stage, h) in &c.server_latency {
+            println!(
+                "in collector    {stage:<9} p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  mean {:.1} ms  ({} observed)",
+                h.p50_ms, h.p90_ms, h.p99_ms, h.mean_ms, h.count
+            );
+        }
         if let Some(d) = &c.kept_dir {
             println!("kept            {d}");
         }

@@ -3,8 +3,8 @@
 //!
 //! The collector binary is `$OTEL_AUDIT_COLLECTOR_BIN` when set, else
 //! `otel-audit-collector` next to this package's binary (the same target
-//! directory and profile); when it is not there, it is built with
-//! `cargo build -p otel-audit-collector`.
+//! directory and profile), brought up to date first with
+//! `cargo build -p otel-audit-collector` (a stale binary would test old code).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,7 +19,7 @@ fn collector_binary() -> PathBuf {
         "otel-audit-collector{}",
         std::env::consts::EXE_SUFFIX
     ));
-    if !collector.is_file() {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args([
@@ -87,4 +87,33 @@ fn spawned_collector_stores_every_event() {
     );
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(report["baseline"]["collector_ratio"].as_f64().unwrap() > 0.0);
+    // The collector's own latency histograms, read from its /metrics: one
+    // receive and one request observation per request, at least one group
+    // commit, and every request (plus the collector's own events) waited
+    // for one.
+    let server = &c["server_latency"];
+    let requests = report["requests"].as_u64().unwrap();
+    assert_eq!(
+        server["receive"]["count"].as_u64(),
+        Some(requests),
+        "{report:#}"
+    );
+    assert_eq!(
+        server["request"]["count"].as_u64(),
+        Some(requests),
+        "{report:#}"
+    );
+    assert!(
+        server["wal_sync"]["count"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
+    assert!(
+        server["wal_wait"]["count"].as_u64().unwrap() >= requests,
+        "{report:#}"
+    );
+    for stage in ["receive", "request", "wal_sync", "wal_wait"] {
+        let h = &server[stage];
+        let (p50, p99) = (h["p50_ms"].as_f64().unwrap(), h["p99_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{stage}: {report:#}");
+    }
 }

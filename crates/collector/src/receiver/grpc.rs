@@ -84,6 +84,11 @@ pub async fn serve_grpc<I: Ingest>(
     Ok(())
 }
 
+/// When the guard saw the request's headers: the handler, which runs once
+/// tonic has read and decoded the body, measures the time in between.
+#[derive(Clone, Copy)]
+struct Arrived(std::time::Instant);
+
 /// The `LogsService` and `TraceService` implementation.
 struct GrpcService<I: Ingest> {
     ctx: Arc<ReceiverContext<I>>,
@@ -95,6 +100,9 @@ impl<I: Ingest> GrpcService<I> {
         request: tonic::Request<S::Request>,
     ) -> Result<tonic::Response<S::Response>, Status> {
         let (_, extensions, message) = request.into_parts();
+        if let Some(Arrived(at)) = extensions.get::<Arrived>() {
+            self.ctx.metrics.grpc_receive_seconds.observe(at.elapsed());
+        }
         let outcome = extensions.get::<Outcome>().cloned();
         let set = |label: &'static str| {
             if let Some(o) = &outcome {
@@ -255,6 +263,9 @@ where
         }
         let outcome = Outcome::default();
         request.extensions_mut().insert(outcome.clone());
+        request
+            .extensions_mut()
+            .insert(Arrived(std::time::Instant::now()));
         Box::pin(async move {
             let mut response = inner.call(request).await?;
             let label = match outcome.0.get() {

@@ -299,6 +299,7 @@ async fn export<I: Ingest, S: Signal>(
         // wait for (or be refused by) the pipeline.
         return Ok(None);
     }
+    let started = std::time::Instant::now();
     let work = async move {
         let converted = S::convert(request, principal, &ctx.convert);
         metrics
@@ -311,7 +312,9 @@ async fn export<I: Ingest, S: Signal>(
             .ingest(principal, converted.events, converted.rejected)
             .await
     };
-    let ack = match AssertUnwindSafe(work).catch_unwind().await {
+    let outcome = AssertUnwindSafe(work).catch_unwind().await;
+    metrics.request_seconds.observe(started.elapsed());
+    let ack = match outcome {
         Ok(Ok(ack)) => ack,
         Ok(Err(e)) => {
             match &e {

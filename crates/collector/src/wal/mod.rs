@@ -566,6 +566,8 @@ struct Shared {
     wake: Condvar,
     dir: PathBuf,
     options: WalOptions,
+    /// How long each group commit's write and fsync took.
+    sync_seconds: crate::metrics::Histogram,
 }
 
 impl Shared {
@@ -929,6 +931,11 @@ impl Wal {
                 .collect()
         };
         delete_segments(shared, doomed)
+    }
+
+    /// How long each group commit's write and fsync took (for `/metrics`).
+    pub fn sync_seconds(&self) -> &crate::metrics::Histogram {
+        &self.inner.shared.sync_seconds
     }
 
     /// Counters for metrics.

@@ -500,6 +500,7 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         wake: Condvar::new(),
         dir,
         options,
+        sync_seconds: Default::default(),
     });
     let active = ActiveSegment {
         number: next,

@@ -71,6 +71,7 @@ fn write_group(
         buf.extend_from_slice(p);
     }
     let path = &segment.path;
+    let started = std::time::Instant::now();
     segment
         .file
         .write_all(buf)
@@ -79,6 +80,7 @@ fn write_group(
         .file
         .sync_data()
         .map_err(io_err("fsync segment", path))?;
+    shared.sync_seconds.observe(started.elapsed());
     segment.len += frame_bytes;
     Ok(WalPosition {
         segment: segment.number,
