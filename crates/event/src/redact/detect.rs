@@ -281,6 +281,14 @@ pub fn detect(text: &str) -> Vec<Finding> {
 /// Does not allocate when nothing is found.
 pub(crate) fn find_into(text: &str, enabled: &[bool; DETECTOR_COUNT], out: &mut Vec<Finding>) {
     let stats = Stats::of(text);
+    // Most values (ids, model names, numbers) can match no detector: leave
+    // before touching the compiled expressions or the findings.
+    if !Detector::ALL
+        .iter()
+        .any(|&d| enabled[d.index()] && stats.may_match(d))
+    {
+        return;
+    }
     let c = compiled();
     let start = out.len();
     for d in Detector::ALL {
