@@ -523,9 +523,7 @@ fn list_row(r: &Record) -> String {
 
 pub(crate) async fn cmd_list(a: ListArgs) -> anyhow::Result<u8> {
     let range = a.period.range()?;
-    if let Some(t) = &a.tenant {
-        check_tenant(t)?;
-    }
+    check_tenant(a.tenant.as_deref())?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let filter = Filter {
         actor: a.actor,

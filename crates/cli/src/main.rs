@@ -556,9 +556,7 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
         .map(|s| parse_time("--as-of", s))
         .transpose()?;
     let keys = load_public_keys(&a.public_keys)?;
-    if let Some(t) = &a.tenant {
-        check_tenant(t)?;
-    }
+    check_tenant(a.tenant.as_deref())?;
     let store = Store::open(&a.store, &a.s3.options())?;
     let opts = VerifyOptions {
         range,
@@ -597,8 +595,9 @@ async fn cmd_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Checks a `--tenant` value: it names a `tenant=` directory.
-fn check_tenant(t: &str) -> anyhow::Result<()> {
+/// Checks a `--tenant` value, when given: it names a `tenant=` directory.
+fn check_tenant(tenant: Option<&str>) -> anyhow::Result<()> {
+    let Some(t) = tenant else { return Ok(()) };
     otel_audit_event::check_path_token(t, otel_audit_event::MAX_TENANT_BYTES)
         .map_err(|reason| anyhow::anyhow!("--tenant {t:?}: {reason}"))
 }

@@ -163,9 +163,7 @@ const TOP: usize = 15;
 
 pub(crate) async fn cmd_report(a: ReportArgs) -> anyhow::Result<u8> {
     let range = a.period.range()?;
-    if let Some(t) = &a.tenant {
-        check_tenant(t)?;
-    }
+    check_tenant(a.tenant.as_deref())?;
     let keys = load_public_keys(&a.public_keys)?;
     if let Some(path) = out_file(&a.out)
         && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())

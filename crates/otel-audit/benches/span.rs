@@ -92,6 +92,36 @@ fn counting_provider(spans: &Arc<AtomicU64>) -> SdkTracerProvider {
         .build()
 }
 
+/// The audit exporters' queue: batches of 512, QUEUE events, DropNewest.
+fn audit_queue() -> QueueConfig {
+    QueueConfig {
+        capacity: QUEUE,
+        ..QueueConfig::default()
+    }
+}
+
+/// A queued audit exporter that only counts, as the span exporter does.
+fn counting_exporter(events: &Arc<AtomicU64>) -> BatchExporter {
+    let counted = Arc::clone(events);
+    BatchExporter::new("count", audit_queue(), move |batch: &[AuditEvent]| {
+        counted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        black_box(batch);
+        Ok(())
+    })
+    .expect("exporter")
+}
+
+/// The layer every otel-audit variant runs under.
+fn audit_layer(exporter: &Arc<dyn AuditExporter>) -> AuditLayer {
+    AuditLayer::builder()
+        .service_name("bench")
+        .tenant("acme")
+        .hmac_key("hmac-bench", [7u8; 32])
+        .shared_exporter(Arc::clone(exporter))
+        .build()
+        .expect("layer")
+}
+
 /// The calling thread's CPU time: what the call costs this thread, not
 /// counting the time it waits for a core on a busy machine.
 fn thread_cpu() -> Duration {
@@ -177,32 +207,15 @@ fn bench(c: &mut Criterion) {
     // 512, a queue of QUEUE events, DropNewest) that only counts, as the
     // span exporter above; then the same with the JSON-lines exporter to a
     // sink, whose thread also encodes every event.
-    let config = QueueConfig {
-        capacity: QUEUE,
-        ..QueueConfig::default()
-    };
     let events = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&events);
-    let counting = BatchExporter::new("count", config.clone(), move |batch: &[AuditEvent]| {
-        counted.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        black_box(batch);
-        Ok(())
-    })
-    .expect("exporter");
-    let json = JsonLinesExporter::with_queue(std::io::sink(), config).expect("exporter");
+    let counting = counting_exporter(&events);
+    let json = JsonLinesExporter::with_queue(std::io::sink(), audit_queue()).expect("exporter");
     let mut audit_calls = Vec::new();
     for (name, exporter) in [
         ("audit", Arc::new(counting) as Arc<dyn AuditExporter>),
         ("audit_json", Arc::new(json) as Arc<dyn AuditExporter>),
     ] {
-        let layer = AuditLayer::builder()
-            .service_name("bench")
-            .tenant("acme")
-            .hmac_key("hmac-bench", [7u8; 32])
-            .shared_exporter(exporter.clone())
-            .build()
-            .expect("layer");
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let subscriber = tracing_subscriber::registry().with(audit_layer(&exporter));
         let calls = tracing::subscriber::with_default(subscriber, || {
             both(
                 &mut g,
@@ -288,29 +301,8 @@ fn counted_calls(n: u64) {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     tracing::subscriber::with_default(subscriber, || calls_otel(n));
     provider.shutdown().expect("shutdown");
-    let exporter = Arc::new(
-        BatchExporter::new(
-            "count",
-            QueueConfig {
-                capacity: QUEUE,
-                ..QueueConfig::default()
-            },
-            |batch: &[AuditEvent]| {
-                black_box(batch);
-                Ok(())
-            },
-        )
-        .expect("exporter"),
-    );
-    let layer = AuditLayer::builder()
-        .service_name("bench")
-        .tenant("acme")
-        .hmac_key("hmac-bench", [7u8; 32])
-        .shared_exporter(exporter.clone())
-        .build()
-        .expect("layer");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        calls_audit(n)
-    });
+    let exporter: Arc<dyn AuditExporter> = Arc::new(counting_exporter(&Arc::default()));
+    let subscriber = tracing_subscriber::registry().with(audit_layer(&exporter));
+    tracing::subscriber::with_default(subscriber, || calls_audit(n));
     exporter.shutdown().expect("shutdown");
 }

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use otel_audit_event::redact::{Redacted, RedactedField, push_inline_digest, push_inline_hmac};
+use otel_audit_event::redact::{Redacted, RedactedField, push_inline_digest};
 use otel_audit_event::{
     Actor, ActorType, AuditEvent, Category, ContentDigest, DigestAlgorithm,
     MAX_ATTRIBUTE_VALUE_BYTES, Outcome, Redaction, RedactionMethod, SealedContent, Severity,
@@ -103,27 +103,11 @@ pub(crate) struct Ids {
 
 impl Ids {
     pub(crate) fn context(&self) -> TraceContext {
-        let mut trace_id = String::with_capacity(32);
-        push_hex_u64(&mut trace_id, self.trace[0]);
-        push_hex_u64(&mut trace_id, self.trace[1]);
-        let mut span_id = String::with_capacity(16);
-        push_hex_u64(&mut span_id, self.span);
         TraceContext {
-            trace_id: Some(trace_id),
-            span_id: Some(span_id),
-            parent_span_id: self.parent.map(|p| {
-                let mut s = String::with_capacity(16);
-                push_hex_u64(&mut s, p);
-                s
-            }),
+            trace_id: Some(format!("{:016x}{:016x}", self.trace[0], self.trace[1])),
+            span_id: Some(format!("{:016x}", self.span)),
+            parent_span_id: self.parent.map(|p| format!("{p:016x}")),
         }
-    }
-}
-
-fn push_hex_u64(s: &mut String, v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        s.push(HEX[((v >> (shift * 4)) & 0xf) as usize] as char);
     }
 }
 
@@ -298,32 +282,18 @@ impl Record {
     pub(crate) fn put(&mut self, name: Str, r: RedactedField<'_>, place: Place) -> Str {
         let RedactedField { value, redactions } = r;
         self.keep_redactions(name, &redactions);
-        let shown = match value {
-            Redacted::Clear(s) => self.text(&s),
-            Redacted::Replaced(s) => self.text(&s),
-            Redacted::Dropped => {
-                return self.shown_only(key_place(place, name, Str::Static("[dropped]")));
+        match value {
+            Redacted::Clear(s) => {
+                let shown = self.text(&s);
+                self.place_text(name, shown, place, true)
             }
+            Redacted::Replaced(s) => {
+                let shown = self.text(&s);
+                self.place_text(name, shown, place, true)
+            }
+            Redacted::Dropped => self.place_text(name, Str::Static("[dropped]"), place, false),
             Redacted::Digest(d) => {
-                let start = self.texts.len();
-                push_inline_digest(&mut self.texts, &d);
-                let shown = Str::At(start, self.texts.len());
-                if place == Place::Attribute {
-                    let ContentDigest {
-                        algorithm,
-                        key_id,
-                        digest,
-                        ..
-                    } = d;
-                    let key_id = self.opt_text(key_id.as_deref());
-                    self.ops.push(Op::Digest {
-                        field: name,
-                        algorithm,
-                        key_id,
-                        digest,
-                    });
-                }
-                return self.shown_only(key_place(place, name, shown));
+                self.put_digest(name, d.algorithm, d.key_id.as_deref(), d.digest, place)
             }
             Redacted::Sealed(mut s) => {
                 let start = self.texts.len();
@@ -335,17 +305,9 @@ impl Record {
                     }
                     self.sealed.push(s);
                 }
-                return self.shown_only(key_place(place, name, shown));
+                self.place_text(name, shown, place, false)
             }
-        };
-        match place {
-            Place::Attribute => self.ops.push(Op::Attribute { name, value: shown }),
-            Place::GenAi => self.ops.push(Op::GenAiText {
-                key: name,
-                value: shown,
-            }),
         }
-        shown
     }
 
     /// Stores an HMAC-SHA256 digest computed by the caller, as
@@ -365,24 +327,52 @@ impl Record {
             detector: None,
             key_id: Some(key),
         });
+        self.put_digest(
+            name,
+            DigestAlgorithm::HmacSha256,
+            Some(key_id),
+            digest,
+            place,
+        )
+    }
+
+    /// A digest standing in for `name`'s value: kept in `content_digests`
+    /// for an attribute; its inline text is what a span (and a GenAI
+    /// column) shows.
+    fn put_digest(
+        &mut self,
+        name: Str,
+        algorithm: DigestAlgorithm,
+        key_id: Option<&str>,
+        digest: [u8; 32],
+        place: Place,
+    ) -> Str {
         let start = self.texts.len();
-        push_inline_hmac(&mut self.texts, key_id, &digest);
+        push_inline_digest(&mut self.texts, algorithm, key_id, &digest);
         let shown = Str::At(start, self.texts.len());
         if place == Place::Attribute {
+            let key_id = self.opt_text(key_id);
             self.ops.push(Op::Digest {
                 field: name,
-                algorithm: DigestAlgorithm::HmacSha256,
-                key_id: Some(key),
+                algorithm,
+                key_id,
                 digest,
             });
         }
-        self.shown_only(key_place(place, name, shown))
+        self.place_text(name, shown, place, false)
     }
 
-    /// A digest or sealed value: in a GenAI column its inline text stands in.
-    fn shown_only(&mut self, (genai, shown): (Option<Str>, Str)) -> Str {
-        if let Some(key) = genai {
-            self.ops.push(Op::GenAiText { key, value: shown });
+    /// Where the text a span shows for `name` goes in the event: the
+    /// attribute when it is the value itself, the GenAI column in any case
+    /// (a digest or sealed value by its inline text).
+    fn place_text(&mut self, name: Str, shown: Str, place: Place, is_value: bool) -> Str {
+        match place {
+            Place::Attribute if is_value => self.ops.push(Op::Attribute { name, value: shown }),
+            Place::Attribute => {}
+            Place::GenAi => self.ops.push(Op::GenAiText {
+                key: name,
+                value: shown,
+            }),
         }
         shown
     }
@@ -574,14 +564,6 @@ impl Record {
             layer.redactor.redact_typed_fields(&mut ev);
         }
         ev
-    }
-}
-
-/// For a GenAI column, the key the inline text goes under.
-fn key_place(place: Place, name: Str, shown: Str) -> (Option<Str>, Str) {
-    match place {
-        Place::GenAi => (Some(name), shown),
-        Place::Attribute => (None, shown),
     }
 }
 

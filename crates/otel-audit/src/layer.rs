@@ -743,8 +743,6 @@ impl EventBuilder {
         let ids = Span::current()
             .id()
             .and_then(|id| with_state(&id, |_, s| s.ids));
-        // Not hot: the whole policy runs over the event once more at assembly.
-        record.whole_policy = true;
         record.envelope = Some(Envelope {
             layer: Arc::clone(&inner),
             time: Utc::now(),

@@ -700,22 +700,21 @@ mod tests {
         let r = parquet::file::reader::SerializedFileReader::new(file.bytes).unwrap();
         let meta = parquet::file::reader::FileReader::metadata(&r);
         let columns = meta.row_group(0).columns();
-        for name in HIGH_CARDINALITY.iter().chain(&RANDOM_BYTES) {
-            let c = columns
+        let column = |name: &str| {
+            columns
                 .iter()
-                .find(|c| c.column_path().string() == *name)
-                .unwrap_or_else(|| panic!("no column {name}"));
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+        };
+        for name in HIGH_CARDINALITY.iter().chain(&RANDOM_BYTES) {
+            let c = column(name);
             assert!(
                 !c.encodings().any(|e| e == Encoding::RLE_DICTIONARY),
                 "{name} is dictionary-encoded"
             );
         }
         for name in RANDOM_TEXT.iter().chain(&RANDOM_BYTES) {
-            let c = columns
-                .iter()
-                .find(|c| c.column_path().string() == *name)
-                .unwrap_or_else(|| panic!("no column {name}"));
-            assert!(c.statistics().is_none(), "{name} has statistics");
+            assert!(column(name).statistics().is_none(), "{name} has statistics");
         }
     }
 

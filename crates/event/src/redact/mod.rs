@@ -894,29 +894,27 @@ fn clamp(mut s: String, max: usize, field: &str, redactions: &mut Vec<Redaction>
 /// or `sha256:<hex>`.
 pub fn inline_digest(d: &ContentDigest) -> String {
     let mut s = String::with_capacity(12 + MAX_KEY_ID_BYTES + 1 + 64);
-    push_inline_digest(&mut s, d);
+    push_inline_digest(&mut s, d.algorithm, d.key_id.as_deref(), &d.digest);
     s
 }
 
 /// Appends the inline text of a digest (as [`inline_digest`] returns it) to
 /// `s`: for a caller that keeps many texts in one buffer.
-pub fn push_inline_digest(s: &mut String, d: &ContentDigest) {
+pub fn push_inline_digest(
+    s: &mut String,
+    algorithm: DigestAlgorithm,
+    key_id: Option<&str>,
+    digest: &[u8; 32],
+) {
     // Built by hand: this runs for every digested value on the calling thread.
-    match (&d.algorithm, &d.key_id) {
-        (DigestAlgorithm::HmacSha256, Some(k)) => push_inline_hmac(s, k, &d.digest),
-        _ => {
-            s.push_str("sha256:");
-            push_hex(s, &d.digest);
+    match (algorithm, key_id) {
+        (DigestAlgorithm::HmacSha256, Some(k)) => {
+            s.push_str("hmac-sha256:");
+            s.push_str(k);
+            s.push(':');
         }
+        _ => s.push_str("sha256:"),
     }
-}
-
-/// Appends the inline text of an HMAC-SHA256 digest under key `key_id`
-/// (`hmac-sha256:<key id>:<hex>`, as [`inline_digest`] writes it).
-pub fn push_inline_hmac(s: &mut String, key_id: &str, digest: &[u8; 32]) {
-    s.push_str("hmac-sha256:");
-    s.push_str(key_id);
-    s.push(':');
     push_hex(s, digest);
 }
 
