@@ -166,9 +166,10 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
 
     let make_span = quote! {
         #[allow(unused_imports)]
-        use #p::{TextSensitive as _, TextStr as _, TextDisplay as _, TextDebug as _};
+        use #p::{TextSensitive as _, TextStr as _, TextNum as _, TextDisplay as _, TextDebug as _};
         let mut __oa_ctx = #p::Ctx::new(#action, #category, #severity);
         #(#prepare)*
+        __oa_ctx.hand_off();
         let __oa_span = #p::tracing::span!(
             target: "otel_audit",
             #p::tracing::Level::#tracing_level,
@@ -178,7 +179,7 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
             "otel_audit.outcome" = #p::tracing::field::Empty,
             #(#span_fields,)*
         );
-        __oa_ctx.attach(&__oa_span);
+        __oa_ctx.settle();
         __oa_span
     };
 

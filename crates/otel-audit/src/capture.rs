@@ -20,6 +20,7 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use otel_audit_event::redact::{Redacted, RedactedField, push_inline_digest};
@@ -116,7 +117,8 @@ impl Ids {
 /// event's time) is drawn at assembly.
 pub(crate) struct Envelope {
     pub(crate) layer: Arc<Inner>,
-    pub(crate) time: DateTime<Utc>,
+    /// Converted to a calendar time at assembly, off the calling thread.
+    pub(crate) time: SystemTime,
     pub(crate) duration_ns: Option<i64>,
     pub(crate) trace: Option<Ids>,
 }
@@ -224,6 +226,18 @@ impl Record {
         self.texts.capacity() <= KEEP_TEXT_BYTES && self.ops.capacity() <= KEEP_OPS
     }
 
+    /// Returns a record no span took to this thread's spares.
+    pub(crate) fn release(mut self: Box<Self>) {
+        if self.reset() {
+            let _ = STASH.try_with(|stash| {
+                let mut stash = stash.borrow_mut();
+                if stash.len() < REFILL {
+                    stash.push(self);
+                }
+            });
+        }
+    }
+
     /// Returns used records to the pool (one lock for all of them).
     pub(crate) fn recycle(records: &mut Vec<Box<Record>>) {
         records.retain_mut(|r| r.reset());
@@ -308,6 +322,13 @@ impl Record {
                 self.place_text(name, shown, place, false)
             }
         }
+    }
+
+    /// Stores a value that passed the policy unchanged, as [`put`](Self::put)
+    /// stores a `Redacted::Clear` result with no redaction records.
+    pub(crate) fn put_clear(&mut self, name: Str, text: &str, place: Place) -> Str {
+        let shown = self.text(text);
+        self.place_text(name, shown, place, true)
     }
 
     /// Stores an HMAC-SHA256 digest computed by the caller, as
@@ -449,14 +470,15 @@ impl Record {
             .take()
             .expect("a record is exported only after its envelope is set");
         let layer = &envelope.layer;
+        let time = DateTime::<Utc>::from(envelope.time);
         let ts = uuid::Timestamp::from_unix(
             uuid::NoContext,
-            u64::try_from(envelope.time.timestamp()).unwrap_or(0),
-            envelope.time.timestamp_subsec_nanos(),
+            u64::try_from(time.timestamp()).unwrap_or(0),
+            time.timestamp_subsec_nanos(),
         );
         let mut ev = AuditEvent {
             event_id: uuid::Uuid::new_v7(ts),
-            time: envelope.time,
+            time,
             duration_ns: envelope.duration_ns,
             severity: self.severity,
             tenant: layer.tenant.clone(),
@@ -638,7 +660,7 @@ mod tests {
         fill(&mut r);
         r.envelope = Some(Envelope {
             layer: Arc::clone(&layer.inner),
-            time: DateTime::<Utc>::UNIX_EPOCH,
+            time: SystemTime::UNIX_EPOCH,
             duration_ns: Some(5),
             trace: None,
         });
@@ -678,6 +700,56 @@ mod tests {
             assert_eq!(slow, fast);
             assert_eq!(shown[0], shown[1]);
             assert!(shown[0].starts_with("hmac-sha256:k-2026:"), "{}", shown[0]);
+        }
+    }
+
+    /// `#[audit]` stores a value without scanning it when the redactor says
+    /// no detector could match it; what it stores must be what the scan
+    /// would have given, and every value a detector finds must be scanned.
+    #[test]
+    fn the_clear_shortcut_stores_what_the_scan_would() {
+        let layer = crate::AuditLayer::builder()
+            .exporter(crate::export::InMemoryExporter::default())
+            .hmac_key("k-2026", [9u8; 32])
+            .build()
+            .unwrap();
+        let redactor = layer.redactor();
+        let values = [
+            "gpt-4o-mini",
+            "user-4711",
+            "512",
+            "0.2",
+            "",
+            "4111111111111111",
+            "call 555-123-4567",
+            "jane@example.com",
+            "10.1.2.3",
+            "fe80::1",
+            "123-45-6789",
+            "GB82WEST12345698765432",
+            "sk-proj-abcdefghijklmnop1234",
+            "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl",
+        ];
+        for text in values {
+            let name = Str::Static("note");
+            let scanned = assembled(&layer, |r| {
+                let out = redactor.scan_field("note", text);
+                r.put(name, out, Place::Attribute);
+            });
+            if redactor.may_detect(text) {
+                continue;
+            }
+            let stored = assembled(&layer, |r| {
+                r.put_clear(name, text, Place::Attribute);
+            });
+            assert_eq!(scanned, stored, "{text}");
+            assert!(scanned.redactions.is_empty(), "{text}");
+        }
+        // Values with something to find are never taken for clear ones.
+        for text in &values[5..] {
+            assert!(redactor.may_detect(text), "{text}");
+            let found = redactor.scan_field("note", text);
+            assert!(!found.redactions.is_empty(), "{text}");
         }
     }
 

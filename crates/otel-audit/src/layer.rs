@@ -3,9 +3,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use chrono::{DateTime, Utc};
 use otel_audit_event::redact::{Keyring, Keys, Policy, PolicyError, Redactor};
 use otel_audit_event::{Category, Outcome, Service, Severity};
 use tracing::span::{Attributes, Id};
@@ -384,7 +383,8 @@ fn fallback_redactor() -> &'static Redactor {
 
 /// Per-span state, private to this layer (in the span's extensions).
 struct AuditSpan {
-    started_at: DateTime<Utc>,
+    /// A calendar time only at assembly (chrono's conversion is not free).
+    started_at: SystemTime,
     started: Instant,
     ids: Ids,
     /// What the call captured (boxed: it moves from the call to the span
@@ -410,11 +410,27 @@ fn with_state<R>(id: &Id, f: impl FnOnce(&Inner, &mut AuditSpan) -> R) -> Option
     })
 }
 
-/// Hands an expansion's collected values to its span.
-pub(crate) fn attach(span: &Span, record: Box<Record>) {
-    let Some(id) = span.id() else { return };
-    let mut record = Some(record);
-    with_state(&id, |_, state| state.record = record.take());
+thread_local! {
+    /// The record of the audit span this thread is about to create: the
+    /// expansion leaves it here and the layer's `on_new_span` takes it.
+    static PENDING: Cell<Option<Box<Record>>> = const { Cell::new(None) };
+}
+
+/// Leaves an expansion's record for the audit span it creates next.
+pub(crate) fn hand_off(record: Box<Record>) {
+    if let Ok(Some(stale)) = PENDING.try_with(|p| p.replace(Some(record))) {
+        // Only if a span was never created after a hand-off (a panic in
+        // between): that record belongs to no span.
+        stale.release();
+    }
+}
+
+/// After the span is created: the record is recycled if no layer took it
+/// (no `AuditLayer`, or the span is disabled), so it cannot reach another span.
+pub(crate) fn settle() {
+    if let Ok(Some(record)) = PENDING.try_with(Cell::take) {
+        record.release();
+    }
 }
 
 /// Records how an audited call ended. Returns the redacted error message
@@ -476,15 +492,18 @@ where
             Some((t, s)) => (t, Some(s)),
             None => ([id_word(), id_word()], None),
         };
+        // An `#[audit]` expansion handed its record over just before
+        // creating this span; a span made with `tracing::span!` by hand has none.
+        let record = PENDING.try_with(Cell::take).ok().flatten();
         span.extensions_mut().insert(AuditSpan {
-            started_at: Utc::now(),
+            started_at: SystemTime::now(),
             started: Instant::now(),
             ids: Ids {
                 trace,
                 span: id_word(),
                 parent,
             },
-            record: None,
+            record,
         });
     }
 
@@ -745,7 +764,7 @@ impl EventBuilder {
             .and_then(|id| with_state(&id, |_, s| s.ids));
         record.envelope = Some(Envelope {
             layer: Arc::clone(&inner),
-            time: Utc::now(),
+            time: SystemTime::now(),
             duration_ns: None,
             trace: ids.map(|ids| Ids {
                 trace: ids.trace,

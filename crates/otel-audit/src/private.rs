@@ -10,6 +10,8 @@ use tracing::Span;
 use crate::capture::{Place, Record, Str};
 use crate::layer;
 
+pub mod num;
+
 pub use otel_audit_event::redact::Method;
 pub use tracing;
 pub use tracing::Instrument;
@@ -25,6 +27,9 @@ pub enum Text<'a> {
     Debug(&'a dyn fmt::Debug),
     /// A `Sensitive<T>`'s value: never recorded in clear.
     Sensitive(&'a dyn fmt::Display),
+    /// A number: its `Display` text, written without `core::fmt` when a
+    /// short form exists (see [`num`]).
+    Num(num::Num),
 }
 
 /// Wraps a value so the `__audit_text` / `__audit_outcome` methods pick the
@@ -51,6 +56,18 @@ pub trait TextStr {
 impl<T: AsRef<str> + ?Sized> TextStr for &&Wrap<'_, T> {
     fn __audit_text(&self) -> Text<'_> {
         Text::Str(self.0.as_ref())
+    }
+}
+
+/// Integers and floats: the same text as `Display`, written without
+/// `core::fmt` (a call records numbers as often as strings).
+pub trait TextNum {
+    /// The value's text.
+    fn __audit_text(&self) -> Text<'_>;
+}
+impl<T: num::Number + ?Sized> TextNum for &&Wrap<'_, T> {
+    fn __audit_text(&self) -> Text<'_> {
+        Text::Num(self.0.num())
     }
 }
 
@@ -261,14 +278,19 @@ impl<K: fmt::Display, I: fmt::Display> IntoTarget for (K, I) {
 pub struct Ctx {
     action: &'static str,
     redactor: layer::RedactorRef,
-    record: Box<Record>,
+    /// `None` once handed to the layer (see [`hand_off`](Self::hand_off)).
+    record: Option<Box<Record>>,
     /// Where `Display` and `Debug` values are formatted (reused per thread).
     scratch: String,
+    /// The redacted texts again, for the span's fields: the record itself
+    /// goes to the layer while the span is being created.
+    shown: String,
 }
 
 thread_local! {
-    /// An empty formatting buffer with room, reused by the next `Ctx` on this thread.
-    static SCRATCH: Cell<String> = const { Cell::new(String::new()) };
+    /// Empty buffers with room (formatting, span texts), reused by the next
+    /// `Ctx` on this thread.
+    static BUFFERS: Cell<(String, String)> = const { Cell::new((String::new(), String::new())) };
 }
 
 /// A recorded value's redacted text, for a span field: see [`Ctx::shown`].
@@ -283,12 +305,20 @@ impl Ctx {
         let severity = severity.parse().unwrap_or(Severity::Info);
         let mut record = Record::take(category, severity);
         record.action = Str::Static(action);
+        let (scratch, shown) = BUFFERS.take();
         Ctx {
             action,
             redactor: layer::RedactorRef::current(),
-            record,
-            scratch: SCRATCH.take(),
+            record: Some(record),
+            scratch,
+            shown,
         }
+    }
+
+    fn record(&mut self) -> &mut Record {
+        self.record
+            .as_mut()
+            .expect("values are recorded before the record is handed off")
     }
 
     /// The action, for the span field.
@@ -298,7 +328,10 @@ impl Ctx {
 
     /// The redacted text of a recorded value, for its span field.
     pub fn shown(&self, value: Shown) -> &str {
-        self.record.get(value.0)
+        match value.0 {
+            Str::Static(s) => s,
+            Str::At(a, b) => &self.shown[a..b],
+        }
     }
 
     /// Redacts one value (an explicit method then the policy, the content
@@ -314,8 +347,12 @@ impl Ctx {
             redactor,
             record,
             scratch,
+            shown: span_texts,
             ..
         } = self;
+        let record = record
+            .as_mut()
+            .expect("values are recorded before the record is handed off");
         scratch.clear();
         // A formatting error keeps what was written (`to_string` would panic).
         let (text, sensitive) = match text {
@@ -332,16 +369,23 @@ impl Ctx {
                 let _ = write!(scratch, "{d}");
                 (scratch.as_str(), true)
             }
+            Text::Num(n) => {
+                n.write(scratch);
+                (scratch.as_str(), false)
+            }
         };
         let r = redactor.get();
         let name_str = Str::Static(name);
         // The method: an explicit one (then the policy on what it leaves),
         // the content method for a `Sensitive<T>`, else the policy's for
         // this name.
-        let (method, then_policy) = match (method, sensitive) {
-            (Some(m), _) => (Some(m), true),
-            (None, true) => (Some(r.policy().content_method), true),
-            (None, false) => (policy_method(redactor, name), false),
+        let (method, then_policy, scans) = match (method, sensitive) {
+            (Some(m), _) => (Some(m), true, true),
+            (None, true) => (Some(r.policy().content_method), true, true),
+            (None, false) => {
+                let rule = policy_rule(redactor, name);
+                (rule.method, false, rule.scans)
+            }
         };
         let shown = match method {
             // A digest leaves no text for the policy: what `apply` and
@@ -354,7 +398,18 @@ impl Ctx {
                 record.put(name_str, r.apply_then_policy(name, text, &m), place)
             }
             Some(m) => record.put(name_str, r.apply(name, text, &m), place),
+            // Most values pass and no detector can match them: stored as
+            // they are, without building a result.
+            None if !scans || !r.may_detect(text) => record.put_clear(name_str, text, place),
             None => record.put(name_str, r.scan_field(name, text), place),
+        };
+        let shown = match shown {
+            Str::Static(s) => Str::Static(s),
+            at => {
+                let start = span_texts.len();
+                span_texts.push_str(record.get(at));
+                Str::At(start, span_texts.len())
+            }
         };
         let shown = Shown(shown);
         if sensitive {
@@ -381,38 +436,49 @@ impl Ctx {
     /// Records a GenAI count into its typed column.
     pub fn gen_ai_int(&mut self, key: &'static str, v: Option<i64>) -> Option<i64> {
         if let Some(v) = v {
-            self.record.set_gen_ai_int(Str::Static(key), v);
+            self.record().set_gen_ai_int(Str::Static(key), v);
         }
         v
     }
 
     /// Records the temperature.
     pub fn gen_ai_float(&mut self, key: &'static str, v: f64) -> f64 {
-        self.record.set_gen_ai_float(Str::Static(key), v);
+        self.record().set_gen_ai_float(Str::Static(key), v);
         v
     }
 
     /// Sets the actor (the layer applies the policy's identity rules).
     pub fn actor(&mut self, actor: Actor) {
-        self.record.set_actor(&actor);
+        self.record().set_actor(&actor);
     }
 
     /// Sets the target.
     pub fn target(&mut self, target: Target) {
-        self.record.set_target(&target);
+        self.record().set_target(&target);
     }
 
-    /// Hands everything collected to the span's audit state.
-    pub fn attach(self, span: &Span) {
+    /// Hands the record to the layer, which takes it when the span is
+    /// created (right after this): finding the span again afterwards to
+    /// attach it costs a registry lookup per call.
+    pub fn hand_off(&mut self) {
+        if let Some(record) = self.record.take() {
+            layer::hand_off(record);
+        }
+    }
+
+    /// After the span is created: a record no layer took (the span is
+    /// disabled, or there is no `AuditLayer`) is recycled.
+    pub fn settle(self) {
         let Ctx {
-            record,
             mut scratch,
+            mut shown,
             ..
         } = self;
-        // The buffer goes back for this thread's next call.
+        // The buffers go back for this thread's next call.
         scratch.clear();
-        SCRATCH.set(scratch);
-        layer::attach(span, record);
+        shown.clear();
+        BUFFERS.set((scratch, shown));
+        layer::settle();
     }
 }
 
@@ -426,24 +492,42 @@ fn hmac<'r>(r: &'r Redactor, text: &str) -> Option<(&'r str, [u8; 32])> {
         .map(|digest| (id, digest))
 }
 
-/// (redactor id, name address, name length, the policy's method).
-type RuleEntry = (u64, usize, usize, Option<Method>);
+/// What the policy does with a field name's values.
+#[derive(Clone, Copy)]
+struct Rule {
+    /// Its method (`None`: the value passes, to the detectors).
+    method: Option<Method>,
+    /// Whether the detectors scan what passes ([`Redactor::scans`]).
+    scans: bool,
+}
+
+/// (redactor id, name address, name length, the rule).
+type RuleEntry = (u64, usize, usize, Rule);
 
 /// Entries in each thread's cache of policy decisions.
 const RULES: usize = 64;
 
+const NO_RULE: RuleEntry = (
+    u64::MAX,
+    0,
+    0,
+    Rule {
+        method: None,
+        scans: true,
+    },
+);
+
 thread_local! {
-    /// The policy's method per (redactor, field name): names in expansions
+    /// The policy's rule per (redactor, field name): names in expansions
     /// are `&'static str`, so their address and length identify them, and
     /// a policy never changes once built.
-    static RULE_CACHE: RefCell<[RuleEntry; RULES]> =
-        const { RefCell::new([(u64::MAX, 0, 0, None); RULES]) };
+    static RULE_CACHE: RefCell<[RuleEntry; RULES]> = const { RefCell::new([NO_RULE; RULES]) };
 }
 
-/// [`Redactor::method_for`], remembered per thread for the names of
-/// expansions (a field's method is looked up on every call otherwise: a
-/// hash and every glob of the policy).
-fn policy_method(redactor: &layer::RedactorRef, name: &'static str) -> Option<Method> {
+/// [`Redactor::method_for`] and [`Redactor::scans`], remembered per thread
+/// for the names of expansions (looked up on every call otherwise: a hash
+/// and every glob of the policy).
+fn policy_rule(redactor: &layer::RedactorRef, name: &'static str) -> Rule {
     let id = redactor.id();
     let key = (name.as_ptr() as usize, name.len());
     // Fibonacci hashing of the address, and two slots per name, so the
@@ -459,16 +543,20 @@ fn policy_method(redactor: &layer::RedactorRef, name: &'static str) -> Option<Me
         })
     });
     match cached {
-        Ok(Some(m)) => m,
+        Ok(Some(rule)) => rule,
         _ => {
-            let m = redactor.get().method_for(name);
+            let r = redactor.get();
+            let rule = Rule {
+                method: r.method_for(name),
+                scans: r.scans(name),
+            };
             let _ = RULE_CACHE.try_with(|c| {
                 // The newest in the first slot, the one it displaces in the second.
                 let mut c = c.borrow_mut();
                 c[slot ^ 1] = c[slot];
-                c[slot] = (id, key.0, key.1, m);
+                c[slot] = (id, key.0, key.1, rule);
             });
-            m
+            rule
         }
     }
 }

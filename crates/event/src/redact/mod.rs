@@ -192,8 +192,8 @@ pub struct Redactor {
     allow: PatternSet,
     skip: PatternSet,
     fallback: Option<Method>,
-    detectors_on: [bool; DETECTOR_COUNT],
-    any_detector: bool,
+    /// The enabled detectors, one bit each (see `detect::mask`).
+    detectors_on: u16,
     detector_methods: [Method; DETECTOR_COUNT],
 }
 
@@ -244,11 +244,13 @@ impl Redactor {
                 });
             }
         }
-        let mut detectors_on = [false; DETECTOR_COUNT];
+        let detectors_on = detect::mask(
+            Detector::ALL
+                .into_iter()
+                .filter(|&d| policy.detectors.enabled && policy.detectors.setting(d).enabled),
+        );
         let mut detector_methods = [Method::MASK; DETECTOR_COUNT];
         for d in Detector::ALL {
-            detectors_on[d.index()] =
-                policy.detectors.enabled && policy.detectors.setting(d).enabled;
             detector_methods[d.index()] = policy.detectors.method(d);
         }
         Ok(Redactor {
@@ -261,7 +263,6 @@ impl Redactor {
             allow: PatternSet::new(policy.allow_fields.iter().map(String::as_str)),
             skip: PatternSet::new(policy.detectors.skip_fields.iter().map(String::as_str)),
             fallback: policy.fallback_method(),
-            any_detector: detectors_on.iter().any(|on| *on),
             detectors_on,
             detector_methods,
             policy,
@@ -308,6 +309,20 @@ impl Redactor {
             return None;
         }
         self.fallback
+    }
+
+    /// Whether the detectors run over `field`'s readable values: some are
+    /// enabled and the policy does not skip the field.
+    pub fn scans(&self, field: &str) -> bool {
+        self.detectors_on != 0 && !self.skip.matches(field)
+    }
+
+    /// Whether any enabled detector could match in `value`: when false,
+    /// [`scan_field`](Self::scan_field) would return it unchanged. A quick
+    /// test (one pass over the bytes) for callers that keep the value
+    /// themselves and want to skip building a result.
+    pub fn may_detect(&self, value: &str) -> bool {
+        detect::may_find(value, self.detectors_on)
     }
 
     /// Redacts one named value by the policy: the field's method, then the
@@ -504,11 +519,11 @@ impl Redactor {
         text: Cow<'a, str>,
         mut redactions: Vec<Redaction>,
     ) -> RedactedField<'a> {
-        if !self.any_detector || self.skip.matches(field) {
+        if !self.scans(field) {
             return finish(text, redactions);
         }
         let mut found = Vec::new();
-        detect::find_into(&text, &self.detectors_on, &mut found);
+        detect::find_into(&text, self.detectors_on, &mut found);
         if found.is_empty() {
             return finish(text, redactions);
         }
@@ -920,17 +935,39 @@ pub fn push_inline_digest(
 
 /// Appends `bytes` as lower-case hex.
 pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // 32 bytes at a time through a stack buffer: one append per chunk
-    // instead of a capacity check and a UTF-8 encode per character.
+    // Four bytes at a time as eight nibbles in the bytes of a u64, turned
+    // into digits with a few word operations: this runs for every digest
+    // on the calling thread, where a table lookup per nibble showed.
     let mut buf = [0u8; 64];
     for chunk in bytes.chunks(32) {
-        for (i, b) in chunk.iter().enumerate() {
-            buf[2 * i] = HEX[usize::from(b >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        let out = &mut buf[..2 * chunk.len()];
+        let mut quads = chunk.chunks_exact(4);
+        let mut at = 0;
+        for q in quads.by_ref() {
+            let word = u32::from_be_bytes(q.try_into().expect("four bytes"));
+            out[at..at + 8].copy_from_slice(&hex_quad(word).to_be_bytes());
+            at += 8;
         }
-        s.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).expect("hex digits are ASCII"));
+        for &b in quads.remainder() {
+            let two = hex_quad(u32::from(b)).to_be_bytes();
+            out[at..at + 2].copy_from_slice(&two[6..]);
+            at += 2;
+        }
+        s.push_str(std::str::from_utf8(out).expect("hex digits are ASCII"));
     }
+}
+
+/// The eight lower-case hex digits of `v`, most significant first, as the
+/// big-endian bytes of the result.
+fn hex_quad(v: u32) -> u64 {
+    let v = u64::from(v);
+    // Spread the nibbles one per byte: 0x0a0b0c0d0e0f0g0h.
+    let mut x = ((v & 0xffff_0000) << 16) | (v & 0xffff);
+    x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+    x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+    // 1 in each byte whose nibble is 10 or more, which then needs 'a' - '0' - 10 more.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * 0x27
 }
 
 /// Whether `s` is an inline digest written by [`inline_digest`].
@@ -954,7 +991,7 @@ mod tests {
 
     #[test]
     fn hex_is_lower_case_and_complete() {
-        for n in [0, 1, 31, 32, 33, 64, 70] {
+        for n in [0, 1, 3, 4, 5, 31, 32, 33, 64, 70, 256] {
             let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + 5) as u8).collect();
             let mut s = "x".to_owned();
             push_hex(&mut s, &bytes);
