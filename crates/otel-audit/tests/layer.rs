@@ -512,3 +512,60 @@ fn an_absent_token_count_is_not_recorded_as_zero() {
     assert_eq!(events[0].gen_ai.output_tokens, None);
     assert_eq!(events[1].gen_ai.output_tokens, Some(7));
 }
+
+#[audit(action = "numbers", category = tool)]
+fn numbers(temperature: f64, top_p: f32, delta: i32, size: usize, account: u64) {}
+
+#[test]
+fn numbers_are_recorded_as_display_writes_them() {
+    let values = (0.7, 0.1f32, -42, usize::MAX, 4_111_111_111_111_111u64);
+    let (_, events, seen, _) = run(|| numbers(values.0, values.1, values.2, values.3, values.4));
+    let a = &events[0].attributes;
+    assert_eq!(a["temperature"], values.0.to_string());
+    assert_eq!(a["top_p"], values.1.to_string());
+    assert_eq!(a["delta"], "-42");
+    assert_eq!(a["size"], usize::MAX.to_string());
+    // A number is scanned like any text: this one is a card number.
+    assert!(
+        a["account"].starts_with("[payment_card"),
+        "{}",
+        a["account"]
+    );
+    assert!(!seen.iter().any(|s| s.contains("4111111111111111")));
+}
+
+#[audit(action = "chatty", category = tool, level = debug)]
+fn chatty(note: &str) {}
+
+#[test]
+fn a_disabled_audit_span_leaves_nothing_for_the_next() {
+    let exporter = InMemoryExporter::default();
+    let layer = AuditLayer::builder()
+        .hmac_key("k1", KEY)
+        .exporter(exporter.clone())
+        .build()
+        .unwrap();
+    // The debug span is never created, so no layer takes its record.
+    let subscriber = tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing::subscriber::with_default(subscriber, || {
+        chatty("debug-only-note");
+        // A span made by hand has no record: it exports nothing (and must
+        // not pick up the one the debug call left).
+        drop(
+            tracing::info_span!(target: "otel_audit", "audit", "otel_audit.action" = "by.hand")
+                .entered(),
+        );
+        inner(7);
+        chatty("debug-only-note");
+        inner(8);
+    });
+    let events = exporter.events();
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.action.as_str(), e.attributes.get("n").map(String::as_str)))
+        .collect();
+    assert_eq!(got, [("inner", Some("7")), ("inner", Some("8"))]);
+    assert!(events.iter().all(|e| !e.attributes.contains_key("note")));
+}
