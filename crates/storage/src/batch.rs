@@ -9,9 +9,9 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{DataType, Field};
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use otel_audit_event::{
     Actor, AuditEvent, ContentDigest, ErrorInfo, GenAi, Record, Redaction, Safety, SealedContent,
@@ -293,6 +293,39 @@ impl<'a> Cols<'a> {
     }
 }
 
+/// `batch` with its dictionary-typed text columns turned into plain text
+/// columns (a cheap clone of `batch` when there are none).
+fn plain_text(batch: &RecordBatch) -> Result<RecordBatch, DecodeError> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| schema::is_text_dictionary(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
+    for (f, a) in schema.fields().iter().zip(batch.columns()) {
+        if schema::is_text_dictionary(f.data_type()) {
+            let d = a.as_dictionary::<Int32Type>();
+            let values = d.values().as_string::<i32>();
+            let text: StringArray = d
+                .keys()
+                .iter()
+                .map(|k| k.map(|k| values.value(k as usize)))
+                .collect();
+            fields.push(f.as_ref().clone().with_data_type(DataType::Utf8));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(a.clone());
+        }
+    }
+    let plain = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Ok(RecordBatch::try_new(plain, columns)?)
+}
+
 fn fixed32(b: &[u8]) -> Option<[u8; 32]> {
     b.try_into().ok()
 }
@@ -302,8 +335,11 @@ fn struct_str(s: &StructArray, field: usize, i: usize) -> Option<String> {
     a.is_valid(i).then(|| a.value(i).to_owned())
 }
 
-/// Decodes a batch of the stored schema into records.
+/// Decodes a batch of the stored schema into records. Top-level text
+/// columns may also be dictionaries of text, as verify decodes them.
 pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>, DecodeError> {
+    let plain = plain_text(batch)?;
+    let batch = &plain;
     schema::check_schema(batch.schema_ref()).map_err(DecodeError::Schema)?;
     let c = Cols { batch };
     let value = |row, column, reason: String| DecodeError::Value {

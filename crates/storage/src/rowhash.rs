@@ -6,10 +6,10 @@
 //! check that this agrees byte for byte with `Record::canonical_bytes`.
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
-    Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int64Array, ListArray,
-    MapArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32DictionaryArray,
+    Int64Array, ListArray, MapArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::NullBuffer;
 use arrow_schema::DataType;
@@ -21,6 +21,8 @@ use crate::schema;
 /// One column, typed for encoding.
 enum Col<'a> {
     Str(&'a StringArray),
+    /// Text read as a dictionary: one key per row into the values.
+    Dict(&'a Int32DictionaryArray, &'a StringArray),
     I64(&'a Int64Array),
     Ts(&'a TimestampMicrosecondArray),
     F64(&'a Float64Array),
@@ -36,6 +38,18 @@ impl<'a> Col<'a> {
     fn new(a: &'a dyn Array) -> Result<Self, DecodeError> {
         Ok(match a.data_type() {
             DataType::Utf8 => Col::Str(a.as_string::<i32>()),
+            t if schema::is_text_dictionary(t) => {
+                let d = a.as_dictionary::<Int32Type>();
+                let values = d.values().as_string::<i32>();
+                // Parquet dictionaries hold no nulls (a null row has a null
+                // key). A null value would be a null the keys do not show.
+                if values.null_count() > 0 {
+                    return Err(DecodeError::Schema(
+                        "a text dictionary holds a null value".into(),
+                    ));
+                }
+                Col::Dict(d, values)
+            }
             DataType::Int64 => Col::I64(a.as_primitive::<Int64Type>()),
             DataType::Timestamp(_, _) => Col::Ts(
                 a.as_primitive_opt::<TimestampMicrosecondType>()
@@ -75,6 +89,7 @@ impl<'a> Col<'a> {
     fn is_valid(&self, i: usize) -> bool {
         match self {
             Col::Str(a) => a.is_valid(i),
+            Col::Dict(a, _) => a.is_valid(i),
             Col::I64(a) => a.is_valid(i),
             Col::Ts(a) => a.is_valid(i),
             Col::F64(a) => a.is_valid(i),
@@ -98,6 +113,7 @@ impl<'a> Col<'a> {
         }
         match self {
             Col::Str(a) => bytes(a.value(i).as_bytes(), out),
+            Col::Dict(a, values) => bytes(values.value(a.keys().value(i) as usize).as_bytes(), out),
             Col::I64(a) => word(a.value(i).to_be_bytes(), out),
             Col::Ts(a) => word(a.value(i).to_be_bytes(), out),
             Col::F64(a) => word(a.value(i).to_bits().to_be_bytes(), out),
@@ -142,6 +158,16 @@ impl<'a> Col<'a> {
                 let (offs, data) = (a.value_offsets(), a.value_data());
                 rows(a.nulls(), start, outs, |i, out| {
                     bytes(&data[offs[i] as usize..offs[i + 1] as usize], out)
+                });
+            }
+            Col::Dict(a, values) => {
+                let keys = a.keys().values();
+                let (offs, data) = (values.value_offsets(), values.value_data());
+                rows(a.nulls(), start, outs, |i, out| {
+                    // Keys are checked against the dictionary's length when
+                    // the array is built (by the Parquet reader, too).
+                    let k = keys[i] as usize;
+                    bytes(&data[offs[k] as usize..offs[k + 1] as usize], out)
                 });
             }
             Col::I64(a) => {
@@ -271,9 +297,11 @@ pub struct RowLink {
 const RUN: usize = 128;
 
 /// Recomputes every row's hash in `batch` and returns its chain columns.
-/// The batch must have the stored schema (checked).
+/// The batch must have the stored schema (checked), where top-level text
+/// columns may also be dictionaries of text
+/// ([`TextColumns::KeepDictionaries`](crate::reader::TextColumns)).
 pub fn scan_batch(batch: &RecordBatch, out: &mut Vec<RowLink>) -> Result<(), DecodeError> {
-    schema::check_schema(batch.schema_ref()).map_err(DecodeError::Schema)?;
+    schema::check_decoded_schema(batch.schema_ref()).map_err(DecodeError::Schema)?;
     let cols = content_columns(batch)?;
     let seq = batch.column(schema::col("seq")).as_primitive::<Int64Type>();
     let n_content = cols.len();

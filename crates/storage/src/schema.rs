@@ -173,6 +173,22 @@ pub fn col(name: &str) -> usize {
 /// Nullability and field metadata are not compared: other writers (pyarrow,
 /// DuckDB) may relax them without changing any value.
 pub fn check_schema(found: &Schema) -> Result<(), String> {
+    check(found, false)
+}
+
+/// As [`check_schema`], but a top-level text column may also be a
+/// `Dictionary(Int32, Utf8)` array (same values, decoded without copying:
+/// [`TextColumns::KeepDictionaries`](crate::reader::TextColumns)).
+pub fn check_decoded_schema(found: &Schema) -> Result<(), String> {
+    check(found, true)
+}
+
+/// Whether `t` is a dictionary of text with 32-bit keys.
+pub fn is_text_dictionary(t: &DataType) -> bool {
+    matches!(t, DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8)
+}
+
+fn check(found: &Schema, dictionaries: bool) -> Result<(), String> {
     let expected = schema();
     if found.fields().len() != expected.fields().len() {
         return Err(format!(
@@ -189,7 +205,9 @@ pub fn check_schema(found: &Schema) -> Result<(), String> {
                 e.name()
             ));
         }
-        if !same_shape(f.data_type(), e.data_type()) {
+        let dictionary_text =
+            dictionaries && *e.data_type() == DataType::Utf8 && is_text_dictionary(f.data_type());
+        if !dictionary_text && !same_shape(f.data_type(), e.data_type()) {
             return Err(format!(
                 "column {} has type {}, expected {}",
                 e.name(),

@@ -12,11 +12,12 @@ use otel_audit_event::GENESIS_HASH;
 use serde::Serialize;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::types::{Int32Type, TimestampMicrosecondType};
+use arrow_array::{Array, Int32DictionaryArray, RecordBatch, StringArray};
 
 use crate::error::{DecodeError, ReadError};
 use crate::keys::PublicKeys;
-use crate::reader::{ListedFile, TimeRange, decode, fetch, list_files};
+use crate::reader::{ListedFile, TextColumns, TimeRange, fetch, list_files, open_decoder};
 use crate::retention::{TOMBSTONE_ACTION, Tombstone};
 use crate::rowhash::{RowLink, scan_batch};
 use crate::schema;
@@ -309,8 +310,11 @@ pub struct VerifyOptions {
     /// Only partitions overlapping this range. With a start, chains are not
     /// required to begin at seq 0 and the first file's incoming link is not checked.
     pub range: TimeRange,
-    /// Files read and hashed at once (default: 2 × CPUs, at least 4).
+    /// Files fetched ahead of the one being walked (default: 2 × CPUs, at
+    /// least 4), so a remote store's latency overlaps the hashing.
     pub read_ahead: usize,
+    /// Files decoded and hashed at once (default: the number of CPUs).
+    pub scan_threads: usize,
     /// The trusted public keys for digest signatures; when empty, signatures
     /// are not checked (everything else about digests is).
     pub keys: PublicKeys,
@@ -328,6 +332,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             range: TimeRange::all(),
             read_ahead: (2 * cpus).max(4),
+            scan_threads: cpus,
             keys: PublicKeys::new(),
             as_of: None,
             tenant: None,
@@ -344,6 +349,8 @@ struct Scanned {
 
 struct Content {
     footer: Result<FooterMeta, String>,
+    /// The footer as the rows give it (`None` for a file without rows).
+    computed: Option<FooterMeta>,
     /// Deletions recorded by tombstone rows of this file.
     tombstones: Vec<Tombstone>,
     rows: Vec<RowLink>,
@@ -352,8 +359,53 @@ struct Content {
     sha256: [u8; 32],
 }
 
+/// Rows decoded at a time while scanning a file. Each batch is hashed right
+/// after it is decoded and then dropped: at ~1 KiB of Arrow buffers per row,
+/// a batch this size stays in the CPU's caches between the Parquet decoder
+/// writing it and the row hashing reading it, where a whole file (~14,000
+/// rows in a 1 M-event store) did not, and the buffers are small enough for
+/// the allocator to reuse instead of mapping fresh pages for every file.
+const SCAN_BATCH_ROWS: usize = 2048;
+
+/// A top-level text column as decoded: plain, or a dictionary of text
+/// ([`TextColumns::KeepDictionaries`]).
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Dict(&'a Int32DictionaryArray, &'a StringArray),
+}
+
+impl<'a> Text<'a> {
+    /// Column `name` of `batch`, a batch scan_batch has accepted.
+    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, DecodeError> {
+        let a = batch.column(schema::col(name));
+        if schema::is_text_dictionary(a.data_type()) {
+            let d = a.as_dictionary::<Int32Type>();
+            Ok(Text::Dict(d, d.values().as_string::<i32>()))
+        } else {
+            a.as_string_opt::<i32>()
+                .map(Text::Plain)
+                .ok_or_else(|| DecodeError::Schema(format!("column {name} is not text")))
+        }
+    }
+
+    /// The value of row `i`, `None` when null.
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Text::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::Dict(d, values) => d.key(i).map(|k| values.value(k)),
+        }
+    }
+
+    /// The value of row `i`, empty when null (as a plain column holds it).
+    fn value(&self, i: usize) -> &'a str {
+        self.get(i).unwrap_or_default()
+    }
+}
+
+/// Decodes and checks one file's rows: everything about a file that needs
+/// only the file, so it runs on the blocking pool, several files at once.
 fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, DecodeError> {
-    let decoded = decode(bytes)?;
+    let opened = open_decoder(bytes, SCAN_BATCH_ROWS, TextColumns::KeepDictionaries)?;
     let mut rows = Vec::new();
     let mut misplaced = None;
     let mut tombstones = Vec::new();
@@ -362,13 +414,14 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
         part.start().timestamp_micros(),
         part.end().timestamp_micros(),
     );
-    for b in &decoded.batches {
+    for b in opened.batches {
+        let b = b?;
         let base = rows.len();
-        scan_batch(b, &mut rows)?;
+        scan_batch(&b, &mut rows)?;
         // Tombstones are rare: decode a batch fully only when it holds one.
-        let action = b.column(schema::col("action")).as_string::<i32>();
-        if action.iter().any(|a| a == Some(TOMBSTONE_ACTION)) {
-            for (i, r) in crate::batch_to_records(b)?.iter().enumerate() {
+        let action = Text::of(&b, "action")?;
+        if (0..b.num_rows()).any(|i| action.get(i) == Some(TOMBSTONE_ACTION)) {
+            for (i, r) in crate::batch_to_records(&b)?.iter().enumerate() {
                 if rows[base + i].hash_ok
                     && let Some(t) = Tombstone::of(r)
                 {
@@ -379,8 +432,8 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
         if misplaced.is_some() {
             continue;
         }
-        let tenant = b.column(schema::col("tenant")).as_string::<i32>();
-        let chain = b.column(schema::col("chain_id")).as_string::<i32>();
+        let tenant = Text::of(&b, "tenant")?;
+        let chain = Text::of(&b, "chain_id")?;
         let recv = b
             .column(schema::col("received_at"))
             .as_primitive::<TimestampMicrosecondType>();
@@ -417,23 +470,31 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
             }
         }
     }
+    // The footer the rows give, Merkle root included (three SHA-256 blocks
+    // per row): computed here, in parallel with other files, rather than in
+    // the walk, which runs on one thread for the whole store.
+    let chain_rows: Vec<(u64, [u8; 32], [u8; 32])> = rows
+        .iter()
+        .map(|r| (r.seq.max(0) as u64, r.prev_hash, r.hash))
+        .collect();
     Ok(Content {
-        footer: decoded.footer,
+        footer: opened.footer,
+        computed: FooterMeta::compute(&listed.file.chain_id, &chain_rows),
         tombstones,
         rows,
         misplaced,
-        sha256: decoded.sha256,
+        sha256: opened.sha256,
     })
 }
 
-async fn scan(store: &Store, listed: ListedFile) -> Result<Scanned, ReadError> {
-    let bytes = fetch(store, &listed.path).await?;
+/// Decodes and checks fetched bytes on the blocking pool.
+async fn scan(listed: ListedFile, bytes: bytes::Bytes) -> Scanned {
     let l = listed.clone();
     let content = tokio::task::spawn_blocking(move || scan_bytes(&l, bytes))
         .await
         .expect("verification task panicked")
         .map_err(|e| e.to_string());
-    Ok(Scanned { listed, content })
+    Scanned { listed, content }
 }
 
 /// A file walked, waiting for its footer check until the next file of its
@@ -869,18 +930,13 @@ impl Verifier {
             self.finish_file(&chain, prev);
         }
         cw.check_start = false;
-        let rows: Vec<(u64, [u8; 32], [u8; 32])> = content
-            .rows
-            .iter()
-            .map(|r| (r.seq.max(0) as u64, r.prev_hash, r.hash))
-            .collect();
         let row_problem = self.problems[problems_before..].iter().any(|p| {
             p.path.as_deref() == Some(path.as_str()) && p.kind != ProblemKind::MisplacedFile
         });
         cw.prev_file = Some(Walked {
             path,
             footer: content.footer,
-            computed: FooterMeta::compute(&chain, &rows),
+            computed: content.computed,
             name_first_seq: file.listed.file.first_seq,
             row_problem,
         });
@@ -1016,9 +1072,22 @@ pub async fn verify(
     let bytes_total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(files.len() as u64, bytes_total);
 
+    // Two stages: fetches run `read_ahead` files ahead, while only
+    // `scan_threads` files are decoded and hashed at once. More scans than
+    // cores only time-slice: each then holds a file's buffers (and a
+    // Parquet decoder per column) at the same time, with more memory
+    // faulted in and more cache misses for the same work.
     let scans = stream::iter(files)
-        .map(|f| scan(store, f))
+        .map(|f| async move {
+            let bytes = fetch(store, &f.path).await?;
+            Ok::<_, ReadError>((f, bytes))
+        })
         .buffered(opts.read_ahead.max(1))
+        .map(|fetched| async move {
+            let (f, bytes) = fetched?;
+            Ok::<_, ReadError>(scan(f, bytes).await)
+        })
+        .buffered(opts.scan_threads.max(1))
         .inspect(|s| {
             if let Ok(s) = s {
                 let rows = s.content.as_ref().map_or(0, |c| c.rows.len() as u64);
