@@ -669,13 +669,18 @@ mod tests {
         ev
     }
 
-    #[test]
-    fn the_hmac_shortcut_stores_what_the_redactor_would() {
-        let layer = crate::AuditLayer::builder()
+    /// A layer with an HMAC key and an exporter that keeps events in memory.
+    fn test_layer() -> crate::AuditLayer {
+        crate::AuditLayer::builder()
             .exporter(crate::export::InMemoryExporter::default())
             .hmac_key("k-2026", [9u8; 32])
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn the_hmac_shortcut_stores_what_the_redactor_would() {
+        let layer = test_layer();
         let redactor = layer.redactor();
         let text = "Summarise the claim of jane@example.com";
         for place in [Place::Attribute, Place::GenAi] {
@@ -708,11 +713,7 @@ mod tests {
     /// would have given, and every value a detector finds must be scanned.
     #[test]
     fn the_clear_shortcut_stores_what_the_scan_would() {
-        let layer = crate::AuditLayer::builder()
-            .exporter(crate::export::InMemoryExporter::default())
-            .hmac_key("k-2026", [9u8; 32])
-            .build()
-            .unwrap();
+        let layer = test_layer();
         let redactor = layer.redactor();
         let values = [
             "gpt-4o-mini",
