@@ -17,7 +17,7 @@
 // span and on to the exporter as one pointer, and comes back in the same box.
 #![allow(clippy::vec_box)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -52,6 +52,7 @@ pub(crate) enum Place {
 }
 
 /// One step of assembling the event, in the order the call made them.
+#[derive(Clone, Copy)]
 enum Op {
     Attribute {
         name: Str,
@@ -159,6 +160,11 @@ const KEEP_OPS: usize = 256;
 static POOL: Mutex<Vec<Box<Record>>> = Mutex::new(Vec::new());
 
 thread_local! {
+    /// The record `#[audit]` calls on this thread fill (see [`Record::hot`]).
+    static HOT: Cell<Option<Box<Record>>> = const { Cell::new(None) };
+}
+
+thread_local! {
     /// Records this thread took from the pool and has not used yet.
     static STASH: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
 }
@@ -224,6 +230,52 @@ impl Record {
         self.sealed.clear();
         self.envelope = None;
         self.texts.capacity() <= KEEP_TEXT_BYTES && self.ops.capacity() <= KEEP_OPS
+    }
+
+    /// The record an `#[audit]` call on this thread fills: the same memory
+    /// every call, so it stays in this core's cache. Pooled records were
+    /// last touched by the exporter's thread on another core; filled value
+    /// by value, each of their cache lines had to come back on the first
+    /// write, one after another. [`copy_out`](Self::copy_out) moves the
+    /// contents into one of them in two bulk copies instead.
+    pub(crate) fn hot(category: Category, severity: Severity) -> Box<Record> {
+        let mut r = HOT
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(Record::empty()));
+        r.category = category;
+        r.severity = severity;
+        r
+    }
+
+    /// A pooled record with this one's contents, for the exporter. This
+    /// one keeps its texts (a span's fields borrow them) until
+    /// [`cool_down`](Self::cool_down).
+    pub(crate) fn copy_out(&mut self) -> Box<Record> {
+        let mut r = Record::take(self.category, self.severity);
+        debug_assert!(r.texts.is_empty() && r.ops.is_empty() && r.sealed.is_empty());
+        r.action = self.action;
+        r.outcome = self.outcome;
+        r.input_tokens = self.input_tokens;
+        r.output_tokens = self.output_tokens;
+        r.temperature = self.temperature;
+        r.safety_passed = self.safety_passed;
+        r.whole_policy = self.whole_policy;
+        // Same offsets: the copy's text starts empty.
+        r.texts.push_str(&self.texts);
+        r.ops.extend_from_slice(&self.ops);
+        // Rare (`encrypt`): moved, not copied.
+        std::mem::swap(&mut r.sealed, &mut self.sealed);
+        r.envelope = self.envelope.take();
+        r
+    }
+
+    /// Empties this thread's record (see [`hot`](Self::hot)) for its next call.
+    pub(crate) fn cool_down(mut self: Box<Self>) {
+        if self.reset() {
+            let _ = HOT.try_with(|h| h.set(Some(self)));
+        }
     }
 
     /// Returns a record no span took to this thread's spares.

@@ -272,25 +272,20 @@ impl<K: fmt::Display, I: fmt::Display> IntoTarget for (K, I) {
 /// with the policy of the `AuditLayer` in the current subscriber (or, with
 /// none, a fail-closed default), so the span only ever holds redacted text.
 ///
-/// The redacted texts are copied once, into the record the span then carries
-/// to the exporter; the span's fields borrow them from there (see
-/// [`shown`](Self::shown)).
+/// The values are recorded into this thread's own record (see
+/// [`Record::hot`]), which the span's fields borrow (see
+/// [`shown`](Self::shown)); a pooled copy goes to the layer.
 pub struct Ctx {
     action: &'static str,
     redactor: layer::RedactorRef,
-    /// `None` once handed to the layer (see [`hand_off`](Self::hand_off)).
-    record: Option<Box<Record>>,
+    record: Box<Record>,
     /// Where `Display` and `Debug` values are formatted (reused per thread).
     scratch: String,
-    /// The redacted texts again, for the span's fields: the record itself
-    /// goes to the layer while the span is being created.
-    shown: String,
 }
 
 thread_local! {
-    /// Empty buffers with room (formatting, span texts), reused by the next
-    /// `Ctx` on this thread.
-    static BUFFERS: Cell<(String, String)> = const { Cell::new((String::new(), String::new())) };
+    /// An empty formatting buffer with room, reused by the next `Ctx` on this thread.
+    static SCRATCH: Cell<String> = const { Cell::new(String::new()) };
 }
 
 /// A recorded value's redacted text, for a span field: see [`Ctx::shown`].
@@ -303,22 +298,14 @@ impl Ctx {
         // The macro only emits names it checked, so parsing cannot fail.
         let category = category.parse().unwrap_or(Category::System);
         let severity = severity.parse().unwrap_or(Severity::Info);
-        let mut record = Record::take(category, severity);
+        let mut record = Record::hot(category, severity);
         record.action = Str::Static(action);
-        let (scratch, shown) = BUFFERS.take();
         Ctx {
             action,
             redactor: layer::RedactorRef::current(),
-            record: Some(record),
-            scratch,
-            shown,
+            record,
+            scratch: SCRATCH.take(),
         }
-    }
-
-    fn record(&mut self) -> &mut Record {
-        self.record
-            .as_mut()
-            .expect("values are recorded before the record is handed off")
     }
 
     /// The action, for the span field.
@@ -328,10 +315,7 @@ impl Ctx {
 
     /// The redacted text of a recorded value, for its span field.
     pub fn shown(&self, value: Shown) -> &str {
-        match value.0 {
-            Str::Static(s) => s,
-            Str::At(a, b) => &self.shown[a..b],
-        }
+        self.record.get(value.0)
     }
 
     /// Redacts one value (an explicit method then the policy, the content
@@ -347,12 +331,8 @@ impl Ctx {
             redactor,
             record,
             scratch,
-            shown: span_texts,
             ..
         } = self;
-        let record = record
-            .as_mut()
-            .expect("values are recorded before the record is handed off");
         scratch.clear();
         // A formatting error keeps what was written (`to_string` would panic).
         let (text, sensitive) = match text {
@@ -403,14 +383,6 @@ impl Ctx {
             None if !scans || !r.may_detect(text) => record.put_clear(name_str, text, place),
             None => record.put(name_str, r.scan_field(name, text), place),
         };
-        let shown = match shown {
-            Str::Static(s) => Str::Static(s),
-            at => {
-                let start = span_texts.len();
-                span_texts.push_str(record.get(at));
-                Str::At(start, span_texts.len())
-            }
-        };
         let shown = Shown(shown);
         if sensitive {
             // Do not leave the clear value in a buffer that outlives the call.
@@ -436,48 +408,46 @@ impl Ctx {
     /// Records a GenAI count into its typed column.
     pub fn gen_ai_int(&mut self, key: &'static str, v: Option<i64>) -> Option<i64> {
         if let Some(v) = v {
-            self.record().set_gen_ai_int(Str::Static(key), v);
+            self.record.set_gen_ai_int(Str::Static(key), v);
         }
         v
     }
 
     /// Records the temperature.
     pub fn gen_ai_float(&mut self, key: &'static str, v: f64) -> f64 {
-        self.record().set_gen_ai_float(Str::Static(key), v);
+        self.record.set_gen_ai_float(Str::Static(key), v);
         v
     }
 
     /// Sets the actor (the layer applies the policy's identity rules).
     pub fn actor(&mut self, actor: Actor) {
-        self.record().set_actor(&actor);
+        self.record.set_actor(&actor);
     }
 
     /// Sets the target.
     pub fn target(&mut self, target: Target) {
-        self.record().set_target(&target);
+        self.record.set_target(&target);
     }
 
-    /// Hands the record to the layer, which takes it when the span is
-    /// created (right after this): finding the span again afterwards to
-    /// attach it costs a registry lookup per call.
+    /// Hands a copy of the record to the layer, which takes it when the
+    /// span is created (right after this): finding the span again
+    /// afterwards to attach it costs a registry lookup per call.
     pub fn hand_off(&mut self) {
-        if let Some(record) = self.record.take() {
-            layer::hand_off(record);
-        }
+        layer::hand_off(self.record.copy_out());
     }
 
     /// After the span is created: a record no layer took (the span is
     /// disabled, or there is no `AuditLayer`) is recycled.
     pub fn settle(self) {
         let Ctx {
+            record,
             mut scratch,
-            mut shown,
             ..
         } = self;
         // The buffers go back for this thread's next call.
         scratch.clear();
-        shown.clear();
-        BUFFERS.set((scratch, shown));
+        SCRATCH.set(scratch);
+        record.cool_down();
         layer::settle();
     }
 }
