@@ -395,7 +395,8 @@ impl Ingest for Pipeline {
         }
         let mut rejected = rejected_before;
         let mut by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>> = BTreeMap::new();
-        for (index, mut event) in events {
+        let total = events.len();
+        for (n, (index, mut event)) in events.into_iter().enumerate() {
             if let Some(t) = &principal.tenant
                 && event.tenant != *t
             {
@@ -414,7 +415,13 @@ impl Ingest for Pipeline {
             match by_tenant.get_mut(&event.tenant) {
                 Some(v) => v.push((index, event)),
                 None => {
-                    by_tenant.insert(event.tenant.clone(), vec![(index, event)]);
+                    // Requests usually carry one tenant: its list gets room
+                    // for the rest of the request at once, instead of growing
+                    // (and copying events) ten times for 512 records.
+                    let room = if by_tenant.is_empty() { total - n } else { 1 };
+                    let mut v = Vec::with_capacity(room);
+                    v.push((index, event));
+                    by_tenant.insert(v[0].1.tenant.clone(), v);
                 }
             }
         }
