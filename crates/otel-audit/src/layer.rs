@@ -17,7 +17,7 @@ use crate::capture::{Envelope, Ids, Place, Record, Str};
 use crate::export::{AuditExporter, CapturedEvent};
 use crate::private::shown_text;
 
-/// A tracing-subscriber layer that builds an [`AuditEvent`] for every
+/// A tracing-subscriber layer that builds an [`AuditEvent`](crate::AuditEvent) for every
 /// `#[audit]` span when it closes and hands it to an exporter, without
 /// blocking the calling thread on I/O. Other spans and events are ignored.
 ///

@@ -273,7 +273,7 @@ impl<K: fmt::Display, I: fmt::Display> IntoTarget for (K, I) {
 /// none, a fail-closed default), so the span only ever holds redacted text.
 ///
 /// The values are recorded into this thread's own record (see
-/// [`Record::hot`]), which the span's fields borrow (see
+/// `Record::hot`), which the span's fields borrow (see
 /// [`shown`](Self::shown)); a pooled copy goes to the layer.
 pub struct Ctx {
     action: &'static str,

@@ -5,7 +5,7 @@
 //!
 //! Every request goes the same way, whatever the transport:
 //! authenticate (bearer token → [`Principal`]) → bound and decode the body →
-//! [`convert`](crate::convert) its records to audit events → hand them to the
+//! [`convert`] its records to audit events → hand them to the
 //! [`Ingest`] → answer. The answer comes only after `Ingest::ingest`
 //! returned, that is once the accepted events are durable. Records the
 //! conversion or the pipeline rejected are reported as an OTLP partial

@@ -3,8 +3,8 @@
 
 use otel_audit_event::AuditEvent;
 
+use super::ExportError;
 use super::queue::{QueueConfig, Queued, Sink, queued_exporter};
-use super::{AuditExporter, ExportError};
 
 /// The error a [`BatchExporter`]'s function returns.
 pub type BatchError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -15,9 +15,9 @@ pub type BatchError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// to a function of yours: a message bus, a database, a test counter.
 ///
 /// The function runs on the exporter's thread, in order, one batch at a
-/// time. A batch it fails counts as `failed` in [`ExportStats`], is reported
-/// by the next [`force_flush`](AuditExporter::force_flush) or
-/// [`shutdown`](AuditExporter::shutdown), and the next event carries the gap
+/// time. A batch it fails counts as `failed` in [`ExportStats`](super::ExportStats), is reported
+/// by the next [`force_flush`](super::AuditExporter::force_flush) or
+/// [`shutdown`](super::AuditExporter::shutdown), and the next event carries the gap
 /// marker ([`DROPPED_BEFORE_ATTRIBUTE`](super::DROPPED_BEFORE_ATTRIBUTE)).
 ///
 /// ```
@@ -38,14 +38,6 @@ pub type BatchError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// ```
 pub struct BatchExporter {
     queue: Queued,
-}
-
-impl std::fmt::Debug for BatchExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchExporter")
-            .field("stats", &self.stats())
-            .finish()
-    }
 }
 
 impl BatchExporter {

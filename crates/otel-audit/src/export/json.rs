@@ -6,8 +6,8 @@ use std::path::Path;
 
 use otel_audit_event::AuditEvent;
 
+use super::ExportError;
 use super::queue::{QueueConfig, Queued, Sink, queued_exporter};
-use super::{AuditExporter, ExportError};
 
 /// Writes each event as one line of JSON (the serde form of
 /// [`AuditEvent`], which `serde_json::from_str` reads back) to stdout, a file
@@ -15,18 +15,10 @@ use super::{AuditExporter, ExportError};
 ///
 /// Writing happens on a background thread behind the same bounded queue as
 /// [`OtlpExporter`](super::OtlpExporter); each batch is flushed to the
-/// writer, so [`force_flush`](AuditExporter::force_flush) returns once every
+/// writer, so [`force_flush`](super::AuditExporter::force_flush) returns once every
 /// event handed over so far has reached the writer.
 pub struct JsonLinesExporter {
     queue: Queued,
-}
-
-impl std::fmt::Debug for JsonLinesExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonLinesExporter")
-            .field("stats", &self.stats())
-            .finish()
-    }
 }
 
 impl JsonLinesExporter {

@@ -14,7 +14,7 @@ use otel_audit_event::otlp::{OtlpValue, event_name, to_otlp};
 use otel_audit_event::{AuditEvent, Service, Severity};
 
 use super::queue::{QueueConfig, Queued, Sink, queued_exporter, quiet_thread};
-use super::{AuditExporter, ExportError, RetryPolicy};
+use super::{ExportError, RetryPolicy};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +83,6 @@ pub struct OtlpExporter {
     protocol: Protocol,
 }
 
-impl std::fmt::Debug for OtlpExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpExporter")
-            .field("protocol", &self.protocol)
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
 impl OtlpExporter {
     /// A builder with everything unset: protocol, endpoint, headers and
     /// timeout then come from the `OTEL_EXPORTER_OTLP_*` variables, or the
@@ -106,7 +97,7 @@ impl OtlpExporter {
     }
 }
 
-queued_exporter!(OtlpExporter);
+queued_exporter!(OtlpExporter, protocol);
 
 /// Configures an [`OtlpExporter`]. Settings made here win over the
 /// environment; unset ones come from the standard variables

@@ -208,10 +208,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// `AuditExporter` for an exporter whose `queue` field is a [`Queued`]: every
-/// method goes to the queue.
+/// `AuditExporter` for an exporter whose `queue` field is a [`Queued`]
+/// (every method goes to the queue), and `Debug` showing the named fields
+/// and the queue's counters.
 macro_rules! queued_exporter {
-    ($ty:ty) => {
+    ($ty:ident $(, $field:ident)*) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field("stats", &$crate::export::AuditExporter::stats(self))
+                    .finish()
+            }
+        }
+
         impl $crate::export::AuditExporter for $ty {
             fn export(&self, event: ::otel_audit_event::AuditEvent) {
                 self.queue.export(event)
