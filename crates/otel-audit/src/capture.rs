@@ -767,12 +767,22 @@ mod tests {
     fn the_clear_shortcut_stores_what_the_scan_would() {
         let layer = test_layer();
         let redactor = layer.redactor();
-        let values = [
-            "gpt-4o-mini",
-            "user-4711",
-            "512",
-            "0.2",
-            "",
+        // What calls pass most: no detector could match them.
+        let clear = ["gpt-4o-mini", "user-4711", "512", "0.2", ""];
+        for text in clear {
+            assert!(!redactor.may_detect(text), "{text}");
+            let name = Str::Static("note");
+            let scanned = assembled(&layer, |r| {
+                r.put(name, redactor.scan_field("note", text), Place::Attribute);
+            });
+            let stored = assembled(&layer, |r| {
+                r.put_clear(name, text, Place::Attribute);
+            });
+            assert_eq!(scanned, stored, "{text}");
+            assert!(scanned.redactions.is_empty(), "{text}");
+        }
+        // Values with something to find are never taken for clear ones.
+        let sensitive = [
             "4111111111111111",
             "call 555-123-4567",
             "jane@example.com",
@@ -783,23 +793,7 @@ mod tests {
             "sk-proj-abcdefghijklmnop1234",
             "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl",
         ];
-        for text in values {
-            let name = Str::Static("note");
-            let scanned = assembled(&layer, |r| {
-                let out = redactor.scan_field("note", text);
-                r.put(name, out, Place::Attribute);
-            });
-            if redactor.may_detect(text) {
-                continue;
-            }
-            let stored = assembled(&layer, |r| {
-                r.put_clear(name, text, Place::Attribute);
-            });
-            assert_eq!(scanned, stored, "{text}");
-            assert!(scanned.redactions.is_empty(), "{text}");
-        }
-        // Values with something to find are never taken for clear ones.
-        for text in &values[5..] {
+        for text in sensitive {
             assert!(redactor.may_detect(text), "{text}");
             let found = redactor.scan_field("note", text);
             assert!(!found.redactions.is_empty(), "{text}");

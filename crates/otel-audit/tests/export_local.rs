@@ -45,6 +45,37 @@ fn config() -> QueueConfig {
     }
 }
 
+/// A queue whose batches go out only on `force_flush` or `shutdown`.
+fn flush_only_config() -> QueueConfig {
+    QueueConfig {
+        batch_delay: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
+/// Exports the first two of `sent`, whose batch must fail on `force_flush`;
+/// returns what the exporter reported as the cause.
+fn first_batch_fails(exporter: &dyn AuditExporter, sent: &[AuditEvent]) -> Arc<ExportError> {
+    exporter.export(sent[0].clone());
+    exporter.export(sent[1].clone());
+    let err = exporter.force_flush().unwrap_err();
+    assert!(err.to_string().contains("2 audit events"), "{err}");
+    match err {
+        ExportError::Delivery {
+            count: 2, source, ..
+        } => source,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `e` as delivered after `dropped` events were lost before it.
+fn marked(e: &AuditEvent, dropped: u64) -> AuditEvent {
+    let mut e = e.clone();
+    e.attributes
+        .insert(DROPPED_BEFORE_ATTRIBUTE.into(), dropped.to_string());
+    e
+}
+
 /// A writer the test can read back.
 #[derive(Clone, Default)]
 struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
@@ -182,35 +213,19 @@ fn failed_writes_are_counted_reported_and_marked() {
         out: out.clone(),
         pending: Vec::new(),
     };
-    // Only force_flush writes: events 0 and 1 go in one batch.
-    let mut cfg = config();
-    cfg.batch_delay = Duration::from_secs(3600);
-    let exporter = JsonLinesExporter::with_queue(writer, cfg).unwrap();
+    let exporter = JsonLinesExporter::with_queue(writer, flush_only_config()).unwrap();
     let sent: Vec<AuditEvent> = (0..4).map(sample_event).collect();
-    exporter.export(sent[0].clone());
-    exporter.export(sent[1].clone());
-    let err = exporter.force_flush().unwrap_err();
-    match &err {
-        ExportError::Delivery { count, source, .. } => {
-            assert_eq!(*count, 2);
-            assert!(
-                matches!(**source, ExportError::Write { count: 2, .. }),
-                "{source:?}"
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    assert!(err.to_string().contains("2 audit events"), "{err}");
+    let source = first_batch_fails(&exporter, &sent);
+    assert!(
+        matches!(*source, ExportError::Write { count: 2, .. }),
+        "{source:?}"
+    );
     assert_eq!(exporter.stats().failed, 2);
     exporter.force_flush().unwrap(); // reported once
     exporter.export(sent[2].clone());
     exporter.export(sent[3].clone());
     exporter.shutdown().unwrap();
-    let mut marked = sent[2].clone();
-    marked
-        .attributes
-        .insert(DROPPED_BEFORE_ATTRIBUTE.into(), "2".into());
-    assert_eq!(out.events(), vec![marked, sent[3].clone()]);
+    assert_eq!(out.events(), vec![marked(&sent[2], 2), sent[3].clone()]);
 }
 
 /// Holds every write until released, so the queue fills deterministically.
@@ -324,9 +339,7 @@ fn batch_exporter_delivers_in_order_and_reports_a_failed_batch() {
     let seen = Arc::clone(&delivered);
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
-    let mut cfg = config();
-    cfg.batch_delay = Duration::from_secs(3600);
-    let exporter = BatchExporter::new("bus", cfg, move |batch: &[AuditEvent]| {
+    let exporter = BatchExporter::new("bus", flush_only_config(), move |batch: &[AuditEvent]| {
         // The first batch fails, as a broker that is down would.
         if counted.fetch_add(1, Ordering::SeqCst) == 0 {
             return Err("broker unavailable".into());
@@ -336,39 +349,27 @@ fn batch_exporter_delivers_in_order_and_reports_a_failed_batch() {
     })
     .unwrap();
     let sent: Vec<AuditEvent> = (0..5).map(sample_event).collect();
-    exporter.export(sent[0].clone());
-    exporter.export(sent[1].clone());
-    let err = exporter.force_flush().unwrap_err();
-    match &err {
-        ExportError::Delivery { count, source, .. } => {
-            assert_eq!(*count, 2);
-            assert!(
-                matches!(
-                    **source,
-                    ExportError::Deliver {
-                        exporter: "bus",
-                        count: 2,
-                        ..
-                    }
-                ),
-                "{source:?}"
-            );
-            let chain = format!("{}", std::error::Error::source(&**source).unwrap());
-            assert_eq!(chain, "broker unavailable");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let source = first_batch_fails(&exporter, &sent);
+    assert!(
+        matches!(
+            *source,
+            ExportError::Deliver {
+                exporter: "bus",
+                count: 2,
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    let cause = std::error::Error::source(&*source).unwrap().to_string();
+    assert_eq!(cause, "broker unavailable");
     for e in &sent[2..] {
         exporter.export(e.clone());
     }
     exporter.shutdown().unwrap();
-    let mut marked = sent[2].clone();
-    marked
-        .attributes
-        .insert(DROPPED_BEFORE_ATTRIBUTE.into(), "2".into());
     assert_eq!(
         *delivered.lock().unwrap(),
-        vec![marked, sent[3].clone(), sent[4].clone()]
+        vec![marked(&sent[2], 2), sent[3].clone(), sent[4].clone()]
     );
     let stats = exporter.stats();
     assert_eq!((stats.exported, stats.failed, stats.dropped), (3, 2, 0));
