@@ -122,6 +122,11 @@ struct OpenFile {
     /// The hash of every row (row `i` has seq `first_seq + i`), to compare
     /// with a file found under the same name after a restart.
     hashes: Vec<[u8; 32]>,
+    /// The encoder's memory after its last chunk. It changes only when a
+    /// chunk is encoded, and asking the Parquet writer walks every buffered
+    /// page of every column: once per row, that was 3% of the collector's
+    /// CPU.
+    encoded_bytes: u64,
 }
 
 impl OpenFile {
@@ -136,7 +141,7 @@ impl OpenFile {
     }
 
     fn memory_bytes(&self) -> u64 {
-        self.encoder.as_ref().map_or(0, FileEncoder::memory_bytes) + self.hashes.len() as u64 * 32
+        self.encoded_bytes + self.hashes.len() as u64 * 32
     }
 }
 
@@ -420,11 +425,13 @@ impl Sink {
                 Ok(e) => e,
                 Err(e) => return Err(self.cannot_encode(id, e)),
             };
+            let encoded_bytes = encoder.memory_bytes();
             self.chains.get_mut(id).expect("chain present").open = Some(OpenFile {
                 encoder: Some(encoder),
                 started: Instant::now(),
                 pending: Vec::with_capacity(CHUNK_ROWS),
                 hashes: Vec::new(),
+                encoded_bytes,
             });
         }
         let file = self.open_file(id);
@@ -475,6 +482,7 @@ impl Sink {
         .await
         .expect("encoding task panicked");
         let file = self.open_file(id);
+        file.encoded_bytes = encoder.memory_bytes();
         file.encoder = Some(encoder);
         let mut pending = pending;
         pending.clear();
