@@ -1134,3 +1134,227 @@ fn rejection_messages_never_contain_values() {
     assert!(messages.contains(&"http.route appears more than once"));
     assert!(messages.contains(&"time_unix_nano is required"));
 }
+
+// ---------------------------------------------------------------------------
+// Requests converted straight from their protobuf bytes
+
+use prost::Message as _;
+
+/// What the receivers do with a protobuf body: the in-place reader, else
+/// prost and [`logs`]. `Err` is prost's decoding error.
+fn convert_bytes(
+    bytes: &[u8],
+    principal: &Principal,
+    options: &ConvertOptions,
+) -> (bool, Result<String, String>) {
+    match convert::logs_from_wire(bytes, principal, options) {
+        Some(c) => (true, Ok(format!("{c:?}"))),
+        None => (
+            false,
+            ExportLogsServiceRequest::decode(bytes)
+                .map(|r| format!("{:?}", logs(r, principal, options)))
+                .map_err(|e| e.to_string()),
+        ),
+    }
+}
+
+/// The reference: prost, then [`logs`].
+fn convert_decoded(
+    bytes: &[u8],
+    principal: &Principal,
+    options: &ConvertOptions,
+) -> Result<String, String> {
+    ExportLogsServiceRequest::decode(bytes)
+        .map(|r| format!("{:?}", logs(r, principal, options)))
+        .map_err(|e| e.to_string())
+}
+
+/// Requests of otel-audit records of every shape: several resources (the
+/// service on the record or only on the resource), every attribute type,
+/// records that fail their mapping, and empty values.
+fn audit_requests() -> Vec<ExportLogsServiceRequest> {
+    let rich = audit_record(&rich_event());
+    let mut plain = AuditEvent::new("acme-prod", "svc", Category::Admin, "user.create");
+    plain.time = Utc.timestamp_opt(1_760_000_001, 0).single().expect("time");
+    let plain = audit_record(&plain);
+    // Service only on the resource.
+    let mut no_service = plain.clone();
+    no_service
+        .attributes
+        .retain(|kv| !kv.key.starts_with("service."));
+    // A bad span id (the mapping rejects the record, not the request).
+    let mut bad_id = plain.clone();
+    bad_id.span_id = vec![1, 2, 3];
+    // An unknown audit.* attribute, an attribute of every type, an empty
+    // value and a string index (both skipped), a body, flags.
+    let mut odd = rich.clone();
+    odd.attributes.push(kvs("audit.nonsense", "x"));
+    let mut typed = plain.clone();
+    typed.attributes.extend([
+        kvi("retries", -3),
+        kvd("score", 0.25),
+        kvb("cached", true),
+        kv("blob", any(Value::BytesValue(vec![0, 0xff]))),
+        kv("list", array(vec![str_value("a"), any(Value::IntValue(2))])),
+        kv("map", kvlist(vec![kvs("k", "v"), kvi("n", 1)])),
+        KeyValue {
+            key: "empty".into(),
+            value: Some(AnyValue { value: None }),
+            key_strindex: 0,
+        },
+        KeyValue {
+            key: "absent".into(),
+            value: None,
+            key_strindex: 0,
+        },
+        kv("strindex", any(Value::StringValueStrindex(4))),
+    ]);
+    typed.body = Some(str_value("a body"));
+    typed.flags = 1;
+    typed.dropped_attributes_count = 2;
+    // Recognised by its audit.event_id only (no event name).
+    let mut by_id = plain.clone();
+    by_id.event_name = String::new();
+    by_id.attributes.push(kvs("otel_audit.category", "admin"));
+    // Another tenant (rejected when authenticated as acme-prod).
+    let mut other = AuditEvent::new("globex", "svc", Category::Tool, "tool.run");
+    other.time = Utc.timestamp_opt(1_760_000_002, 0).single().expect("time");
+    let other = audit_record(&other);
+    let service = resource_attributes(&rich_event().service)
+        .iter()
+        .map(|(k, v)| kv(k, proto_value(v)))
+        .collect::<Vec<_>>();
+    vec![
+        logs_request(vec![(service.clone(), vec![rich.clone()])]),
+        logs_request(vec![
+            (
+                service.clone(),
+                vec![rich, plain.clone(), no_service.clone()],
+            ),
+            (python_resource(), vec![no_service.clone(), bad_id, odd]),
+            (Vec::new(), vec![no_service, typed, by_id, other]),
+        ]),
+        logs_request(vec![(python_resource(), vec![plain; 5])]),
+        ExportLogsServiceRequest::default(),
+    ]
+}
+
+#[test]
+fn protobuf_bytes_convert_as_the_decoded_request_does() {
+    let options = options(Unmapped::Reject);
+    for principal in [anonymous(), authenticated("acme-prod")] {
+        for (i, request) in audit_requests().iter().enumerate() {
+            let bytes = request.encode_to_vec();
+            let (in_place, got) = convert_bytes(&bytes, &principal, &options);
+            assert!(in_place, "request {i} should be converted in place");
+            assert_eq!(
+                got,
+                convert_decoded(&bytes, &principal, &options),
+                "request {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn requests_the_reader_does_not_handle_are_left_to_prost() {
+    let options = options(Unmapped::Drop);
+    let principal = anonymous();
+    let audit = audit_record(&rich_event());
+    let genai = LogRecord {
+        attributes: vec![kvs("gen_ai.operation.name", "chat")],
+        time_unix_nano: START,
+        ..LogRecord::default()
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a GenAI record among audit records",
+            logs_request(vec![(python_resource(), vec![audit.clone(), genai])]).encode_to_vec(),
+        ),
+        (
+            "an unmapped record",
+            logs_request(vec![(Vec::new(), vec![LogRecord::default()])]).encode_to_vec(),
+        ),
+    ];
+    let one = logs_request(vec![(python_resource(), vec![audit])]).encode_to_vec();
+    // The same ResourceLogs twice over is fine; a record whose event_name
+    // field is repeated (protobuf keeps the last) is not for the reader.
+    let mut twice = one.clone();
+    twice.extend_from_slice(&one);
+    cases.push(("two resource_logs", twice));
+    let record = LogRecord {
+        event_name: "audit.admin".into(),
+        ..LogRecord::default()
+    };
+    let mut rec_bytes = record.encode_to_vec();
+    rec_bytes.extend_from_slice(&[0x62, 0x01, b'x']); // field 12 again: "x"
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &rec_bytes, &mut scope);
+    let mut rl = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut rl);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rl, &mut req);
+    cases.push(("a repeated singular field", req));
+    let mut invalid = one.clone();
+    let at = invalid
+        .windows(6)
+        .position(|w| w == b"acme-p")
+        .expect("tenant in the bytes");
+    invalid[at] = 0xff;
+    cases.push(("invalid UTF-8", invalid));
+    cases.push(("truncated", one[..one.len() - 3].to_vec()));
+    for (what, bytes) in cases {
+        let (in_place, got) = convert_bytes(&bytes, &principal, &options);
+        if what == "two resource_logs" {
+            assert!(in_place, "{what}");
+        } else {
+            assert!(!in_place, "{what}: the reader should give up");
+        }
+        assert_eq!(got, convert_decoded(&bytes, &principal, &options), "{what}");
+    }
+}
+
+/// Random damage to valid requests: whatever the reader accepts, prost
+/// decodes to the same events; whatever prost refuses, the reader refuses.
+#[test]
+fn damaged_requests_never_convert_differently() {
+    let options = options(Unmapped::Reject);
+    let principal = anonymous();
+    let originals: Vec<Vec<u8>> = audit_requests()
+        .iter()
+        .map(prost::Message::encode_to_vec)
+        .filter(|b| !b.is_empty())
+        .collect();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut in_place, mut total) = (0, 0);
+    for round in 0..3000 {
+        let original = &originals[round % originals.len()];
+        let mut bytes = original.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 4 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes[at] ^= 1 << (next() % 8),
+                2 => bytes.truncate(at.max(1)),
+                _ => bytes.insert(at, next() as u8),
+            }
+        }
+        let (fast, got) = convert_bytes(&bytes, &principal, &options);
+        total += 1;
+        in_place += usize::from(fast);
+        assert_eq!(
+            got,
+            convert_decoded(&bytes, &principal, &options),
+            "round {round}"
+        );
+    }
+    // The damage must leave many requests for the reader, or this test
+    // would not exercise it.
+    assert!(in_place * 10 > total, "{in_place} of {total} in place");
+}

@@ -81,12 +81,72 @@ impl OtlpValue {
     /// strings as they are, numbers and booleans in their usual notation, bytes
     /// as lower-case hex, arrays and key-value lists as compact JSON.
     pub fn to_text(&self) -> String {
+        self.view().to_text()
+    }
+
+    /// A borrowed view of this value, for [`from_otlp_ref`].
+    pub fn view(&self) -> OtlpValueRef<'_> {
         match self {
-            OtlpValue::Str(s) => s.clone(),
-            OtlpValue::Int(i) => i.to_string(),
-            OtlpValue::Double(d) => d.to_string(),
-            OtlpValue::Bool(b) => b.to_string(),
-            OtlpValue::Bytes(b) => hex::encode(b),
+            OtlpValue::Str(s) => OtlpValueRef::Str(s),
+            OtlpValue::Int(i) => OtlpValueRef::Int(*i),
+            OtlpValue::Double(d) => OtlpValueRef::Double(*d),
+            OtlpValue::Bool(b) => OtlpValueRef::Bool(*b),
+            OtlpValue::Bytes(b) => OtlpValueRef::Bytes(b),
+            OtlpValue::Array(items) => OtlpValueRef::Array(items.iter().map(Self::view).collect()),
+            OtlpValue::KvList(entries) => OtlpValueRef::KvList(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.view()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// An OTLP `AnyValue` whose texts and bytes are borrowed, typically from the
+/// protobuf message itself: what a reader that does not copy every string of
+/// a request hands to [`from_otlp_ref`]. Only arrays and key-value lists own
+/// their (rare) element lists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtlpValueRef<'a> {
+    /// `string_value`.
+    Str(&'a str),
+    /// `int_value`.
+    Int(i64),
+    /// `double_value`.
+    Double(f64),
+    /// `bool_value`.
+    Bool(bool),
+    /// `bytes_value`.
+    Bytes(&'a [u8]),
+    /// `array_value`.
+    Array(Vec<OtlpValueRef<'a>>),
+    /// `kvlist_value`. Order carries no meaning; keys should be unique.
+    KvList(Vec<(&'a str, OtlpValueRef<'a>)>),
+}
+
+impl OtlpValueRef<'_> {
+    /// The OTLP name of this value's type, as used in [`MappingError::WrongType`].
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OtlpValueRef::Str(_) => "string",
+            OtlpValueRef::Int(_) => "int",
+            OtlpValueRef::Double(_) => "double",
+            OtlpValueRef::Bool(_) => "bool",
+            OtlpValueRef::Bytes(_) => "bytes",
+            OtlpValueRef::Array(_) => "array",
+            OtlpValueRef::KvList(_) => "kvlist",
+        }
+    }
+
+    /// The value as text, as [`OtlpValue::to_text`] gives it.
+    pub fn to_text(&self) -> String {
+        match self {
+            OtlpValueRef::Str(s) => (*s).to_owned(),
+            OtlpValueRef::Int(i) => i.to_string(),
+            OtlpValueRef::Double(d) => d.to_string(),
+            OtlpValueRef::Bool(b) => b.to_string(),
+            OtlpValueRef::Bytes(b) => hex::encode(b),
             other => {
                 let mut out = String::new();
                 other.write_json(&mut out);
@@ -97,21 +157,21 @@ impl OtlpValue {
 
     fn write_json(&self, out: &mut String) {
         match self {
-            OtlpValue::Str(s) => write_json_string(s, out),
-            OtlpValue::Int(i) => {
+            OtlpValueRef::Str(s) => write_json_string(s, out),
+            OtlpValueRef::Int(i) => {
                 let _ = write!(out, "{i}");
             }
-            OtlpValue::Double(d) if d.is_finite() => {
+            OtlpValueRef::Double(d) if d.is_finite() => {
                 let _ = write!(out, "{d}");
             }
-            OtlpValue::Double(d) => write_json_string(&d.to_string(), out),
-            OtlpValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            OtlpValue::Bytes(b) => {
+            OtlpValueRef::Double(d) => write_json_string(&d.to_string(), out),
+            OtlpValueRef::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            OtlpValueRef::Bytes(b) => {
                 out.push('"');
                 out.push_str(&hex::encode(b));
                 out.push('"');
             }
-            OtlpValue::Array(items) => {
+            OtlpValueRef::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
@@ -121,7 +181,7 @@ impl OtlpValue {
                 }
                 out.push(']');
             }
-            OtlpValue::KvList(entries) => {
+            OtlpValueRef::KvList(entries) => {
                 out.push('{');
                 for (i, (k, v)) in entries.iter().enumerate() {
                     if i > 0 {
@@ -180,6 +240,55 @@ pub struct OtlpLog {
     pub span_id: Option<[u8; 8]>,
     /// `attributes`, in order.
     pub attributes: Vec<(String, OtlpValue)>,
+}
+
+/// [`OtlpLog`] with borrowed texts: the input of [`from_otlp_ref`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct OtlpLogRef<'s, 'a> {
+    /// `time_unix_nano`, as in [`OtlpLog`].
+    pub time_unix_nano: u64,
+    /// `observed_time_unix_nano`, as in [`OtlpLog`].
+    pub observed_time_unix_nano: u64,
+    /// `severity_number`, as in [`OtlpLog`].
+    pub severity_number: i32,
+    /// `severity_text`.
+    pub severity_text: &'a str,
+    /// `event_name`.
+    pub event_name: &'a str,
+    /// `trace_id`, as in [`OtlpLog`].
+    pub trace_id: Option<[u8; 16]>,
+    /// `span_id`, as in [`OtlpLog`].
+    pub span_id: Option<[u8; 8]>,
+    /// `attributes`, in order.
+    pub attributes: &'s [(&'a str, OtlpValueRef<'a>)],
+}
+
+impl OtlpLog {
+    /// Borrowed attributes for [`OtlpLog::view`].
+    fn attribute_views(&self) -> Vec<(&str, OtlpValueRef<'_>)> {
+        self.attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.view()))
+            .collect()
+    }
+
+    /// The record with borrowed texts; `attributes` are the record's
+    /// attributes as [`OtlpValue::view`] gives them.
+    pub fn view<'s, 'a>(
+        &'a self,
+        attributes: &'s [(&'a str, OtlpValueRef<'a>)],
+    ) -> OtlpLogRef<'s, 'a> {
+        OtlpLogRef {
+            time_unix_nano: self.time_unix_nano,
+            observed_time_unix_nano: self.observed_time_unix_nano,
+            severity_number: self.severity_number,
+            severity_text: &self.severity_text,
+            event_name: &self.event_name,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            attributes,
+        }
+    }
 }
 
 /// Why a log record could not be mapped to an [`AuditEvent`]. Every variant
@@ -582,7 +691,7 @@ pub fn to_otlp(ev: &AuditEvent) -> OtlpLog {
 // ---------------------------------------------------------------------------
 // from_otlp
 
-fn wrong(attribute: &str, expected: &'static str, found: &OtlpValue) -> MappingError {
+fn wrong(attribute: &str, expected: &'static str, found: &OtlpValueRef<'_>) -> MappingError {
     MappingError::WrongType {
         attribute: attribute.to_owned(),
         expected,
@@ -609,26 +718,26 @@ fn duplicate(attribute: &str) -> MappingError {
     }
 }
 
-fn get_str(attribute: &str, v: &OtlpValue) -> Result<String, MappingError> {
+fn get_str(attribute: &str, v: &OtlpValueRef<'_>) -> Result<String, MappingError> {
     match v {
-        OtlpValue::Str(s) => Ok(s.clone()),
+        OtlpValueRef::Str(s) => Ok((*s).to_owned()),
         other => Err(wrong(attribute, "string", other)),
     }
 }
 
-fn get_int(attribute: &str, v: &OtlpValue) -> Result<i64, MappingError> {
+fn get_int(attribute: &str, v: &OtlpValueRef<'_>) -> Result<i64, MappingError> {
     match v {
-        OtlpValue::Int(i) => Ok(*i),
+        OtlpValueRef::Int(i) => Ok(*i),
         other => Err(wrong(attribute, "int", other)),
     }
 }
 
 fn get_enum<T: std::str::FromStr<Err = ParseEnumError>>(
     attribute: &str,
-    v: &OtlpValue,
+    v: &OtlpValueRef<'_>,
 ) -> Result<T, MappingError> {
     match v {
-        OtlpValue::Str(s) => s.parse().map_err(|source| MappingError::Enum {
+        OtlpValueRef::Str(s) => s.parse().map_err(|source| MappingError::Enum {
             attribute: attribute.to_owned(),
             source,
         }),
@@ -636,30 +745,33 @@ fn get_enum<T: std::str::FromStr<Err = ParseEnumError>>(
     }
 }
 
-fn get_array<'a>(attribute: &str, v: &'a OtlpValue) -> Result<&'a [OtlpValue], MappingError> {
+fn get_array<'v, 'a>(
+    attribute: &str,
+    v: &'v OtlpValueRef<'a>,
+) -> Result<&'v [OtlpValueRef<'a>], MappingError> {
     match v {
-        OtlpValue::Array(items) => Ok(items),
+        OtlpValueRef::Array(items) => Ok(items),
         other => Err(wrong(attribute, "array", other)),
     }
 }
 
 /// The entries of one kvlist element of an array attribute, by name, with
 /// unknown and repeated keys rejected.
-struct Entry<'a> {
+struct Entry<'v, 'a> {
     name: String,
-    fields: [Option<&'a OtlpValue>; 5],
+    fields: [Option<&'v OtlpValueRef<'a>>; 5],
     names: &'static [&'static str],
 }
 
-impl<'a> Entry<'a> {
+impl<'v, 'a> Entry<'v, 'a> {
     fn parse(
         attribute: &str,
         index: usize,
-        v: &'a OtlpValue,
+        v: &'v OtlpValueRef<'a>,
         names: &'static [&'static str],
     ) -> Result<Self, MappingError> {
         let name = format!("{attribute}[{index}]");
-        let OtlpValue::KvList(entries) = v else {
+        let OtlpValueRef::KvList(entries) = v else {
             return Err(wrong(&name, "kvlist", v));
         };
         let mut fields = [None; 5];
@@ -690,7 +802,7 @@ impl<'a> Entry<'a> {
             .transpose()
     }
 
-    fn req(&self, pos: usize) -> Result<&'a OtlpValue, MappingError> {
+    fn req(&self, pos: usize) -> Result<&'v OtlpValueRef<'a>, MappingError> {
         self.fields[pos].ok_or_else(|| missing(&self.attr(pos)))
     }
 
@@ -700,7 +812,7 @@ impl<'a> Entry<'a> {
 
     fn req_bytes(&self, pos: usize) -> Result<Vec<u8>, MappingError> {
         match self.req(pos)? {
-            OtlpValue::Bytes(b) => Ok(b.clone()),
+            OtlpValueRef::Bytes(b) => Ok(b.to_vec()),
             other => Err(wrong(&self.attr(pos), "bytes", other)),
         }
     }
@@ -717,7 +829,7 @@ const DIGEST_KEYS: &[&str] = &["field", "algorithm", "key_id", "digest"];
 const SEALED_KEYS: &[&str] = &["field", "algorithm", "key_id", "nonce", "ciphertext"];
 const REDACTION_KEYS: &[&str] = &["field", "method", "detector", "key_id"];
 
-fn content_digests(v: &OtlpValue) -> Result<Vec<ContentDigest>, MappingError> {
+fn content_digests(v: &OtlpValueRef<'_>) -> Result<Vec<ContentDigest>, MappingError> {
     let attribute = keys::CONTENT_DIGESTS;
     get_array(attribute, v)?
         .iter()
@@ -741,7 +853,7 @@ fn content_digests(v: &OtlpValue) -> Result<Vec<ContentDigest>, MappingError> {
         .collect()
 }
 
-fn sealed_content(v: &OtlpValue) -> Result<Vec<SealedContent>, MappingError> {
+fn sealed_content(v: &OtlpValueRef<'_>) -> Result<Vec<SealedContent>, MappingError> {
     let attribute = keys::SEALED_CONTENT;
     get_array(attribute, v)?
         .iter()
@@ -759,7 +871,7 @@ fn sealed_content(v: &OtlpValue) -> Result<Vec<SealedContent>, MappingError> {
         .collect()
 }
 
-fn redactions(v: &OtlpValue) -> Result<Vec<Redaction>, MappingError> {
+fn redactions(v: &OtlpValueRef<'_>) -> Result<Vec<Redaction>, MappingError> {
     let attribute = keys::REDACTIONS;
     get_array(attribute, v)?
         .iter()
@@ -776,7 +888,7 @@ fn redactions(v: &OtlpValue) -> Result<Vec<Redaction>, MappingError> {
         .collect()
 }
 
-fn detectors(v: &OtlpValue) -> Result<Vec<String>, MappingError> {
+fn detectors(v: &OtlpValueRef<'_>) -> Result<Vec<String>, MappingError> {
     let attribute = keys::SAFETY_DETECTORS;
     get_array(attribute, v)?
         .iter()
@@ -835,7 +947,7 @@ fn once(seen: &mut bool, attribute: &str) -> Result<(), MappingError> {
 }
 
 impl Parts {
-    fn take(&mut self, key: &str, v: &OtlpValue) -> Result<(), MappingError> {
+    fn take(&mut self, key: &str, v: &OtlpValueRef<'_>) -> Result<(), MappingError> {
         let opt_str = |key: &str| get_str(key, v).map(Some);
         match key {
             keys::EVENT_ID => set(&mut self.event_id, key, get_str(key, v)?),
@@ -943,9 +1055,9 @@ impl Parts {
             keys::GEN_AI_TEMPERATURE => {
                 once(&mut self.gen_ai_seen[9], key)?;
                 self.gen_ai.temperature = Some(match v {
-                    OtlpValue::Double(d) => *d,
+                    OtlpValueRef::Double(d) => *d,
                     // SDKs of dynamic languages send `temperature=1` as an int.
-                    OtlpValue::Int(i) => *i as f64,
+                    OtlpValueRef::Int(i) => *i as f64,
                     other => return Err(wrong(key, "double", other)),
                 });
                 Ok(())
@@ -953,7 +1065,7 @@ impl Parts {
             keys::SAFETY_PASSED => {
                 once(&mut self.safety_seen[0], key)?;
                 self.safety.passed = Some(match v {
-                    OtlpValue::Bool(b) => *b,
+                    OtlpValueRef::Bool(b) => *b,
                     other => return Err(wrong(key, "bool", other)),
                 });
                 Ok(())
@@ -997,13 +1109,13 @@ impl Parts {
 
 /// Reads the service from the resource: all four fields, or an error naming
 /// the resource attribute.
-fn service_from_resource(resource: &[(String, OtlpValue)]) -> Result<Service, MappingError> {
+fn service_from_resource(resource: &[(&str, OtlpValueRef<'_>)]) -> Result<Service, MappingError> {
     let mut name = None;
     let mut version = None;
     let mut environment = None;
     let mut host = None;
     for (k, v) in resource {
-        let slot = match k.as_str() {
+        let slot = match *k {
             keys::SERVICE_NAME => &mut name,
             keys::SERVICE_VERSION => &mut version,
             keys::DEPLOYMENT_ENVIRONMENT => &mut environment,
@@ -1034,8 +1146,23 @@ pub fn from_otlp(
     resource: &[(String, OtlpValue)],
     log: &OtlpLog,
 ) -> Result<AuditEvent, MappingError> {
+    let resource: Vec<(&str, OtlpValueRef<'_>)> = resource
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.view()))
+        .collect();
+    let attributes = log.attribute_views();
+    from_otlp_ref(&resource, &log.view(&attributes))
+}
+
+/// [`from_otlp`] on borrowed input: the same mapping and the same errors,
+/// for a reader that takes texts straight from the protobuf message (the
+/// collector's receivers), so that only what the event keeps is copied.
+pub fn from_otlp_ref(
+    resource: &[(&str, OtlpValueRef<'_>)],
+    log: &OtlpLogRef<'_, '_>,
+) -> Result<AuditEvent, MappingError> {
     let mut p = Parts::default();
-    for (key, value) in &log.attributes {
+    for (key, value) in log.attributes {
         p.take(key, value)?;
     }
 
@@ -1050,12 +1177,12 @@ pub fn from_otlp(
 
     let severity = match log.severity_number {
         0 if log.severity_text.is_empty() => return Err(missing("severity_number")),
-        0 => parse_severity_text(&log.severity_text).ok_or_else(|| {
+        0 => parse_severity_text(log.severity_text).ok_or_else(|| {
             invalid(
                 "severity_text",
                 format!(
                     "{:?} is not a severity (debug, info, warn, error, critical)",
-                    cut(&log.severity_text)
+                    cut(log.severity_text)
                 ),
             )
         })?,
@@ -1067,7 +1194,7 @@ pub fn from_otlp(
     let name = if log.event_name.is_empty() {
         p.event_name_attr.as_deref().unwrap_or("")
     } else {
-        &log.event_name
+        log.event_name
     };
     let name_attribute = if log.event_name.is_empty() {
         keys::EVENT_NAME

@@ -31,6 +31,9 @@
 mod genai;
 mod message;
 mod value;
+mod wire;
+
+pub use wire::logs as logs_from_wire;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -38,7 +41,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, status::StatusCode};
-use otel_audit_event::otlp::{OtlpLog, OtlpValue, from_otlp, keys};
+use otel_audit_event::otlp::{MappingError, OtlpLog, OtlpValue, from_otlp, keys};
 use otel_audit_event::{AuditEvent, Service};
 
 use crate::config::Unmapped;
@@ -271,8 +274,7 @@ impl<'a> Sink<'a> {
         scope: (&str, &str),
         raw: impl FnOnce() -> Result<RawLog, String>,
     ) {
-        let index = self.next_index;
-        self.next_index += 1;
+        let index = self.next();
         if kind == LogKind::Other {
             self.unmapped(
                 index,
@@ -286,7 +288,7 @@ impl<'a> Sink<'a> {
             Err(message) => return self.reject(index, reason::MAPPING, message),
         };
         if kind == LogKind::Audit {
-            return self.audit(index, resource, &raw.log);
+            return self.audit(index, from_otlp(&resource.audit, &raw.log));
         }
         let origin = Origin {
             tenant: self.tenant(),
@@ -299,8 +301,16 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn audit(&mut self, index: usize, resource: &ResourceCtx, log: &OtlpLog) {
-        let event = match from_otlp(&resource.audit, log) {
+    /// The next record's index in the request.
+    fn next(&mut self) -> usize {
+        self.next_index += 1;
+        self.next_index - 1
+    }
+
+    /// An otel-audit record's mapping, checked against the authenticated
+    /// tenant.
+    fn audit(&mut self, index: usize, mapped: Result<AuditEvent, MappingError>) {
+        let event = match mapped {
             Ok(event) => event,
             Err(e) => return self.reject(index, reason::MAPPING, message::describe(&e)),
         };
@@ -324,8 +334,7 @@ impl<'a> Sink<'a> {
         scope: (&str, &str),
         raw: impl FnOnce() -> Result<RawSpan, String>,
     ) {
-        let index = self.next_index;
-        self.next_index += 1;
+        let index = self.next();
         if !gen_ai {
             self.unmapped(index, "span has no gen_ai.* attributes");
             return;

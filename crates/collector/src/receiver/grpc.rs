@@ -12,23 +12,21 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::http;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, DecodeBuf, EnabledCompressionEncodings};
+use tonic::codegen::{BoxFuture, StdError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::{Failure, Logs, ReceiveError, ReceiverContext, Signal, Traces, export, listen, tls};
+use super::{
+    Failure, Logs, LogsInput, ReceiveError, ReceiverContext, Signal, Traces, export, listen, tls,
+};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Endpoint;
 use crate::ingest::{Ingest, IngestError, Principal};
@@ -60,10 +58,10 @@ pub async fn serve_grpc<I: Ingest>(
     let (incoming, limit) = listen(listener, endpoint, tls::ALPN_GRPC, "grpc")?;
 
     let service = Arc::new(GrpcService { ctx: ctx.clone() });
-    let logs = LogsServiceServer::from_arc(service.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(limit);
+    let logs = LogsServer {
+        service: service.clone(),
+        limit,
+    };
     let traces = TraceServiceServer::from_arc(service)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -97,9 +95,10 @@ struct GrpcService<I: Ingest> {
 impl<I: Ingest> GrpcService<I> {
     async fn handle<S: Signal>(
         &self,
-        request: tonic::Request<S::Request>,
+        request: tonic::Request<impl Into<S::Input>>,
     ) -> Result<tonic::Response<S::Response>, Status> {
         let (_, extensions, message) = request.into_parts();
+        let message = message.into();
         if let Some(Arrived(at)) = extensions.get::<Arrived>() {
             self.ctx.metrics.grpc_receive_seconds.observe(at.elapsed());
         }
@@ -124,19 +123,121 @@ impl<I: Ingest> GrpcService<I> {
             }
             Err(failure) => {
                 set(failure.label());
+                if let Failure::Decode(_) = failure {
+                    // Found while converting, not by tonic: logged as
+                    // `rewrite_tonic_error` logs tonic's.
+                    tracing::warn!(
+                        transport = "grpc",
+                        signal = S::NAME,
+                        status = failure.label(),
+                        reason = %failure.message(),
+                        "refused an OTLP request"
+                    );
+                }
                 Err(status_for(&failure))
             }
         }
     }
 }
 
-#[tonic::async_trait]
-impl<I: Ingest> LogsService for GrpcService<I> {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        self.handle::<Logs>(request).await
+/// `LogsService` in place of opentelemetry-proto's generated server: the
+/// same routing, compression and size limit, with a codec that leaves the
+/// request as protobuf bytes, so records are converted straight from them
+/// (`convert::logs_from_wire`) instead of being decoded into owned strings
+/// first.
+struct LogsServer<I: Ingest> {
+    service: Arc<GrpcService<I>>,
+    limit: usize,
+}
+
+impl<I: Ingest> Clone for LogsServer<I> {
+    fn clone(&self) -> Self {
+        LogsServer {
+            service: self.service.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+impl<I: Ingest> tonic::server::NamedService for LogsServer<I> {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl<I: Ingest, B> tower::Service<http::Request<B>> for LogsServer<I>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Response, std::convert::Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != LOGS_PATH {
+            let response = Status::unimplemented("unknown method of LogsService").into_http();
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let export = LogsExport(self.service.clone());
+        let limit = self.limit;
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            let mut grpc = tonic::server::Grpc::new(WireCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(export, request).await)
+        })
+    }
+}
+
+/// The `Export` method of [`LogsServer`].
+struct LogsExport<I: Ingest>(Arc<GrpcService<I>>);
+
+impl<I: Ingest> tonic::server::UnaryService<LogsInput> for LogsExport<I> {
+    type Response = ExportLogsServiceResponse;
+    type Future = BoxFuture<tonic::Response<ExportLogsServiceResponse>, Status>;
+
+    fn call(&mut self, request: tonic::Request<LogsInput>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.handle::<Logs>(request).await })
+    }
+}
+
+/// Encodes responses with prost; hands requests on as their bytes.
+struct WireCodec;
+
+impl tonic::codec::Codec for WireCodec {
+    type Encode = ExportLogsServiceResponse;
+    type Decode = LogsInput;
+    type Encoder = tonic_prost::ProstEncoder<ExportLogsServiceResponse>;
+    type Decoder = WireDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        WireDecoder
+    }
+}
+
+/// The message as it arrived (tonic has taken off the gRPC framing and
+/// compression, and enforced the size limit).
+struct WireDecoder;
+
+impl tonic::codec::Decoder for WireDecoder {
+    type Item = LogsInput;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<LogsInput>, Status> {
+        // Hands over the buffer's bytes without copying them.
+        let len = bytes::Buf::remaining(buf);
+        Ok(Some(LogsInput::Wire(bytes::Buf::copy_to_bytes(buf, len))))
     }
 }
 
@@ -169,6 +270,8 @@ fn status_for(failure: &Failure) -> Status {
                 ErrorDetails::with_retry_info(Some(*retry_after)),
             )
         }
+        // As `rewrite_tonic_error` words tonic's own decoding errors.
+        Failure::Decode(_) => Status::invalid_argument(format!("invalid request: {message}")),
         _ => Status::internal(message),
     }
 }

@@ -166,6 +166,7 @@ impl Refusal {
                     message,
                 )
             },
+            Failure::Decode(_) => Refusal::bad_request(message),
             _ => Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Code::Internal,
@@ -258,9 +259,8 @@ async fn process<I: Ingest, S: Signal>(
     } else {
         body
     };
-    let request = decode::<S>(format, &body)?;
-    drop(body);
-    let partial = export::<I, S>(ctx, &principal, request)
+    let input = decode::<S>(format, body)?;
+    let partial = export::<I, S>(ctx, &principal, input)
         .await
         .map_err(|f| Refusal::from_failure(&f))?;
     Ok((format, partial))
@@ -355,34 +355,37 @@ fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
 
 /// Decodes a body in its format. Error messages name the problem and, for
 /// JSON, where it is.
-fn decode<S: Signal>(format: Format, body: &[u8]) -> Result<S::Request, Refusal> {
+fn decode<S: Signal>(format: Format, body: Bytes) -> Result<S::Input, Refusal> {
     match format {
-        Format::Protobuf => <S::Request as prost::Message>::decode(body)
-            .map_err(|e| Refusal::bad_request(format!("invalid protobuf: {e}"))),
+        Format::Protobuf => {
+            S::wire(body).map_err(|e| Refusal::bad_request(format!("invalid protobuf: {e}")))
+        }
         Format::Json => {
-            let text = std::str::from_utf8(body).map_err(|e| {
+            let text = std::str::from_utf8(&body).map_err(|e| {
                 Refusal::bad_request(format!(
                     "invalid UTF-8 at byte {}: an OTLP/JSON body must be UTF-8",
                     e.valid_up_to()
                 ))
             })?;
-            serde_json::from_str::<S::Request>(text).map_err(|e| {
-                let (line, column) = (e.line(), e.column());
-                let full = e.to_string();
-                let suffix = format!(" at line {line} column {column}");
-                let what = full.strip_suffix(&suffix).unwrap_or(&full);
-                Refusal {
-                    // serde quotes offending values, which may be record
-                    // content: the log gets only the position and the kind.
-                    log: Some(format!(
-                        "invalid JSON at line {line} column {column} ({:?} error)",
-                        e.classify()
-                    )),
-                    ..Refusal::bad_request(format!(
-                        "invalid JSON at line {line} column {column}: {what}"
-                    ))
-                }
-            })
+            serde_json::from_str::<S::Request>(text)
+                .map(Into::into)
+                .map_err(|e| {
+                    let (line, column) = (e.line(), e.column());
+                    let full = e.to_string();
+                    let suffix = format!(" at line {line} column {column}");
+                    let what = full.strip_suffix(&suffix).unwrap_or(&full);
+                    Refusal {
+                        // serde quotes offending values, which may be record
+                        // content: the log gets only the position and the kind.
+                        log: Some(format!(
+                            "invalid JSON at line {line} column {column} ({:?} error)",
+                            e.classify()
+                        )),
+                        ..Refusal::bad_request(format!(
+                            "invalid JSON at line {line} column {column}: {what}"
+                        ))
+                    }
+                })
         }
     }
 }
@@ -516,7 +519,11 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_position_but_logs_do_not_quote_values() {
-        let e = decode::<Logs>(Format::Json, br#"{"resourceLogs": 12345678}"#).unwrap_err();
+        let e = decode::<Logs>(
+            Format::Json,
+            Bytes::from_static(br#"{"resourceLogs": 12345678}"#),
+        )
+        .unwrap_err();
         assert!(
             e.message.starts_with("invalid JSON at line 1 column "),
             "{}",
@@ -524,13 +531,13 @@ mod tests {
         );
         let log = e.log.unwrap();
         assert!(!log.contains("12345678"), "{log}");
-        let e = decode::<Logs>(Format::Json, b"{\"a\": \"\xff\"}").unwrap_err();
+        let e = decode::<Logs>(Format::Json, Bytes::from_static(b"{\"a\": \"\xff\"}")).unwrap_err();
         assert!(
             e.message.starts_with("invalid UTF-8 at byte 7"),
             "{}",
             e.message
         );
-        let e = decode::<Traces>(Format::Protobuf, &[0x0a, 0xff]).unwrap_err();
+        let e = decode::<Traces>(Format::Protobuf, Bytes::from_static(&[0x0a, 0xff])).unwrap_err();
         assert!(e.message.starts_with("invalid protobuf: "), "{}", e.message);
     }
 }

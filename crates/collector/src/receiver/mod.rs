@@ -149,19 +149,41 @@ trait Signal: Send + Sync + 'static {
     const RECORDS: &'static str;
     /// `Export*ServiceRequest`.
     type Request: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static;
+    /// What a transport hands to [`export`]: the decoded request, or for
+    /// logs possibly the protobuf bytes, decoded while converting.
+    type Input: From<Self::Request> + Send + 'static;
     /// `Export*ServiceResponse`.
     type Response: prost::Message + serde::Serialize + Send + 'static;
 
-    /// Records (log records or spans) in a request.
-    fn count(request: &Self::Request) -> usize;
-    /// Maps the records to audit events.
+    /// The input for a protobuf body: for logs the bytes themselves, for
+    /// traces the decoded request.
+    fn wire(body: bytes::Bytes) -> Result<Self::Input, prost::DecodeError>;
+    /// Maps the records to audit events; `Err` (the decoding error) when
+    /// the input is undecodable protobuf bytes.
     fn convert(
-        request: Self::Request,
+        input: Self::Input,
         principal: &Principal,
         options: &ConvertOptions,
-    ) -> Converted;
+    ) -> Result<Converted, prost::DecodeError>;
     /// The answer, with a partial success when records were rejected.
     fn response(partial: Option<PartialSuccess>) -> Self::Response;
+}
+
+/// An OTLP logs request as a transport hands it over.
+#[derive(Debug)]
+enum LogsInput {
+    /// Decoded already (OTLP/JSON).
+    Decoded(ExportLogsServiceRequest),
+    /// Protobuf bytes: converted in place when every record is an
+    /// otel-audit record ([`convert::logs_from_wire`]), else decoded with
+    /// prost first. Either way the events are the same.
+    Wire(bytes::Bytes),
+}
+
+impl From<ExportLogsServiceRequest> for LogsInput {
+    fn from(request: ExportLogsServiceRequest) -> Self {
+        LogsInput::Decoded(request)
+    }
 }
 
 /// OTLP logs.
@@ -171,23 +193,28 @@ impl Signal for Logs {
     const NAME: &'static str = "logs";
     const RECORDS: &'static str = "log records";
     type Request = ExportLogsServiceRequest;
+    type Input = LogsInput;
     type Response = ExportLogsServiceResponse;
 
-    fn count(request: &Self::Request) -> usize {
-        request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum()
+    fn wire(body: bytes::Bytes) -> Result<LogsInput, prost::DecodeError> {
+        Ok(LogsInput::Wire(body))
     }
 
     fn convert(
-        request: Self::Request,
+        input: LogsInput,
         principal: &Principal,
         options: &ConvertOptions,
-    ) -> Converted {
-        convert::logs(request, principal, options)
+    ) -> Result<Converted, prost::DecodeError> {
+        let request = match input {
+            LogsInput::Decoded(request) => request,
+            LogsInput::Wire(bytes) => {
+                if let Some(converted) = convert::logs_from_wire(&bytes, principal, options) {
+                    return Ok(converted);
+                }
+                <ExportLogsServiceRequest as prost::Message>::decode(bytes)?
+            }
+        };
+        Ok(convert::logs(request, principal, options))
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
@@ -207,23 +234,19 @@ impl Signal for Traces {
     const NAME: &'static str = "traces";
     const RECORDS: &'static str = "spans";
     type Request = ExportTraceServiceRequest;
+    type Input = ExportTraceServiceRequest;
     type Response = ExportTraceServiceResponse;
 
-    fn count(request: &Self::Request) -> usize {
-        request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum()
+    fn wire(body: bytes::Bytes) -> Result<Self::Input, prost::DecodeError> {
+        <ExportTraceServiceRequest as prost::Message>::decode(body)
     }
 
     fn convert(
-        request: Self::Request,
+        request: Self::Input,
         principal: &Principal,
         options: &ConvertOptions,
-    ) -> Converted {
-        convert::traces(request, principal, options)
+    ) -> Result<Converted, prost::DecodeError> {
+        Ok(convert::traces(request, principal, options))
     }
 
     fn response(partial: Option<PartialSuccess>) -> Self::Response {
@@ -250,6 +273,9 @@ struct PartialSuccess {
 enum Failure {
     /// The pipeline refused it.
     Ingest(IngestError),
+    /// Its protobuf bytes could not be decoded (found while converting
+    /// them, see [`LogsInput::Wire`]).
+    Decode(prost::DecodeError),
     /// Converting or ingesting panicked: a bug, reported as an internal
     /// error so one bad request cannot take the receiver down.
     Panicked,
@@ -261,6 +287,7 @@ impl Failure {
         match self {
             Failure::Ingest(IngestError::Backpressure { .. }) => "backpressure",
             Failure::Ingest(IngestError::Unavailable { .. }) => "unavailable",
+            Failure::Decode(_) => "bad_request",
             _ => "internal",
         }
     }
@@ -269,6 +296,7 @@ impl Failure {
     fn message(&self) -> String {
         match self {
             Failure::Ingest(e) => e.to_string(),
+            Failure::Decode(e) => format!("invalid protobuf: {e}"),
             Failure::Panicked => PANIC_MESSAGE.to_owned(),
         }
     }
@@ -287,10 +315,24 @@ const MAX_QUOTED_MESSAGE: usize = 200;
 async fn export<I: Ingest, S: Signal>(
     ctx: &ReceiverContext<I>,
     principal: &Principal,
-    request: S::Request,
+    input: S::Input,
 ) -> Result<Option<PartialSuccess>, Failure> {
-    let records = S::count(&request);
     let metrics = &ctx.metrics;
+    let started = std::time::Instant::now();
+    let convert = || S::convert(input, principal, &ctx.convert);
+    let converted = match std::panic::catch_unwind(AssertUnwindSafe(convert)) {
+        Ok(Ok(converted)) => converted,
+        Ok(Err(e)) => return Err(Failure::Decode(e)),
+        Err(_) => {
+            // As below: the panic hook printed the message.
+            tracing::error!(
+                signal = S::NAME,
+                "converting an OTLP request panicked; answered INTERNAL"
+            );
+            return Err(Failure::Panicked);
+        }
+    };
+    let records = converted.records;
     metrics
         .records_received
         .add(&[("signal", S::NAME)], records as u64);
@@ -299,9 +341,7 @@ async fn export<I: Ingest, S: Signal>(
         // wait for (or be refused by) the pipeline.
         return Ok(None);
     }
-    let started = std::time::Instant::now();
     let work = async move {
-        let converted = S::convert(request, principal, &ctx.convert);
         metrics
             .records_unmapped
             .add(&[("signal", S::NAME)], converted.unmapped as u64);
@@ -338,7 +378,7 @@ async fn export<I: Ingest, S: Signal>(
             tracing::error!(
                 signal = S::NAME,
                 records,
-                "converting or ingesting an OTLP request panicked; answered INTERNAL"
+                "ingesting an OTLP request panicked; answered INTERNAL"
             );
             return Err(Failure::Panicked);
         }
