@@ -41,7 +41,14 @@ pub(crate) struct Feed {
     /// Set when durable records were not queued because the feed was full:
     /// the sink must read them back from the WAL.
     pub(crate) spilled: Arc<AtomicBool>,
+    /// Record lists the sink has emptied, for the next requests. A list of
+    /// 512 records is half a megabyte: allocated afresh per request, its
+    /// pages were faulted in (and zeroed by the kernel) every time.
+    spare: Arc<Mutex<Vec<Vec<Record>>>>,
 }
+
+/// Emptied record lists kept for reuse, at most.
+const SPARE_LISTS: usize = 8;
 
 impl Feed {
     pub(crate) fn new(max_bytes: u64) -> (Feed, mpsc::UnboundedReceiver<FeedMsg>) {
@@ -52,6 +59,7 @@ impl Feed {
                 bytes: Arc::new(AtomicU64::new(0)),
                 max_bytes,
                 spilled: Arc::new(AtomicBool::new(false)),
+                spare: Arc::new(Mutex::new(Vec::new())),
             },
             rx,
         )
@@ -63,6 +71,24 @@ impl Feed {
             chain_id: chain_id.to_owned(),
             next_seq,
         });
+    }
+
+    /// An empty record list with room for `n` records, reused when one is
+    /// spare.
+    fn list(&self, n: usize) -> Vec<Record> {
+        let spare = lock(&self.spare).pop();
+        let mut list = spare.unwrap_or_default();
+        list.reserve(n);
+        list
+    }
+
+    /// Gives an emptied list back for [`Feed::list`].
+    pub(crate) fn give_back(&self, mut list: Vec<Record>) {
+        list.clear();
+        let mut spare = lock(&self.spare);
+        if spare.len() < SPARE_LISTS {
+            spare.push(list);
+        }
     }
 
     fn records(&self, records: Vec<Record>) {
@@ -260,8 +286,8 @@ impl Pipeline {
         let total: usize = batches.iter().map(Vec::len).sum();
         // Sized once: a record is nearly 1 KB, and growing a list of 512 of
         // them touched fresh memory (a page fault per huge page) five times
-        // per request.
-        let mut records = Vec::with_capacity(total);
+        // per request; a list the sink emptied has room already.
+        let mut records = self.feed.list(total);
         let mut entries = Entries::with_capacity(total);
         let mut received = Vec::with_capacity(guards.len());
         for (guard, events) in guards.iter_mut().zip(batches) {

@@ -155,6 +155,9 @@ struct ChainState {
     /// Records that arrived ahead of `next` (concurrent requests finish in
     /// any order); drained as the gap fills.
     ahead: BTreeMap<u64, Record>,
+    /// Size of the chain's last file: the next one reserves about as much
+    /// output room up front.
+    last_file_bytes: usize,
 }
 
 impl ChainState {
@@ -163,6 +166,7 @@ impl ChainState {
             next,
             open: None,
             held_upto: None,
+            last_file_bytes: 0,
             ahead: BTreeMap::new(),
         }
     }
@@ -290,11 +294,12 @@ impl Sink {
                     .entry(chain_id)
                     .or_insert_with(|| ChainState::new(next_seq));
             }
-            FeedMsg::Records(records, bytes) => {
+            FeedMsg::Records(mut records, bytes) => {
                 self.feed.bytes.fetch_sub(bytes, Ordering::AcqRel);
-                for r in records {
+                for r in records.drain(..) {
                     self.accept(r).await?;
                 }
+                self.feed.give_back(records);
             }
             FeedMsg::Wake => {}
         }
@@ -421,7 +426,12 @@ impl Sink {
             self.flush(id).await?;
         }
         if self.chains.get(id).is_some_and(|s| s.open.is_none()) {
-            let encoder = match FileEncoder::new(&r, &self.options.parquet) {
+            // A file about the size of the chain's last one, within half the
+            // memory a file may take (the room counts against it).
+            let last = self.chains.get(id).map_or(0, |s| s.last_file_bytes);
+            let room = (last / 8 * 9)
+                .min(usize::try_from(self.options.max_file_bytes / 2).unwrap_or(usize::MAX));
+            let encoder = match FileEncoder::with_capacity(&r, &self.options.parquet, room) {
                 Ok(e) => e,
                 Err(e) => return Err(self.cannot_encode(id, e)),
             };
@@ -522,6 +532,9 @@ impl Sink {
             .await
             .expect("encoding task panicked")
             .map_err(|e| self.cannot_encode(id, e))?;
+        if let Some(state) = self.chains.get_mut(id) {
+            state.last_file_bytes = encoded.bytes.len();
+        }
         let footer = &encoded.footer;
         let (first_seq, last_seq) = (footer.first_seq, footer.last_seq);
         let hash_at = |seq: u64| hashes[(seq - first_seq) as usize];

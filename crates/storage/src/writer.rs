@@ -328,8 +328,11 @@ impl FileEncoder {
         Self::with_capacity(first, opts, 0)
     }
 
-    /// [`new`](Self::new), with room for `capacity` output bytes.
-    fn with_capacity(
+    /// [`new`](Self::new), with room for `capacity` output bytes reserved
+    /// at once. The output grows by doubling otherwise: a 14 MB file is
+    /// copied about 20 times on the way and touches twice its size in fresh
+    /// memory. The room counts in [`memory_bytes`](Self::memory_bytes).
+    pub fn with_capacity(
         first: &Record,
         opts: &WriterOptions,
         capacity: usize,
