@@ -274,6 +274,12 @@ pub(crate) fn mask(enabled: impl IntoIterator<Item = Detector>) -> u16 {
     enabled.into_iter().fold(0, |m, d| m | 1 << d.index())
 }
 
+/// The shortest text of a number (see `Redactor::may_detect_number`)
+/// that [`may_find`] can accept: its quick test needs an `@`, two colons,
+/// two dots or five dashes in a row (none in a number's text), eight
+/// digits, or twelve bytes.
+pub(crate) const MIN_NUMBER_FINDING: usize = 8;
+
 /// Whether any detector of `enabled` (a [`mask`]) could match in `text`:
 /// false for most values (ids, model names, numbers), which then need no scan.
 pub(crate) fn may_find(text: &str, enabled: u16) -> bool {
