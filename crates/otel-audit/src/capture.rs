@@ -219,6 +219,10 @@ pub(crate) struct Record {
     /// Rare (`encrypt`), so kept as it comes.
     sealed: Vec<SealedContent>,
     pub(crate) envelope: Option<Envelope>,
+    /// The layer whose policy the call applied, handed over by the call
+    /// (see `Ctx::hand_off`) so the span's close reuses that reference
+    /// rather than counting a new one.
+    pub(crate) layer: Option<Arc<Inner>>,
 }
 
 /// Most records the pool keeps; beyond it, records are freed. The default
@@ -267,6 +271,7 @@ impl Record {
             ops: Vec::with_capacity(NEW_OPS),
             sealed: Vec::new(),
             envelope: None,
+            layer: None,
         }
     }
 
@@ -305,6 +310,7 @@ impl Record {
         self.ops.clear();
         self.sealed.clear();
         self.envelope = None;
+        self.layer = None;
         self.texts.capacity() <= KEEP_TEXT_BYTES && self.ops.capacity() <= KEEP_OPS
     }
 

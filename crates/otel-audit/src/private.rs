@@ -446,7 +446,11 @@ impl Ctx {
     /// span is created (right after this): finding the span again
     /// afterwards to attach it costs a registry lookup per call.
     pub fn hand_off(&mut self) {
-        layer::hand_off(self.record.copy_out());
+        let mut record = self.record.copy_out();
+        // The span's close reuses this call's reference to the layer (the
+        // values are all recorded: the redactor is not needed any more).
+        record.layer = self.redactor.take_layer();
+        layer::hand_off(record);
     }
 
     /// After the span is created: a record no layer took (the span is
