@@ -32,12 +32,51 @@ use otel_audit_event::{
 
 use crate::layer::Inner;
 
+/// A range of a record's text buffer, in 32-bit offsets: half the size of
+/// a `usize` pair, so that an [`Op`] naming a field and its value fits in
+/// 32 bytes (see [`Op`]). A record holds at most `u32::MAX` bytes of text
+/// (see [`Record::seal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct At {
+    start: u32,
+    end: u32,
+}
+
+impl At {
+    /// The empty text at the buffer's start.
+    const EMPTY: At = At { start: 0, end: 0 };
+}
+
+/// An optional [`At`] in the same 8 bytes (`Option<At>` takes 12, which
+/// would push the larger [`Op`]s past 32 bytes): `end < start` means none,
+/// which no range of the buffer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OptAt(At);
+
+impl OptAt {
+    const NONE: OptAt = OptAt(At {
+        start: u32::MAX,
+        end: 0,
+    });
+
+    fn get(self) -> Option<At> {
+        (self.0.start <= self.0.end).then_some(self.0)
+    }
+}
+
+impl From<Option<At>> for OptAt {
+    fn from(at: Option<At>) -> Self {
+        at.map_or(OptAt::NONE, OptAt)
+    }
+}
+
 /// A text: a name the code gave (`&'static str`) or a range of a record's
-/// text buffer.
+/// text buffer. 16 bytes: the range sits beside the pointer, whose null
+/// value tells the two apart (checked below).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Str {
     Static(&'static str),
-    At(usize, usize),
+    At(At),
 }
 
 /// Where a redaction result goes.
@@ -51,49 +90,86 @@ pub(crate) enum Place {
     GenAi,
 }
 
+/// What a dropped value shows.
+const DROPPED: &str = "[dropped]";
+
+/// How `push_inline_digest` starts the text of a keyed digest.
+const HMAC_PREFIX: &str = "hmac-sha256:";
+
+/// Where a digest's inline text, key id and hex digits are in the buffer.
+#[derive(Clone, Copy)]
+struct InlineDigest {
+    text: At,
+    key_id: OptAt,
+    /// `None` only when the text did not fit (see [`Record::seal`]).
+    hex: Option<u32>,
+}
+
 /// One step of assembling the event, in the order the call made them.
+///
+/// Kept to 32 bytes, two to a cache line: a call writes a handful of these
+/// into its thread's record and [`Record::copy_out`] copies them into a
+/// pooled record whose lines were last touched by the exporter's thread on
+/// another core, so every line saved is a cross-core transfer saved (at
+/// 104 bytes, the six operations of a five-argument call took ten lines,
+/// now three). Hence 32-bit text ranges ([`At`]), values that are always
+/// copied texts held as ranges rather than [`Str`], a digest's bytes read
+/// back from the hex of its inline text (which the record keeps anyway),
+/// and the rare many-field steps (actor, a redaction's detector) split
+/// into several operations.
 #[derive(Clone, Copy)]
 enum Op {
     Attribute {
         name: Str,
-        value: Str,
+        value: At,
     },
     GenAiText {
         key: Str,
-        value: Str,
+        value: At,
     },
     Redaction {
         field: Str,
         method: RedactionMethod,
-        detector: Option<Str>,
-        key_id: Option<Str>,
+        key_id: OptAt,
     },
+    /// The detector of the [`Op::Redaction`] just before.
+    RedactionDetector(At),
     Digest {
         field: Str,
         algorithm: DigestAlgorithm,
-        key_id: Option<Str>,
-        digest: [u8; 32],
+        key_id: OptAt,
+        /// Where the digest's 64 hex digits start (the end of its inline text).
+        hex: u32,
     },
-    Actor {
-        id: Option<Str>,
-        kind: Option<ActorType>,
-        role: Option<Str>,
-        ip: Option<Str>,
-        session: Option<Str>,
-    },
+    /// Replaces the actor; its texts follow as [`Op::ActorText`].
+    Actor(Option<ActorType>),
+    ActorText(ActorPart, At),
     Target {
-        kind: Option<Str>,
-        id: Option<Str>,
+        kind: OptAt,
+        id: OptAt,
     },
     Error {
-        kind: Str,
-        message: Option<Str>,
+        kind: &'static str,
+        message: OptAt,
     },
     /// `blocked(...)`: the detectors that fired replace any earlier list.
     ClearDetectors,
-    Detector(Str),
-    BlockReason(Option<Str>),
+    Detector(At),
+    BlockReason(OptAt),
 }
+
+/// An actor's text fields, one [`Op::ActorText`] each.
+#[derive(Clone, Copy)]
+enum ActorPart {
+    Id,
+    Role,
+    Ip,
+    Session,
+}
+
+// The sizes the comments above promise.
+const _: () = assert!(std::mem::size_of::<Str>() == 16);
+const _: () = assert!(std::mem::size_of::<Op>() == 32);
 
 /// A span's W3C ids, kept as numbers until the event is assembled.
 #[derive(Clone, Copy)]
@@ -143,6 +219,10 @@ pub(crate) struct Record {
     /// Rare (`encrypt`), so kept as it comes.
     sealed: Vec<SealedContent>,
     pub(crate) envelope: Option<Envelope>,
+    /// The layer whose policy the call applied, handed over by the call
+    /// (see `Ctx::hand_off`) so the span's close reuses that reference
+    /// rather than counting a new one.
+    pub(crate) layer: Option<Arc<Inner>>,
 }
 
 /// Most records the pool keeps; beyond it, records are freed. The default
@@ -191,6 +271,7 @@ impl Record {
             ops: Vec::with_capacity(NEW_OPS),
             sealed: Vec::new(),
             envelope: None,
+            layer: None,
         }
     }
 
@@ -229,6 +310,7 @@ impl Record {
         self.ops.clear();
         self.sealed.clear();
         self.envelope = None;
+        self.layer = None;
         self.texts.capacity() <= KEEP_TEXT_BYTES && self.ops.capacity() <= KEEP_OPS
     }
 
@@ -304,23 +386,47 @@ impl Record {
         records.clear();
     }
 
+    /// The range of the text written since `start`. A record's texts stay
+    /// below 4 GiB so that ranges fit in 32 bits ([`At`]): a text that
+    /// would pass that is not kept, and stands as the empty text (it fails
+    /// closed: nothing of it is recorded). No sensible call comes near.
+    fn seal(&mut self, start: usize) -> At {
+        match (u32::try_from(start), u32::try_from(self.texts.len())) {
+            (Ok(start), Ok(end)) if end < u32::MAX => At { start, end },
+            _ => {
+                self.texts.truncate(start);
+                At::EMPTY
+            }
+        }
+    }
+
     /// Copies `s` into the text buffer.
-    pub(crate) fn text(&mut self, s: &str) -> Str {
+    fn text_at(&mut self, s: &str) -> At {
         let start = self.texts.len();
         self.texts.push_str(s);
-        Str::At(start, self.texts.len())
+        self.seal(start)
+    }
+
+    /// Copies `s` into the text buffer.
+    pub(crate) fn text(&mut self, s: &str) -> Str {
+        Str::At(self.text_at(s))
     }
 
     /// The text `s` stands for.
     pub(crate) fn get(&self, s: Str) -> &str {
         match s {
             Str::Static(s) => s,
-            Str::At(a, b) => &self.texts[a..b],
+            Str::At(at) => self.at(at),
         }
     }
 
-    fn opt_text(&mut self, s: Option<&str>) -> Option<Str> {
-        s.map(|s| self.text(s))
+    /// The text of a range of the buffer.
+    fn at(&self, at: At) -> &str {
+        &self.texts[at.start as usize..at.end as usize]
+    }
+
+    fn opt_text(&mut self, s: Option<&str>) -> OptAt {
+        s.map(|s| self.text_at(s)).into()
     }
 
     /// Keeps a result's redaction records; those naming `name` point at it
@@ -332,14 +438,16 @@ impl Record {
             } else {
                 self.text(&r.field)
             };
-            let detector = self.opt_text(r.detector.as_deref());
             let key_id = self.opt_text(r.key_id.as_deref());
             self.ops.push(Op::Redaction {
                 field,
                 method: r.method,
-                detector,
                 key_id,
             });
+            if let Some(detector) = &r.detector {
+                let detector = self.text_at(detector);
+                self.ops.push(Op::RedactionDetector(detector));
+            }
         }
     }
 
@@ -350,21 +458,33 @@ impl Record {
         self.keep_redactions(name, &redactions);
         match value {
             Redacted::Clear(s) => {
-                let shown = self.text(&s);
+                let shown = self.text_at(&s);
                 self.place_text(name, shown, place, true)
             }
             Redacted::Replaced(s) => {
-                let shown = self.text(&s);
+                let shown = self.text_at(&s);
                 self.place_text(name, shown, place, true)
             }
-            Redacted::Dropped => self.place_text(name, Str::Static("[dropped]"), place, false),
+            // Only a GenAI column keeps the marker (as its value, which is
+            // always a range of the buffer); an attribute is left out.
+            Redacted::Dropped => match place {
+                Place::Attribute => Str::Static(DROPPED),
+                Place::GenAi => {
+                    let shown = self.text_at(DROPPED);
+                    self.place_text(name, shown, place, false)
+                }
+            },
             Redacted::Digest(d) => {
-                self.put_digest(name, d.algorithm, d.key_id.as_deref(), d.digest, place)
+                let shown = self.push_digest(d.algorithm, d.key_id.as_deref(), &d.digest);
+                if place == Place::Attribute {
+                    self.keep_digest(name, d.algorithm, shown);
+                }
+                self.place_text(name, shown.text, place, false)
             }
             Redacted::Sealed(mut s) => {
                 let start = self.texts.len();
                 let _ = write!(self.texts, "[encrypted:{}:{}]", s.algorithm, s.key_id);
-                let shown = Str::At(start, self.texts.len());
+                let shown = self.seal(start);
                 if place == Place::Attribute {
                     if s.field != self.get(name) {
                         s.field = self.get(name).to_owned();
@@ -379,7 +499,7 @@ impl Record {
     /// Stores a value that passed the policy unchanged, as [`put`](Self::put)
     /// stores a `Redacted::Clear` result with no redaction records.
     pub(crate) fn put_clear(&mut self, name: Str, text: &str, place: Place) -> Str {
-        let shown = self.text(text);
+        let shown = self.text_at(text);
         self.place_text(name, shown, place, true)
     }
 
@@ -393,52 +513,78 @@ impl Record {
         digest: [u8; 32],
         place: Place,
     ) -> Str {
-        let key = self.text(key_id);
+        // The inline text first: the redaction record's key id is a range
+        // of it rather than a copy.
+        let shown = self.push_digest(DigestAlgorithm::HmacSha256, Some(key_id), &digest);
         self.ops.push(Op::Redaction {
             field: name,
             method: RedactionMethod::Hmac,
-            detector: None,
-            key_id: Some(key),
+            key_id: shown.key_id,
         });
-        self.put_digest(
-            name,
-            DigestAlgorithm::HmacSha256,
-            Some(key_id),
-            digest,
-            place,
-        )
+        if place == Place::Attribute {
+            self.keep_digest(name, DigestAlgorithm::HmacSha256, shown);
+        }
+        self.place_text(name, shown.text, place, false)
     }
 
-    /// A digest standing in for `name`'s value: kept in `content_digests`
-    /// for an attribute; its inline text is what a span (and a GenAI
-    /// column) shows.
-    fn put_digest(
+    /// Writes a digest's inline text, the text a span (and a GenAI column)
+    /// shows for it, and notes where its key id and hex digits are: the
+    /// digest kept for an attribute points into it instead of holding its
+    /// own copies.
+    fn push_digest(
         &mut self,
-        name: Str,
         algorithm: DigestAlgorithm,
         key_id: Option<&str>,
-        digest: [u8; 32],
-        place: Place,
-    ) -> Str {
+        digest: &[u8; 32],
+    ) -> InlineDigest {
         let start = self.texts.len();
-        push_inline_digest(&mut self.texts, algorithm, key_id, &digest);
-        let shown = Str::At(start, self.texts.len());
-        if place == Place::Attribute {
-            let key_id = self.opt_text(key_id);
+        push_inline_digest(&mut self.texts, algorithm, key_id, digest);
+        let text = self.seal(start);
+        let hex = self.texts.len().checked_sub(64).filter(|&h| h >= start);
+        let key_id = key_id.map(|k| {
+            // `hmac-sha256:<key id>:<hex>`; copied when the text has another form.
+            let at = start + HMAC_PREFIX.len();
+            if self.texts.as_bytes().get(at..at + k.len()) == Some(k.as_bytes()) {
+                self.seal_range(at, at + k.len())
+            } else {
+                self.text_at(k)
+            }
+        });
+        InlineDigest {
+            text,
+            key_id: key_id.into(),
+            // `seal` kept the text, so the hex offset fits too.
+            hex: hex.and_then(|h| u32::try_from(h).ok()),
+        }
+    }
+
+    /// The range `start..end` of text already in the buffer.
+    fn seal_range(&self, start: usize, end: usize) -> At {
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => At { start, end },
+            _ => At::EMPTY,
+        }
+    }
+
+    /// A digest standing in for `name`'s value, kept in `content_digests`
+    /// (for an attribute).
+    fn keep_digest(&mut self, name: Str, algorithm: DigestAlgorithm, d: InlineDigest) {
+        // No hex only when the record's text overflowed (see `seal`): the
+        // digest is then left out with the text.
+        if let Some(hex) = d.hex {
             self.ops.push(Op::Digest {
                 field: name,
                 algorithm,
-                key_id,
-                digest,
+                key_id: d.key_id,
+                hex,
             });
         }
-        self.place_text(name, shown, place, false)
     }
 
     /// Where the text a span shows for `name` goes in the event: the
     /// attribute when it is the value itself, the GenAI column in any case
     /// (a digest or sealed value by its inline text).
-    fn place_text(&mut self, name: Str, shown: Str, place: Place, is_value: bool) -> Str {
+    fn place_text(&mut self, name: Str, shown: At, place: Place, is_value: bool) -> Str {
         match place {
             Place::Attribute if is_value => self.ops.push(Op::Attribute { name, value: shown }),
             Place::Attribute => {}
@@ -447,7 +593,7 @@ impl Record {
                 value: shown,
             }),
         }
-        shown
+        Str::At(shown)
     }
 
     /// An attribute stored without the redactor (numbers under names with no
@@ -455,7 +601,7 @@ impl Record {
     pub(crate) fn raw_attribute(&mut self, name: Str, value: impl std::fmt::Display) {
         let start = self.texts.len();
         let _ = write!(self.texts, "{value}");
-        let value = Str::At(start, self.texts.len());
+        let value = self.seal(start);
         self.ops.push(Op::Attribute { name, value });
         self.whole_policy = true;
     }
@@ -476,14 +622,19 @@ impl Record {
     }
 
     pub(crate) fn set_actor(&mut self, a: &Actor) {
-        let op = Op::Actor {
-            id: self.opt_text(a.id.as_deref()),
-            kind: a.kind,
-            role: self.opt_text(a.role.as_deref()),
-            ip: self.opt_text(a.ip.as_deref()),
-            session: self.opt_text(a.session.as_deref()),
-        };
-        self.ops.push(op);
+        self.ops.push(Op::Actor(a.kind));
+        let parts = [
+            (ActorPart::Id, &a.id),
+            (ActorPart::Role, &a.role),
+            (ActorPart::Ip, &a.ip),
+            (ActorPart::Session, &a.session),
+        ];
+        for (part, text) in parts {
+            if let Some(text) = text {
+                let at = self.text_at(text);
+                self.ops.push(Op::ActorText(part, at));
+            }
+        }
     }
 
     pub(crate) fn set_target(&mut self, t: &Target) {
@@ -497,21 +648,28 @@ impl Record {
     /// The error's type and its (redacted) message.
     pub(crate) fn set_error(&mut self, kind: &'static str, message: Option<&str>) {
         let message = self.opt_text(message);
-        self.ops.push(Op::Error {
-            kind: Str::Static(kind),
-            message,
-        });
+        self.ops.push(Op::Error { kind, message });
     }
 
     /// A failed safety check: the detectors that fired and the (redacted) reason.
     pub(crate) fn set_blocked(&mut self, detectors: &[String], reason: Option<&str>) {
         self.ops.push(Op::ClearDetectors);
         for d in detectors {
-            let d = self.text(d);
+            let d = self.text_at(d);
             self.ops.push(Op::Detector(d));
         }
         let reason = self.opt_text(reason);
         self.ops.push(Op::BlockReason(reason));
+    }
+
+    /// The digest whose hex digits start at `hex`.
+    fn digest_at(&self, hex: u32) -> [u8; 32] {
+        let mut digest = [0u8; 32];
+        let at = hex as usize;
+        // The hex was written by `push_inline_digest` from these bytes.
+        hex::decode_to_slice(&self.texts[at..at + 64], &mut digest)
+            .expect("a digest's inline text ends in its 64 hex digits");
+        digest
     }
 
     /// Builds the event (the record must have its envelope) and leaves the
@@ -554,11 +712,12 @@ impl Record {
         ev.gen_ai.temperature = self.temperature;
         ev.safety.passed = self.safety_passed;
         let own = |s: Str| self.get(s).to_owned();
-        let own_opt = |s: Option<Str>| s.map(own);
+        let own_at = |at: At| self.at(at).to_owned();
+        let own_opt = |at: OptAt| at.get().map(own_at);
         for op in &self.ops {
             match *op {
                 Op::Attribute { name, value } => {
-                    insert_attribute(&mut ev, self.get(name), self.get(value));
+                    insert_attribute(&mut ev, self.get(name), self.at(value));
                 }
                 Op::GenAiText { key, value } => {
                     let g = &mut ev.gen_ai;
@@ -571,48 +730,53 @@ impl Record {
                         "gen_ai.agent.name" => &mut g.agent_name,
                         "gen_ai.tool.name" => &mut g.tool_name,
                         other => {
-                            insert_attribute(&mut ev, other, self.get(value));
+                            insert_attribute(&mut ev, other, self.at(value));
                             continue;
                         }
                     };
-                    *slot = Some(own(value));
+                    *slot = Some(own_at(value));
                 }
                 Op::Redaction {
                     field,
                     method,
-                    detector,
                     key_id,
                 } => ev.redactions.push(Redaction {
                     field: own(field),
                     method,
-                    detector: own_opt(detector),
+                    detector: None,
                     key_id: own_opt(key_id),
                 }),
+                Op::RedactionDetector(d) => {
+                    if let Some(r) = ev.redactions.last_mut() {
+                        r.detector = Some(own_at(d));
+                    }
+                }
                 Op::Digest {
                     field,
                     algorithm,
                     key_id,
-                    digest,
+                    hex,
                 } => ev.content_digests.push(ContentDigest {
                     field: own(field),
                     algorithm,
                     key_id: own_opt(key_id),
-                    digest,
+                    digest: self.digest_at(hex),
                 }),
-                Op::Actor {
-                    id,
-                    kind,
-                    role,
-                    ip,
-                    session,
-                } => {
+                Op::Actor(kind) => {
                     ev.actor = Actor {
-                        id: own_opt(id),
                         kind,
-                        role: own_opt(role),
-                        ip: own_opt(ip),
-                        session: own_opt(session),
+                        ..Actor::default()
                     }
+                }
+                Op::ActorText(part, text) => {
+                    let a = &mut ev.actor;
+                    let slot = match part {
+                        ActorPart::Id => &mut a.id,
+                        ActorPart::Role => &mut a.role,
+                        ActorPart::Ip => &mut a.ip,
+                        ActorPart::Session => &mut a.session,
+                    };
+                    *slot = Some(own_at(text));
                 }
                 Op::Target { kind, id } => {
                     ev.target = Target {
@@ -621,11 +785,11 @@ impl Record {
                     }
                 }
                 Op::Error { kind, message } => {
-                    ev.error.kind = Some(own(kind));
+                    ev.error.kind = Some(kind.to_owned());
                     ev.error.message = own_opt(message);
                 }
                 Op::ClearDetectors => ev.safety.detectors.clear(),
-                Op::Detector(d) => ev.safety.detectors.push(own(d)),
+                Op::Detector(d) => ev.safety.detectors.push(own_at(d)),
                 Op::BlockReason(r) => ev.safety.block_reason = own_opt(r),
             }
         }
@@ -798,6 +962,138 @@ mod tests {
             let found = redactor.scan_field("note", text);
             assert!(!found.redactions.is_empty(), "{text}");
         }
+    }
+
+    /// Every kind of step comes back out of the compact operations as it
+    /// went in (the rare ones are split over several operations).
+    #[test]
+    fn every_step_assembles_what_it_recorded() {
+        let layer = test_layer();
+        let ev = assembled(&layer, |r| {
+            // Replaced by the second actor as a whole.
+            r.set_actor(&Actor {
+                id: Some("first".into()),
+                kind: Some(ActorType::Agent),
+                role: Some("old-role".into()),
+                ip: None,
+                session: Some("s-0".into()),
+            });
+            r.set_actor(&Actor {
+                id: Some("user-7".into()),
+                kind: Some(ActorType::User),
+                role: Some("admin".into()),
+                ip: Some("203.0.113.9".into()),
+                session: None,
+            });
+            r.set_target(&Target {
+                kind: Some("doc".into()),
+                id: None,
+            });
+            r.set_error("io::Error", Some("boom"));
+            r.set_blocked(&["email".to_owned(), "phone".to_owned()], None);
+            let field = r.text("note");
+            r.keep_redactions(
+                field,
+                &[
+                    Redaction {
+                        field: "note".into(),
+                        method: RedactionMethod::Mask,
+                        detector: Some("payment_card".into()),
+                        key_id: Some("k-1".into()),
+                    },
+                    Redaction {
+                        field: "other".into(),
+                        method: RedactionMethod::Drop,
+                        detector: None,
+                        key_id: None,
+                    },
+                ],
+            );
+            let dropped = RedactedField {
+                value: Redacted::Dropped,
+                redactions: Vec::new(),
+            };
+            let shown = r.put(Str::Static("gen_ai.agent.name"), dropped, Place::GenAi);
+            assert_eq!(r.get(shown), "[dropped]");
+            let dropped = RedactedField {
+                value: Redacted::Dropped,
+                redactions: Vec::new(),
+            };
+            let shown = r.put(Str::Static("secret"), dropped, Place::Attribute);
+            assert_eq!(r.get(shown), "[dropped]");
+            let digest = |algorithm, key_id: Option<&str>| RedactedField {
+                value: Redacted::Digest(ContentDigest {
+                    field: "x".into(),
+                    algorithm,
+                    key_id: key_id.map(Into::into),
+                    digest: [0xa5; 32],
+                }),
+                redactions: Vec::new(),
+            };
+            let plain = r.put(
+                Str::Static("plain"),
+                digest(DigestAlgorithm::Sha256, None),
+                Place::Attribute,
+            );
+            assert_eq!(r.get(plain), format!("sha256:{}", "a5".repeat(32)));
+            r.put(
+                Str::Static("keyed"),
+                digest(DigestAlgorithm::HmacSha256, Some("k-9")),
+                Place::Attribute,
+            );
+        });
+        assert_eq!(
+            ev.actor,
+            Actor {
+                id: Some("user-7".into()),
+                kind: Some(ActorType::User),
+                role: Some("admin".into()),
+                ip: Some("203.0.113.9".into()),
+                session: None,
+            }
+        );
+        assert_eq!(ev.target.kind.as_deref(), Some("doc"));
+        assert_eq!(ev.target.id, None);
+        assert_eq!(ev.error.kind.as_deref(), Some("io::Error"));
+        assert_eq!(ev.error.message.as_deref(), Some("boom"));
+        assert_eq!(ev.safety.detectors, ["email", "phone"]);
+        assert_eq!(ev.safety.block_reason, None);
+        assert_eq!(
+            ev.redactions,
+            [
+                Redaction {
+                    field: "note".into(),
+                    method: RedactionMethod::Mask,
+                    detector: Some("payment_card".into()),
+                    key_id: Some("k-1".into()),
+                },
+                Redaction {
+                    field: "other".into(),
+                    method: RedactionMethod::Drop,
+                    detector: None,
+                    key_id: None,
+                },
+            ]
+        );
+        assert_eq!(ev.gen_ai.agent_name.as_deref(), Some("[dropped]"));
+        assert!(!ev.attributes.contains_key("secret"));
+        let digests: Vec<_> = ev
+            .content_digests
+            .iter()
+            .map(|d| (d.field.as_str(), d.algorithm, d.key_id.as_deref(), d.digest))
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                ("plain", DigestAlgorithm::Sha256, None, [0xa5; 32]),
+                (
+                    "keyed",
+                    DigestAlgorithm::HmacSha256,
+                    Some("k-9"),
+                    [0xa5; 32]
+                ),
+            ]
+        );
     }
 
     #[test]

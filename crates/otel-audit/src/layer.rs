@@ -343,6 +343,8 @@ fn otel_parent() -> Option<([u64; 2], u64)> {
 pub(crate) enum RedactorRef {
     Layer(Arc<Inner>),
     Fallback(&'static Redactor),
+    /// The layer's reference went to the record (see [`take_layer`](Self::take_layer)).
+    HandedOff,
 }
 
 impl RedactorRef {
@@ -360,7 +362,7 @@ impl RedactorRef {
     pub(crate) fn id(&self) -> u64 {
         match self {
             RedactorRef::Layer(i) => i.id,
-            RedactorRef::Fallback(_) => 0,
+            RedactorRef::Fallback(_) | RedactorRef::HandedOff => 0,
         }
     }
 
@@ -368,6 +370,20 @@ impl RedactorRef {
         match self {
             RedactorRef::Layer(i) => &i.redactor,
             RedactorRef::Fallback(r) => r,
+            // Not used after the hand-off; fail closed if it ever were.
+            RedactorRef::HandedOff => fallback_redactor(),
+        }
+    }
+
+    /// The layer's reference, for the record the call hands to its span;
+    /// this one is not used afterwards.
+    pub(crate) fn take_layer(&mut self) -> Option<Arc<Inner>> {
+        match std::mem::replace(self, RedactorRef::HandedOff) {
+            RedactorRef::Layer(i) => Some(i),
+            other => {
+                *self = other;
+                None
+            }
         }
     }
 }
@@ -516,8 +532,16 @@ where
             return;
         };
         let duration = state.started.elapsed();
+        // The reference the call took to read the policy comes with the
+        // record: counting another (and the call dropping its own) would be
+        // two more atomic writes to a count the exporter's thread writes
+        // too, each a cache-line transfer between cores.
+        let layer = match record.layer.take() {
+            Some(layer) if Arc::ptr_eq(&layer, &self.inner) => layer,
+            _ => Arc::clone(&self.inner),
+        };
         record.envelope = Some(Envelope {
-            layer: Arc::clone(&self.inner),
+            layer,
             time: state.started_at,
             duration_ns: Some(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)),
             trace: Some(state.ids),

@@ -335,23 +335,23 @@ impl Ctx {
         } = self;
         scratch.clear();
         // A formatting error keeps what was written (`to_string` would panic).
-        let (text, sensitive) = match text {
-            Text::Str(s) => (s, false),
+        let (text, sensitive, number) = match text {
+            Text::Str(s) => (s, false, false),
             Text::Display(d) => {
                 let _ = write!(scratch, "{d}");
-                (scratch.as_str(), false)
+                (scratch.as_str(), false, false)
             }
             Text::Debug(d) => {
                 let _ = write!(scratch, "{d:?}");
-                (scratch.as_str(), false)
+                (scratch.as_str(), false, false)
             }
             Text::Sensitive(d) => {
                 let _ = write!(scratch, "{d}");
-                (scratch.as_str(), true)
+                (scratch.as_str(), true, false)
             }
             Text::Num(n) => {
                 n.write(scratch);
-                (scratch.as_str(), false)
+                (scratch.as_str(), false, true)
             }
         };
         let r = redactor.get();
@@ -378,10 +378,23 @@ impl Ctx {
                 record.put(name_str, r.apply_then_policy(name, text, &m), place)
             }
             Some(m) => record.put(name_str, r.apply(name, text, &m), place),
-            // Most values pass and no detector can match them: stored as
-            // they are, without building a result.
-            None if !scans || !r.may_detect(text) => record.put_clear(name_str, text, place),
-            None => record.put(name_str, r.scan_field(name, text), place),
+            None => {
+                // Most values pass and no detector can match them: stored
+                // as they are, without building a result. A number's text
+                // needs no pass over its bytes to tell that it is too short
+                // to match.
+                let may_detect = scans
+                    && if number {
+                        r.may_detect_number(text)
+                    } else {
+                        r.may_detect(text)
+                    };
+                if may_detect {
+                    record.put(name_str, r.scan_field(name, text), place)
+                } else {
+                    record.put_clear(name_str, text, place)
+                }
+            }
         };
         let shown = Shown(shown);
         if sensitive {
@@ -433,7 +446,11 @@ impl Ctx {
     /// span is created (right after this): finding the span again
     /// afterwards to attach it costs a registry lookup per call.
     pub fn hand_off(&mut self) {
-        layer::hand_off(self.record.copy_out());
+        let mut record = self.record.copy_out();
+        // The span's close reuses this call's reference to the layer (the
+        // values are all recorded: the redactor is not needed any more).
+        record.layer = self.redactor.take_layer();
+        layer::hand_off(record);
     }
 
     /// After the span is created: a record no layer took (the span is
