@@ -317,6 +317,14 @@ pub struct StorageSection {
     /// instead, so memory stays bounded during a store outage. Default
     /// 64 MiB.
     pub max_buffer_bytes: u64,
+    /// How long a request whose events do not fit in that buffer waits for
+    /// room (after its WAL commit, before its answer) while the sink is
+    /// busy but moving, in milliseconds. Reading events back from the WAL
+    /// costs more CPU than encoding them, so under a load the sink cannot
+    /// keep up with, answers slow down instead. `0` leaves them to the WAL
+    /// at once. A sink stuck on a store outage is never waited for.
+    /// Default 1000.
+    pub max_buffer_wait_ms: u64,
     /// First wait before retrying a failed store write, in milliseconds;
     /// doubled on each failure. Default 200.
     pub retry_initial_backoff_ms: u64,
@@ -334,6 +342,7 @@ impl Default for StorageSection {
             max_file_bytes: 64 * MIB,
             flush_interval_secs: 30,
             max_buffer_bytes: 64 * MIB,
+            max_buffer_wait_ms: 1000,
             retry_initial_backoff_ms: 200,
             retry_max_backoff_secs: 30,
         }
@@ -691,6 +700,15 @@ impl Config {
             return Err(invalid(
                 "storage.max_buffer_bytes",
                 format!("{} is below 1 MiB", s.max_buffer_bytes),
+            ));
+        }
+        if s.max_buffer_wait_ms > 60_000 {
+            return Err(invalid(
+                "storage.max_buffer_wait_ms",
+                format!(
+                    "{} is above 60000 (a minute): clients would time out first",
+                    s.max_buffer_wait_ms
+                ),
             ));
         }
         if s.retry_initial_backoff_ms == 0 {

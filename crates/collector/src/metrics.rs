@@ -178,6 +178,9 @@ pub struct Metrics {
     /// The part of `request_seconds` spent waiting for the WAL group commit
     /// that holds the request's records.
     pub wal_wait_seconds: Histogram,
+    /// The part of `request_seconds` spent waiting for room in the sink's
+    /// in-memory feed (0 unless the sink is behind).
+    pub feed_wait_seconds: Histogram,
     /// Time from a gRPC request's headers to its decoded message: receiving
     /// the body and protobuf decoding (before `request_seconds` starts).
     pub grpc_receive_seconds: Histogram,
@@ -292,6 +295,11 @@ impl Metrics {
             &mut out,
             "otel_audit_wal_wait_seconds",
             "Time a request waited for the WAL group commit (write and fsync) holding its records.",
+        );
+        self.feed_wait_seconds.render(
+            &mut out,
+            "otel_audit_feed_wait_seconds",
+            "Time a request waited for room in the sink's in-memory feed after its WAL commit.",
         );
         out.push_str(extra);
         out

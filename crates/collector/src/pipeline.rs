@@ -8,7 +8,11 @@
 //! the WAL has fsynced them. Durable events are then handed to the sink
 //! through a bounded in-memory feed; when the feed is full they are not
 //! queued but read back from the WAL by the sink later, so memory stays
-//! bounded however far the store falls behind.
+//! bounded however far the store falls behind. While the sink is only busy
+//! (it took records lately), a request whose records do not fit waits for
+//! room first (`storage.max_buffer_wait_ms`): reading records back from the
+//! WAL costs more than the sink's whole encoding, so a sink that is merely
+//! slower than the receivers slows their answers instead.
 //!
 //! A program can embed just this stage ("plugin" use): see
 //! `examples/embedded_pipeline.rs`.
@@ -38,9 +42,18 @@ pub(crate) struct Feed {
     /// Record bytes queued (approximately); the sink subtracts what it takes.
     pub(crate) bytes: Arc<AtomicU64>,
     max_bytes: u64,
+    /// The longest a request waits for room, and how recently the sink must
+    /// have taken records for a request to wait at all (a sink stuck on a
+    /// store outage takes nothing: requests spill at once).
+    max_wait: Duration,
     /// Set when durable records were not queued because the feed was full:
     /// the sink must read them back from the WAL.
     pub(crate) spilled: Arc<AtomicBool>,
+    /// Wakes requests waiting for room (see [`Feed::records`]).
+    room: Arc<tokio::sync::Notify>,
+    /// When the sink last took records, in milliseconds since `epoch`.
+    taken_ms: Arc<AtomicU64>,
+    epoch: std::time::Instant,
     /// Record lists the sink has emptied, for the next requests. A list of
     /// 512 records is half a megabyte: allocated afresh per request, its
     /// pages were faulted in (and zeroed by the kernel) every time.
@@ -51,14 +64,21 @@ pub(crate) struct Feed {
 const SPARE_LISTS: usize = 8;
 
 impl Feed {
-    pub(crate) fn new(max_bytes: u64) -> (Feed, mpsc::UnboundedReceiver<FeedMsg>) {
+    pub(crate) fn new(
+        max_bytes: u64,
+        max_wait: Duration,
+    ) -> (Feed, mpsc::UnboundedReceiver<FeedMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Feed {
                 tx,
                 bytes: Arc::new(AtomicU64::new(0)),
                 max_bytes,
+                max_wait,
                 spilled: Arc::new(AtomicBool::new(false)),
+                room: Arc::new(tokio::sync::Notify::new()),
+                taken_ms: Arc::new(AtomicU64::new(0)),
+                epoch: std::time::Instant::now(),
                 spare: Arc::new(Mutex::new(Vec::new())),
             },
             rx,
@@ -91,17 +111,49 @@ impl Feed {
         }
     }
 
-    fn records(&self, records: Vec<Record>) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Called by the sink when it took `bytes` of records off the feed.
+    pub(crate) fn taken(&self, bytes: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.taken_ms.store(self.now_ms(), Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    /// Whether the sink took records within the last `max_wait`.
+    fn sink_is_moving(&self) -> bool {
+        let taken = self.taken_ms.load(Ordering::Acquire);
+        u128::from(self.now_ms().saturating_sub(taken)) < self.max_wait.as_millis()
+    }
+
+    /// Queues durable records for the sink. When they do not fit, waits for
+    /// room while the sink is moving (at most `max_wait`), then spills
+    /// them: the sink reads them back from the WAL.
+    async fn records(&self, records: Vec<Record>) -> Duration {
         let bytes: u64 = records.iter().map(approx_record_bytes).sum();
-        let queued = self.bytes.fetch_add(bytes, Ordering::AcqRel);
-        if queued + bytes > self.max_bytes {
+        let started = std::time::Instant::now();
+        loop {
+            // Registered before the check, so a `taken` in between is seen.
+            let room = self.room.notified();
+            let queued = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+            // A single list larger than the whole feed always fits an empty
+            // one, or it would wait in vain.
+            if queued + bytes <= self.max_bytes || queued == 0 {
+                if self.tx.send(FeedMsg::Records(records, bytes)).is_err() {
+                    self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+                }
+                return started.elapsed();
+            }
             self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.spilled.store(true, Ordering::Release);
-            let _ = self.tx.send(FeedMsg::Wake);
-            return;
-        }
-        if self.tx.send(FeedMsg::Records(records, bytes)).is_err() {
-            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            let left = self.max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() || !self.sink_is_moving() {
+                self.spilled.store(true, Ordering::Release);
+                let _ = self.tx.send(FeedMsg::Wake);
+                return started.elapsed();
+            }
+            let _ = tokio::time::timeout(left, room).await;
         }
     }
 }
@@ -244,7 +296,8 @@ impl Pipeline {
                         .events_accepted
                         .add(&[("tenant", tenant)], count);
                 }
-                self.feed.records(records);
+                let waited = self.feed.records(records).await;
+                self.metrics.feed_wait_seconds.observe(waited);
                 Ok(n)
             }
             Err(e) => Err(self.wal_error(e)),

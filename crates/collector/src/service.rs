@@ -195,7 +195,10 @@ impl Collector {
             signer,
             period_secs: config.digests.period_secs,
         });
-        let (feed, rx) = Feed::new(config.storage.max_buffer_bytes);
+        let (feed, rx) = Feed::new(
+            config.storage.max_buffer_bytes,
+            Duration::from_millis(config.storage.max_buffer_wait_ms),
+        );
         let (stop_sink, stop_rx) = watch::channel(false);
         let s = &config.storage;
         let sink = Sink::new(

@@ -178,13 +178,27 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_feed_spills_to_the_wal_and_nothing_is_lost() {
+    full_feed(0).await;
+}
+
+/// With the default wait, requests wait for the busy sink instead of
+/// spilling, and nothing is lost either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_feed_makes_requests_wait_for_a_busy_sink() {
+    full_feed(1000).await;
+}
+
+async fn full_feed(wait_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
-    // A 1 MiB feed and small files: most batches are read back from the WAL.
+    // A 1 MiB feed and small files: most batches do not fit; without a wait
+    // they are read back from the WAL.
+    let wait = format!("storage.max_buffer_wait_ms={wait_ms}");
     let cfg = config(
         dir.path(),
         &[
             "storage.max_buffer_bytes=1048576",
             "storage.max_file_rows=500",
+            &wait,
         ],
     );
     let metrics = Arc::new(Metrics::default());
@@ -216,10 +230,36 @@ async fn a_full_feed_spills_to_the_wal_and_nothing_is_lost() {
     assert_eq!(got.len(), 20_000);
     assert_eq!(got, ids);
     verify_intact(dir.path()).await;
-    assert!(
-        metrics.sink_catch_ups.get() > 0,
-        "the test should have made the sink read back from the WAL"
-    );
+    let waited = metrics.render("");
+    let waits = waited
+        .lines()
+        .find_map(|l| l.strip_prefix("otel_audit_feed_wait_seconds_count "))
+        .expect("the feed wait histogram");
+    // One per request, and one per event of the collector's own.
+    assert!(waits.parse::<u64>().unwrap() >= 40, "{waits}");
+    if wait_ms == 0 {
+        assert!(
+            metrics.sink_catch_ups.get() > 0,
+            "the test should have made the sink read back from the WAL"
+        );
+    } else {
+        let under = |le: &str| -> u64 {
+            waited
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "otel_audit_feed_wait_seconds_bucket{{le=\"{le}\"}} "
+                    ))
+                })
+                .expect("bucket")
+                .parse()
+                .unwrap()
+        };
+        assert!(
+            under("0.001") < waits.parse::<u64>().unwrap(),
+            "some request should have waited for the sink:\n{waited}"
+        );
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
