@@ -53,7 +53,8 @@ pub(crate) struct Feed {
     room: Arc<tokio::sync::Notify>,
     /// When the sink last took records, in milliseconds since `epoch`.
     taken_ms: Arc<AtomicU64>,
-    epoch: std::time::Instant,
+    /// tokio's clock, so that tests can pause it.
+    epoch: tokio::time::Instant,
     /// Record lists the sink has emptied, for the next requests. A list of
     /// 512 records is half a megabyte: allocated afresh per request, its
     /// pages were faulted in (and zeroed by the kernel) every time.
@@ -78,7 +79,7 @@ impl Feed {
                 spilled: Arc::new(AtomicBool::new(false)),
                 room: Arc::new(tokio::sync::Notify::new()),
                 taken_ms: Arc::new(AtomicU64::new(0)),
-                epoch: std::time::Instant::now(),
+                epoch: tokio::time::Instant::now(),
                 spare: Arc::new(Mutex::new(Vec::new())),
             },
             rx,
@@ -133,7 +134,7 @@ impl Feed {
     /// them: the sink reads them back from the WAL.
     async fn records(&self, records: Vec<Record>) -> Duration {
         let bytes: u64 = records.iter().map(approx_record_bytes).sum();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         loop {
             // Registered before the check, so a `taken` in between is seen.
             let room = self.room.notified();
@@ -523,5 +524,96 @@ impl Ingest for Pipeline {
         }
         rejected.sort_by_key(|r| r.index);
         Ok(IngestAck { accepted, rejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(n: usize) -> Vec<Record> {
+        let event = AuditEvent::new("acme", "svc", otel_audit_event::Category::Admin, "x");
+        (0..n)
+            .map(|i| Record {
+                received_at: Utc::now(),
+                event: event.clone(),
+                chain_id: "c.acme".into(),
+                seq: i as u64,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+            })
+            .collect()
+    }
+
+    /// A feed that holds one list of 10 records.
+    fn feed(max_wait: Duration) -> (Arc<Feed>, mpsc::UnboundedReceiver<FeedMsg>) {
+        let one: u64 = list(10).iter().map(approx_record_bytes).sum();
+        let (feed, rx) = Feed::new(one, max_wait);
+        (Arc::new(feed), rx)
+    }
+
+    fn taken(msg: FeedMsg) -> u64 {
+        match msg {
+            FeedMsg::Records(_, bytes) => bytes,
+            other => panic!("expected records, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_wait_for_a_moving_sink_instead_of_spilling() {
+        let (feed, mut rx) = feed(Duration::from_secs(1));
+        assert_eq!(feed.records(list(10)).await, Duration::ZERO);
+        let second = tokio::spawn({
+            let feed = feed.clone();
+            async move { feed.records(list(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "the feed is full: the second list waits"
+        );
+        let bytes = taken(rx.recv().await.unwrap());
+        feed.taken(bytes);
+        let waited = second.await.unwrap();
+        assert_eq!(waited, Duration::from_millis(300));
+        assert!(!feed.spilled.load(Ordering::Acquire));
+        taken(rx.recv().await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_spill_after_the_longest_wait() {
+        let (feed, mut rx) = feed(Duration::from_secs(1));
+        feed.records(list(10)).await;
+        // The sink takes nothing: the second list waits a second, then is
+        // left to the WAL.
+        assert_eq!(feed.records(list(10)).await, Duration::from_secs(1));
+        assert!(feed.spilled.load(Ordering::Acquire));
+        taken(rx.recv().await.unwrap());
+        assert!(matches!(rx.recv().await, Some(FeedMsg::Wake)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_took_nothing_lately_is_not_waited_for() {
+        let (feed, _rx) = feed(Duration::from_secs(1));
+        feed.records(list(10)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(feed.records(list(10)).await, Duration::ZERO);
+        assert!(feed.spilled.load(Ordering::Acquire));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_records_spill_at_once() {
+        let (feed, _rx) = feed(Duration::ZERO);
+        feed.records(list(10)).await;
+        assert_eq!(feed.records(list(10)).await, Duration::ZERO);
+        assert!(feed.spilled.load(Ordering::Acquire));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_larger_than_the_feed_goes_in_when_it_is_empty() {
+        let (feed, mut rx) = feed(Duration::from_secs(1));
+        assert_eq!(feed.records(list(25)).await, Duration::ZERO);
+        assert!(!feed.spilled.load(Ordering::Acquire));
+        taken(rx.recv().await.unwrap());
     }
 }

@@ -242,24 +242,9 @@ async fn full_feed(wait_ms: u64) {
             metrics.sink_catch_ups.get() > 0,
             "the test should have made the sink read back from the WAL"
         );
-    } else {
-        let under = |le: &str| -> u64 {
-            waited
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!(
-                        "otel_audit_feed_wait_seconds_bucket{{le=\"{le}\"}} "
-                    ))
-                })
-                .expect("bucket")
-                .parse()
-                .unwrap()
-        };
-        assert!(
-            under("0.001") < waits.parse::<u64>().unwrap(),
-            "some request should have waited for the sink:\n{waited}"
-        );
     }
+    // Whether requests waited depends on timing; the waits themselves are
+    // tested in `pipeline`'s unit tests, on a paused clock.
 }
 
 fn copy_dir(from: &Path, to: &Path) {
