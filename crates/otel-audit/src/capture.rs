@@ -972,6 +972,20 @@ mod tests {
     #[test]
     fn every_step_assembles_what_it_recorded() {
         let layer = test_layer();
+        let kept = [
+            Redaction {
+                field: "note".into(),
+                method: RedactionMethod::Mask,
+                detector: Some("payment_card".into()),
+                key_id: Some("k-1".into()),
+            },
+            Redaction {
+                field: "other".into(),
+                method: RedactionMethod::Drop,
+                detector: None,
+                key_id: None,
+            },
+        ];
         let ev = assembled(&layer, |r| {
             // Replaced by the second actor as a whole.
             r.set_actor(&Actor {
@@ -995,23 +1009,7 @@ mod tests {
             r.set_error("io::Error", Some("boom"));
             r.set_blocked(&["email".to_owned(), "phone".to_owned()], None);
             let field = r.text("note");
-            r.keep_redactions(
-                field,
-                &[
-                    Redaction {
-                        field: "note".into(),
-                        method: RedactionMethod::Mask,
-                        detector: Some("payment_card".into()),
-                        key_id: Some("k-1".into()),
-                    },
-                    Redaction {
-                        field: "other".into(),
-                        method: RedactionMethod::Drop,
-                        detector: None,
-                        key_id: None,
-                    },
-                ],
-            );
+            r.keep_redactions(field, &kept);
             let dropped = RedactedField {
                 value: Redacted::Dropped,
                 redactions: Vec::new(),
@@ -1061,23 +1059,7 @@ mod tests {
         assert_eq!(ev.error.message.as_deref(), Some("boom"));
         assert_eq!(ev.safety.detectors, ["email", "phone"]);
         assert_eq!(ev.safety.block_reason, None);
-        assert_eq!(
-            ev.redactions,
-            [
-                Redaction {
-                    field: "note".into(),
-                    method: RedactionMethod::Mask,
-                    detector: Some("payment_card".into()),
-                    key_id: Some("k-1".into()),
-                },
-                Redaction {
-                    field: "other".into(),
-                    method: RedactionMethod::Drop,
-                    detector: None,
-                    key_id: None,
-                },
-            ]
-        );
+        assert_eq!(ev.redactions, kept);
         assert_eq!(ev.gen_ai.agent_name.as_deref(), Some("[dropped]"));
         assert!(!ev.attributes.contains_key("secret"));
         let digests: Vec<_> = ev
