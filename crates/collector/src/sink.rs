@@ -190,6 +190,8 @@ pub(crate) struct Sink {
     metrics: Arc<Metrics>,
     rx: mpsc::UnboundedReceiver<FeedMsg>,
     feed: Feed,
+    /// The chain id of the record being accepted (see `accept`).
+    id_buf: String,
     chains: HashMap<String, ChainState>,
     /// Set by `shutdown` → drain everything, then return.
     shutdown: watch::Receiver<bool>,
@@ -236,6 +238,7 @@ impl Sink {
             metrics,
             rx,
             feed,
+            id_buf: String::new(),
             chains: HashMap::new(),
             shutdown,
             give_up_at: None,
@@ -365,13 +368,23 @@ impl Sink {
     }
 
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
-        let id = r.chain_id.clone();
+        // The chain id goes into a buffer the sink keeps: cloning it per
+        // record was two allocations.
+        let mut id = std::mem::take(&mut self.id_buf);
+        id.clear();
+        id.push_str(&r.chain_id);
+        let result = self.accept_as(&id, r).await;
+        self.id_buf = id;
+        result
+    }
+
+    async fn accept_as(&mut self, id: &str, r: Record) -> Result<(), SinkStopError> {
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
-        let state = self
-            .chains
-            .entry(id.clone())
-            .or_insert_with(|| ChainState::new(r.seq));
+        if !self.chains.contains_key(id) {
+            self.chains.insert(id.to_owned(), ChainState::new(r.seq));
+        }
+        let state = self.chains.get_mut(id).expect("inserted above");
         if r.seq < state.next {
             return Ok(());
         }
@@ -383,12 +396,15 @@ impl Sink {
             }
             return Ok(());
         }
-        self.take(&id, r).await?;
+        self.take(id, r).await?;
         loop {
-            let state = self.chains.get_mut(&id).expect("chain present");
+            let state = self.chains.get_mut(id).expect("chain present");
+            if state.ahead.is_empty() {
+                return Ok(());
+            }
             let next = state.next;
             match state.ahead.remove(&next) {
-                Some(r) => self.take(&id, r).await?,
+                Some(r) => self.take(id, r).await?,
                 None => {
                     state.ahead.retain(|seq, _| *seq > next);
                     return Ok(());
@@ -423,11 +439,10 @@ impl Sink {
             }
             return Ok(());
         }
-        let partition = Partition::of(&r);
         if state
             .open
             .as_ref()
-            .is_some_and(|f| f.partition() != &partition)
+            .is_some_and(|f| !f.partition().holds(&r))
         {
             self.flush(id).await?;
         }
@@ -445,7 +460,7 @@ impl Sink {
             self.chains.get_mut(id).expect("chain present").open = Some(OpenFile {
                 encoder: Some(encoder),
                 encoding: None,
-                partition,
+                partition: Partition::of(&r),
                 started: Instant::now(),
                 pending: Vec::with_capacity(CHUNK_ROWS),
                 spare: Vec::new(),

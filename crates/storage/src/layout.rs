@@ -26,6 +26,13 @@ impl Partition {
         Self::at(&record.event.tenant, record.received_at)
     }
 
+    /// Whether `record` belongs to this partition (as `Partition::of(record)
+    /// == *self`, without building one: this runs for every row written).
+    pub fn holds(&self, record: &Record) -> bool {
+        let t = record.received_at;
+        self.tenant == record.event.tenant && self.hour == t.hour() && self.date == t.date_naive()
+    }
+
     /// The partition of `tenant` at instant `t`.
     pub fn at(tenant: &str, t: DateTime<Utc>) -> Self {
         Partition {
@@ -192,6 +199,42 @@ mod tests {
             f.partition.start(),
             Utc.with_ymd_and_hms(2026, 3, 9, 7, 0, 0).unwrap()
         );
+    }
+
+    #[test]
+    fn holds_agrees_with_of() {
+        let record = |tenant: &str, t: DateTime<Utc>| {
+            let mut event = otel_audit_event::AuditEvent::new(
+                tenant,
+                "svc",
+                otel_audit_event::Category::Admin,
+                "x",
+            );
+            event.time = t;
+            Record {
+                received_at: t,
+                event,
+                chain_id: format!("c.{tenant}"),
+                seq: 0,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+            }
+        };
+        let t = Utc.with_ymd_and_hms(2026, 3, 9, 7, 59, 59).unwrap();
+        let p = Partition::at("acme", t);
+        let cases = [
+            record("acme", t),
+            record("acme", t + chrono::Duration::seconds(1)),
+            record("acme", t - chrono::Duration::hours(24)),
+            record("acme", t + chrono::Duration::days(1)),
+            record("acmf", t),
+            record("acme-2", t),
+        ];
+        for r in &cases {
+            assert_eq!(p.holds(r), Partition::of(r) == p, "{:?}", Partition::of(r));
+        }
+        assert!(p.holds(&cases[0]));
+        assert!(!p.holds(&cases[1]));
     }
 
     #[test]

@@ -418,12 +418,11 @@ impl FileEncoder {
                 }
                 _ => {}
             }
-            let partition = Partition::of(r);
-            if partition != self.file.partition {
+            if !self.file.partition.holds(r) {
                 return Err(fail(format!(
                     "seq {} belongs to partition {}, not {}",
                     r.seq,
-                    partition.dir(),
+                    Partition::of(r).dir(),
                     self.file.partition.dir()
                 )));
             }
