@@ -363,6 +363,13 @@ impl<'a> Reader<'a> {
     }
 
     fn raw_varint(&mut self) -> Option<u64> {
+        // Tags and most lengths are one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Some(u64::from(b));
+        }
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             // The tenth byte may only hold the 64th bit.
