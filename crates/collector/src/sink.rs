@@ -149,6 +149,22 @@ impl OpenFile {
     fn memory_bytes(&self) -> u64 {
         self.encoded_bytes + self.hashes.len() as u64 * 32
     }
+
+    /// Adds the chain's next row; [`Sink::after_push`] does what it calls for.
+    fn push(&mut self, r: Record) {
+        self.hashes.push(r.hash);
+        self.pending.push(r);
+    }
+
+    /// The pending rows make a chunk for the encoder.
+    fn chunk_full(&self) -> bool {
+        self.pending.len() >= CHUNK_ROWS
+    }
+
+    /// The file is to be closed.
+    fn full(&self, options: &SinkOptions) -> bool {
+        self.hashes.len() >= options.max_file_rows || self.memory_bytes() >= options.max_file_bytes
+    }
 }
 
 struct ChainState {
@@ -190,8 +206,6 @@ pub(crate) struct Sink {
     metrics: Arc<Metrics>,
     rx: mpsc::UnboundedReceiver<FeedMsg>,
     feed: Feed,
-    /// The chain id of the record being accepted (see `accept`).
-    id_buf: String,
     chains: HashMap<String, ChainState>,
     /// Set by `shutdown` → drain everything, then return.
     shutdown: watch::Receiver<bool>,
@@ -238,7 +252,6 @@ impl Sink {
             metrics,
             rx,
             feed,
-            id_buf: String::new(),
             chains: HashMap::new(),
             shutdown,
             give_up_at: None,
@@ -306,8 +319,10 @@ impl Sink {
             FeedMsg::Records(mut records, bytes) => {
                 self.feed.taken(bytes);
                 for r in records.drain(..) {
-                    if let Some(r) = self.take_in_order(r) {
-                        self.accept(r).await?;
+                    match self.take_in_order(r) {
+                        Ok(None) => {}
+                        Ok(Some(id)) => self.after_push(&id).await?,
+                        Err(r) => self.accept(r).await?,
                     }
                 }
                 self.feed.give_back(records);
@@ -369,54 +384,39 @@ impl Sink {
         }
     }
 
-    /// [`accept`](Self::accept) for the usual record: its chain's next,
-    /// going into the open file without closing it or starting a chunk.
-    /// Done without `await`: through `accept` and `take` a record (almost
-    /// 1 KB) was copied into each one's future on its way to the file.
-    /// Gives the record back when it is not such a record.
-    fn take_in_order(&mut self, r: Record) -> Option<Record> {
+    /// [`accept`](Self::accept) for the usual record, its chain's next going
+    /// into the open file, done without `await`: through `accept` and `take`
+    /// a record (almost 1 KB) was copied into each one's future on its way
+    /// to the file. `Ok(Some(chain))` when the file now needs
+    /// [`after_push`](Self::after_push); the record back when it is not
+    /// such a record.
+    // The record comes back by value on purpose: boxing it would allocate
+    // for every record of the slow path.
+    #[allow(clippy::result_large_err)]
+    fn take_in_order(&mut self, r: Record) -> Result<Option<String>, Record> {
         let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
-            return Some(r);
+            return Err(r);
         };
         if r.seq != state.next || state.held_upto.is_some() || !state.ahead.is_empty() {
-            return Some(r);
+            return Err(r);
         }
-        let Some(file) = state.open.as_mut() else {
-            return Some(r);
+        let Some(file) = state.open.as_mut().filter(|f| f.partition().holds(&r)) else {
+            return Err(r);
         };
-        // After this record, `take` would neither encode a chunk nor close
-        // the file.
-        let fits = file.partition().holds(&r)
-            && file.pending.len() + 1 < CHUNK_ROWS
-            && file.hashes.len() + 1 < self.options.max_file_rows
-            && file.memory_bytes() + 32 < self.options.max_file_bytes;
-        if !fits {
-            return Some(r);
-        }
         state.next = r.seq + 1;
-        file.hashes.push(r.hash);
-        file.pending.push(r);
-        None
+        file.push(r);
+        let due = file.chunk_full() || file.full(&self.options);
+        Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id.clone()))
     }
 
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
-        // The chain id goes into a buffer the sink keeps: cloning it per
-        // record was two allocations.
-        let mut id = std::mem::take(&mut self.id_buf);
-        id.clear();
-        id.push_str(&r.chain_id);
-        let result = self.accept_as(&id, r).await;
-        self.id_buf = id;
-        result
-    }
-
-    async fn accept_as(&mut self, id: &str, r: Record) -> Result<(), SinkStopError> {
+        let id = r.chain_id.clone();
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
-        if !self.chains.contains_key(id) {
-            self.chains.insert(id.to_owned(), ChainState::new(r.seq));
-        }
-        let state = self.chains.get_mut(id).expect("inserted above");
+        let state = self
+            .chains
+            .entry(id.clone())
+            .or_insert_with(|| ChainState::new(r.seq));
         if r.seq < state.next {
             return Ok(());
         }
@@ -428,15 +428,12 @@ impl Sink {
             }
             return Ok(());
         }
-        self.take(id, r).await?;
+        self.take(&id, r).await?;
         loop {
-            let state = self.chains.get_mut(id).expect("chain present");
-            if state.ahead.is_empty() {
-                return Ok(());
-            }
+            let state = self.chains.get_mut(&id).expect("chain present");
             let next = state.next;
             match state.ahead.remove(&next) {
-                Some(r) => self.take(id, r).await?,
+                Some(r) => self.take(&id, r).await?,
                 None => {
                     state.ahead.retain(|seq, _| *seq > next);
                     return Ok(());
@@ -500,15 +497,18 @@ impl Sink {
                 encoded_bytes,
             });
         }
-        let file = self.open_file(id);
-        file.hashes.push(r.hash);
-        file.pending.push(r);
-        if file.pending.len() >= CHUNK_ROWS {
+        self.open_file(id).push(r);
+        self.after_push(id).await
+    }
+
+    /// After a row went into the chain's open file: hands a full chunk to
+    /// the encoder, then closes the file when it is full.
+    async fn after_push(&mut self, id: &str) -> Result<(), SinkStopError> {
+        if self.open_file(id).chunk_full() {
             self.encode_pending(id).await?;
         }
-        let (max_rows, max_bytes) = (self.options.max_file_rows, self.options.max_file_bytes);
-        let file = self.open_file(id);
-        if file.hashes.len() >= max_rows || file.memory_bytes() >= max_bytes {
+        let full = self.chains.get(id).and_then(|s| s.open.as_ref());
+        if full.is_some_and(|f| f.full(&self.options)) {
             self.flush(id).await?;
         }
         Ok(())

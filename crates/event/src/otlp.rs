@@ -93,12 +93,7 @@ impl OtlpValue {
             OtlpValue::Bool(b) => OtlpValueRef::Bool(*b),
             OtlpValue::Bytes(b) => OtlpValueRef::Bytes(b),
             OtlpValue::Array(items) => OtlpValueRef::Array(items.iter().map(Self::view).collect()),
-            OtlpValue::KvList(entries) => OtlpValueRef::KvList(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.view()))
-                    .collect(),
-            ),
+            OtlpValue::KvList(entries) => OtlpValueRef::KvList(views(entries)),
         }
     }
 }
@@ -263,15 +258,12 @@ pub struct OtlpLogRef<'s, 'a> {
     pub attributes: &'s [(&'a str, OtlpValueRef<'a>)],
 }
 
-impl OtlpLog {
-    /// Borrowed attributes for [`OtlpLog::view`].
-    fn attribute_views(&self) -> Vec<(&str, OtlpValueRef<'_>)> {
-        self.attributes
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.view()))
-            .collect()
-    }
+/// Key-value pairs with borrowed texts ([`OtlpValue::view`]).
+fn views(kvs: &[(String, OtlpValue)]) -> Vec<(&str, OtlpValueRef<'_>)> {
+    kvs.iter().map(|(k, v)| (k.as_str(), v.view())).collect()
+}
 
+impl OtlpLog {
     /// The record with borrowed texts; `attributes` are the record's
     /// attributes as [`OtlpValue::view`] gives them.
     pub fn view<'s, 'a>(
@@ -1146,12 +1138,8 @@ pub fn from_otlp(
     resource: &[(String, OtlpValue)],
     log: &OtlpLog,
 ) -> Result<AuditEvent, MappingError> {
-    let resource: Vec<(&str, OtlpValueRef<'_>)> = resource
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.view()))
-        .collect();
-    let attributes = log.attribute_views();
-    from_otlp_ref(&resource, &log.view(&attributes))
+    let attributes = views(&log.attributes);
+    from_otlp_ref(&views(resource), &log.view(&attributes))
 }
 
 /// [`from_otlp`] on borrowed input: the same mapping and the same errors,

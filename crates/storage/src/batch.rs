@@ -10,7 +10,7 @@ use arrow_array::builder::{
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, StructArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use otel_audit_event::{
@@ -309,14 +309,8 @@ fn plain_text(batch: &RecordBatch) -> Result<RecordBatch, DecodeError> {
     for (f, a) in schema.fields().iter().zip(batch.columns()) {
         if schema::is_text_dictionary(f.data_type()) {
             let d = a.as_dictionary::<Int32Type>();
-            let values = d.values().as_string::<i32>();
-            let text: StringArray = d
-                .keys()
-                .iter()
-                .map(|k| k.map(|k| values.value(k as usize)))
-                .collect();
             fields.push(f.as_ref().clone().with_data_type(DataType::Utf8));
-            columns.push(Arc::new(text));
+            columns.push(arrow_select::take::take(d.values(), d.keys(), None)?);
         } else {
             fields.push(f.as_ref().clone());
             columns.push(a.clone());
