@@ -199,6 +199,23 @@ const RANDOM_BYTES: [&str; 8] = [
     "sealed_content.list.element.ciphertext",
 ];
 
+/// Columns no codec shrinks, stored uncompressed so that the writer does not
+/// search them for matches and a reader neither sets up a decompressor for
+/// them (parquet-rs creates one per column chunk, a few microseconds each in
+/// a virtual machine) nor copies them out of one: SHA-256 outputs and
+/// ciphertext (random), and the tenant and chain id (one value per file).
+/// Delta-packed times are not among them: a collector receives events in
+/// batches, and their runs of equal deltas still compress.
+const INCOMPRESSIBLE: [&str; 7] = [
+    "prev_hash",
+    "hash",
+    "content_digests.list.element.digest",
+    "sealed_content.list.element.nonce",
+    "sealed_content.list.element.ciphertext",
+    "tenant",
+    "chain_id",
+];
+
 /// A column's path from its dotted name: a nested column has one part per
 /// level (`ColumnPath::from` of a dotted string is one part, which matches no
 /// nested column).
@@ -228,6 +245,9 @@ fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterPropertie
         b = b
             .set_column_dictionary_enabled(column_path(col), false)
             .set_column_statistics_enabled(column_path(col), EnabledStatistics::None);
+    }
+    for col in INCOMPRESSIBLE {
+        b = b.set_column_compression(column_path(col), Compression::UNCOMPRESSED);
     }
     // Monotonic integers: deltas are tiny.
     for col in ["seq", "received_at", "time"] {
@@ -717,6 +737,15 @@ mod tests {
         }
         for name in RANDOM_TEXT.iter().chain(&RANDOM_BYTES) {
             assert!(column(name).statistics().is_none(), "{name} has statistics");
+        }
+        for c in columns {
+            let name = c.column_path().string();
+            let expected = if INCOMPRESSIBLE.contains(&name.as_str()) {
+                Compression::UNCOMPRESSED
+            } else {
+                Compression::ZSTD(ZstdLevel::try_new(WriterOptions::default().zstd_level).unwrap())
+            };
+            assert_eq!(c.compression(), expected, "{name}");
         }
     }
 
