@@ -316,6 +316,7 @@ class DataFile:
     computed: List[bytes] = field(default_factory=list)
     partition_ok: bool = True
     partition_detail: str = ""
+    statistics_problem: str = ""
 
     @property
     def n(self) -> int:
@@ -476,6 +477,7 @@ def _read(df: DataFile) -> None:
             df.footer[k.decode("utf-8")] = v.decode("utf-8")
         except UnicodeDecodeError:
             df.footer[k.decode("utf-8", "replace")] = "\ufffd"
+    df.statistics_problem = _statistics_problem(pf.metadata, table)
     df.seqs = table.column("seq").to_pylist()
     df.prevs = table.column("prev_hash").to_pylist()
     df.hashes = table.column("hash").to_pylist()
@@ -507,6 +509,46 @@ def _read(df: DataFile) -> None:
 
 _DEC_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _statistics_problem(md: pq.FileMetaData, table: pa.Table) -> str:
+    """FORMAT.md §6: each top-level column's statistics bound its rows.
+
+    Per row group: the null count, when present, is the rows' count of nulls;
+    min and max, when present, bound every non-null value in the column's
+    physical order (bytes unsigned, integers and timestamps signed, floats
+    by value without NaN, false before true).
+    """
+    start = 0
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        n = rg.num_rows
+        for j in range(rg.num_columns):
+            cm = rg.column(j)
+            name = cm.path_in_schema
+            s = cm.statistics
+            if s is None or "." in name or name not in table.column_names:
+                continue
+            col = table.column(name).slice(start, n)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.int64())
+            where = f"column statistics disagree with the rows: {name} in row group {g} says"
+            if s.has_null_count and s.null_count != col.null_count:
+                return f"{where} null count {s.null_count}, the rows hold {col.null_count} nulls"
+            if not s.has_min_max:
+                continue
+            vals = [v for v in col.to_pylist() if v is not None]
+            vals = [v.encode("utf-8") if isinstance(v, str) else v for v in vals]
+            vals = [v for v in vals if not (isinstance(v, float) and v != v)]
+            if not vals:
+                continue
+            lo, hi = min(vals), max(vals)
+            if s.min_raw is not None and lo < s.min_raw:
+                return f"{where} min {s.min_raw!r}, the rows hold {lo!r}"
+            if s.max_raw is not None and hi > s.max_raw:
+                return f"{where} max {s.max_raw!r}, the rows hold {hi!r}"
+        start += n
+    return ""
 
 
 def _footer_problem(df: DataFile) -> Optional[str]:
@@ -772,7 +814,7 @@ def _verify_chain(chain_id: str, files: List[DataFile], report: Report) -> Dict[
     with_problems = {p.get("path") for p in report.problems}
     for d in files:
         if d.readable and d.rel not in with_problems:
-            fp = _footer_problem(d)
+            fp = "; ".join(p for p in (_footer_problem(d), d.statistics_problem) if p)
             if fp:
                 report.add("bad_footer", fp, chain_id=chain_id, path=d.rel)
 

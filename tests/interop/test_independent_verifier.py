@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -337,6 +338,29 @@ def t_footer_unknown_version(root: Path):
     return [dict(kind="bad_footer", chain_id=CHAIN, path=rel(root, f))]
 
 
+def t_statistics_narrowed(root: Path):
+    """A statistic narrowed in the footer by editing its bytes: rows, hashes and footer keys untouched."""
+    f = middle_file(root)
+    data = bytearray(f.read_bytes())
+
+    def seq_min() -> int:
+        md = pq.ParquetFile(f).metadata
+        names = [md.row_group(0).column(j).path_in_schema for j in range(md.num_columns)]
+        return md.row_group(0).column(names.index("seq")).statistics.min_raw
+
+    low = seq_min()
+    footer_len = struct.unpack("<I", data[-8:-4])[0]
+    start, end = len(data) - 8 - footer_len, len(data) - 8
+    old, new = struct.pack("<q", low), struct.pack("<q", low + 1)
+    at = [i for i in range(start, end - 7) if data[i : i + 8] == old]
+    assert 1 <= len(at) <= 2, at
+    for i in at:
+        data[i : i + 8] = new
+    f.write_bytes(bytes(data))
+    assert seq_min() == low + 1
+    return [dict(kind="bad_footer", chain_id=CHAIN, path=rel(root, f))]
+
+
 def t_moved_to_other_hour(root: Path):
     files = chain_files(root)
     f = files[len(files) // 2]
@@ -393,6 +417,7 @@ CASES = {
     "last_row_removed": t_last_row_removed,
     "footer_merkle_root": t_footer_merkle_root,
     "footer_unknown_version": t_footer_unknown_version,
+    "statistics_narrowed": t_statistics_narrowed,
     "moved_to_other_hour": t_moved_to_other_hour,
     "oldest_file_deleted": t_oldest_file_deleted,
     "column_type_changed": t_column_type_changed,

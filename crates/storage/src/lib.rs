@@ -39,6 +39,7 @@ pub mod reader;
 pub mod retention;
 mod rowhash;
 pub mod schema;
+mod stats;
 mod store;
 pub mod verify;
 mod writer;

@@ -258,6 +258,8 @@ pub struct OpenedFile {
     pub footer: Result<FooterMeta, String>,
     /// SHA-256 of the file's bytes.
     pub sha256: [u8; 32],
+    /// The file's Parquet metadata (row groups, column statistics).
+    pub metadata: Arc<parquet::file::metadata::ParquetMetaData>,
     /// The rows, as stored, `batch_size` at a time.
     pub batches: ParquetRecordBatchReader,
 }
@@ -301,6 +303,7 @@ pub fn open_decoder(
     Ok(OpenedFile {
         footer,
         sha256,
+        metadata: meta.metadata().clone(),
         batches: ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta)
             .with_batch_size(batch_size)
             .build()?,

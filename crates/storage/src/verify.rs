@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMicrosecondType};
-use arrow_array::{Array, Int32DictionaryArray, RecordBatch, StringArray};
+use arrow_array::{Array, Int32DictionaryArray, RecordBatch, RecordBatchReader, StringArray};
 
 use crate::error::{DecodeError, ReadError};
 use crate::keys::PublicKeys;
@@ -21,6 +21,7 @@ use crate::reader::{ListedFile, TextColumns, TimeRange, fetch, list_files, open_
 use crate::retention::{TOMBSTONE_ACTION, Tombstone};
 use crate::rowhash::{RowLink, scan_batch};
 use crate::schema;
+use crate::stats::StatsCheck;
 use crate::store::Store;
 use crate::writer::FooterMeta;
 
@@ -357,6 +358,8 @@ struct Content {
     /// Why the rows do not belong where the file is (only for rows whose hash is intact).
     misplaced: Option<String>,
     sha256: [u8; 32],
+    /// How the column statistics disagree with the rows, if they do.
+    statistics: Option<String>,
 }
 
 /// Rows decoded at a time while scanning a file. Each batch is hashed right
@@ -406,6 +409,7 @@ impl<'a> Text<'a> {
 /// only the file, so it runs on the blocking pool, several files at once.
 fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, DecodeError> {
     let opened = open_decoder(bytes, SCAN_BATCH_ROWS, TextColumns::KeepDictionaries)?;
+    let mut stats = StatsCheck::new(&opened.metadata, &opened.batches.schema());
     let mut rows = Vec::new();
     let mut misplaced = None;
     let mut tombstones = Vec::new();
@@ -418,6 +422,7 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
         let b = b?;
         let base = rows.len();
         scan_batch(&b, &mut rows)?;
+        stats.observe(&b);
         // Tombstones are rare: decode a batch fully only when it holds one.
         let action = Text::of(&b, "action")?;
         if (0..b.num_rows()).any(|i| action.get(i) == Some(TOMBSTONE_ACTION)) {
@@ -484,6 +489,7 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
         rows,
         misplaced,
         sha256: opened.sha256,
+        statistics: stats.finish(),
     })
 }
 
@@ -505,6 +511,8 @@ struct Walked {
     computed: Option<FooterMeta>,
     name_first_seq: u64,
     row_problem: bool,
+    /// How the column statistics disagree with the rows, if they do.
+    statistics: Option<String>,
 }
 
 struct ChainWalk {
@@ -585,10 +593,10 @@ impl Verifier {
                 return;
             }
         };
-        let Some(computed) = w.computed else { return };
         if w.row_problem {
             return;
         }
+        let Some(computed) = w.computed else { return };
         if footer.last_seq > computed.last_seq && footer.first_seq == computed.first_seq {
             let range = (computed.last_seq + 1, footer.last_seq);
             self.push(
@@ -660,14 +668,23 @@ impl Verifier {
                 diffs.push(format!("{key} {says} (rows give {rows})"));
             }
         }
+        let mut details = Vec::new();
         if !diffs.is_empty() {
+            details.push(format!(
+                "footer disagrees with the rows: {}",
+                diffs.join("; ")
+            ));
+        }
+        // Readers skip row groups by these statistics, which no hash covers.
+        details.extend(w.statistics);
+        if !details.is_empty() {
             self.push(
                 ProblemKind::BadFooter,
                 chain,
                 Some(&w.path),
                 None,
                 None,
-                format!("footer disagrees with the rows: {}", diffs.join("; ")),
+                details.join("; "),
             );
         }
     }
@@ -939,6 +956,7 @@ impl Verifier {
             computed: content.computed,
             name_first_seq: file.listed.file.first_seq,
             row_problem,
+            statistics: content.statistics,
         });
     }
 

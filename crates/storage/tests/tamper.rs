@@ -362,6 +362,59 @@ async fn footer_edited() {
     );
 }
 
+/// A statistic narrowed in the footer (the rows, their hashes and the
+/// format's keys untouched) would make a reader such as DuckDB skip the row
+/// group for a query matching its first row: verify compares statistics
+/// with the rows.
+#[tokio::test]
+async fn statistics_narrowed() {
+    let f = fixture().await;
+    let p = f.acme[2].clone();
+    let path = f.root.join(&p);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let seq_min = |bytes: &[u8]| {
+        let r = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).unwrap();
+        let rg = r.metadata().row_group(0);
+        let c = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "seq")
+            .unwrap();
+        match c.statistics().unwrap() {
+            parquet::file::statistics::Statistics::Int64(s) => *s.min_opt().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let min = seq_min(&bytes);
+    // The footer (Thrift) holds the statistic's value as its 8 plain bytes.
+    let n = bytes.len();
+    let footer_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+    let footer = n - 8 - footer_len..n - 8;
+    let (old, new) = (min.to_le_bytes(), (min + 1).to_le_bytes());
+    let at: Vec<usize> = footer
+        .clone()
+        .filter(|&i| i + 8 <= footer.end && bytes[i..i + 8] == old)
+        .collect();
+    assert!((1..=2).contains(&at.len()), "{at:?}");
+    for i in at {
+        bytes[i..i + 8].copy_from_slice(&new);
+    }
+    assert_eq!(seq_min(&bytes), min + 1);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = report(&f).await;
+    let pr = only(&r);
+    assert_eq!(
+        (pr.kind, pr.path.as_deref()),
+        (ProblemKind::BadFooter, Some(p.as_str()))
+    );
+    let expected = format!(
+        "seq in row group 0 says min {}, the rows hold {min}",
+        min + 1
+    );
+    assert!(pr.detail.contains(&expected), "{}", pr.detail);
+}
+
 #[tokio::test]
 async fn garbage_file_and_foreign_object() {
     let f = fixture().await;
