@@ -61,7 +61,7 @@ enum Command {
     #[command(
         after_help = "Recomputes every row hash, checks each row's link to the one before \
         and seq continuity within and across the files of every chain, and each file's footer \
-        against its rows. Problems are listed with file, row, seq and kind: modified_row, \
+        (the format's keys and the column statistics readers prune by) against its rows. Problems are listed with file, row, seq and kind: modified_row, \
         missing_rows, inserted_row, reordered_rows, broken_link, bad_footer, missing_file, \
         duplicate_file, misplaced_file, unreadable_file, unexpected_object.\n\n\
         Examples:\n  \
