@@ -228,7 +228,11 @@ fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterPropertie
         path: path.to_owned(),
         source,
     })?;
+    // Statistics per row group only, no page index: DuckDB prunes by row
+    // group, and verify checks each row group's statistics against its rows
+    // (FORMAT.md §6); per-page bounds would be pruning data no check covers.
     let mut b = WriterProperties::builder()
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(opts.max_row_group_rows.max(1)));
     // Unique or nearly unique per row: a dictionary only costs time (every
@@ -740,6 +744,7 @@ mod tests {
         }
         for c in columns {
             let name = c.column_path().string();
+            assert_eq!(c.column_index_offset(), None, "{name} has a page index");
             let expected = if INCOMPRESSIBLE.contains(&name.as_str()) {
                 Compression::UNCOMPRESSED
             } else {
