@@ -28,6 +28,7 @@ pub mod merkle;
 mod model;
 pub mod otlp;
 pub mod redact;
+mod sha;
 mod validate;
 
 pub use canonical::{

@@ -1,49 +1,23 @@
 //! Merkle tree over row hashes, as RFC 6962 (Certificate Transparency) defines
 //! it, so a later inclusion proof can show one row without the others.
 
-use sha2::block_api::compress256;
 use sha2::{Digest, Sha256};
 
-/// SHA-256's initial state (FIPS 180-4 §5.3.3).
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
+use crate::sha;
 
-/// SHA-256 of a message already padded into `blocks`.
-///
-/// Leaves and nodes are one and two blocks of fixed layout, so they are
-/// padded here once and compressed directly: through the `Digest` API a
-/// 33-byte leaf cost almost as much in buffering and finalising as in
-/// compressing, and a file holds three such blocks per row.
+/// SHA-256 of a message already padded into `blocks`: leaves and nodes are
+/// one and two blocks of fixed layout (see [`crate::sha`]).
 fn sha256_padded(blocks: &[[u8; 64]]) -> [u8; 32] {
-    let mut state = SHA256_IV;
-    compress256(&mut state, blocks);
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(state) {
-        o.copy_from_slice(&w.to_be_bytes());
-    }
-    out
-}
-
-/// Writes SHA-256's padding for a message of `len` bytes ending at `at` of
-/// the last block: `0x80`, zeros, the length in bits.
-fn pad(last: &mut [u8; 64], at: usize, len: u64) {
-    last[at] = 0x80;
-    last[56..].copy_from_slice(&(len * 8).to_be_bytes());
+    let mut state = sha::IV;
+    sha::compress(&mut state, blocks);
+    sha::digest_of(&state)
 }
 
 /// `SHA-256(0x00 || row_hash)`.
 pub fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
     let mut block = [0u8; 64];
     block[1..33].copy_from_slice(row_hash);
-    pad(&mut block, 33, 33);
+    sha::pad(&mut block, 33, 33);
     sha256_padded(&[block])
 }
 
@@ -54,7 +28,7 @@ pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     blocks[0][1..33].copy_from_slice(left);
     blocks[0][33..].copy_from_slice(&right[..31]);
     blocks[1][0] = right[31];
-    pad(&mut blocks[1], 1, 65);
+    sha::pad(&mut blocks[1], 1, 65);
     sha256_padded(&blocks)
 }
 
