@@ -33,7 +33,7 @@ mod validate;
 
 pub use canonical::{
     DecodeCanonicalError, FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record, decode_canonical,
-    row_hash,
+    row_hash, seq_of_chain,
 };
 pub use chain::{Chain, validate_chain_id};
 pub use error::{ChainError, ParseEnumError, ValidationError};

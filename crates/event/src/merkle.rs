@@ -5,31 +5,21 @@ use sha2::{Digest, Sha256};
 
 use crate::sha;
 
-/// SHA-256 of a message already padded into `blocks`: leaves and nodes are
-/// one and two blocks of fixed layout (see [`crate::sha`]).
-fn sha256_padded(blocks: &[[u8; 64]]) -> [u8; 32] {
-    let mut state = sha::IV;
-    sha::compress(&mut state, blocks);
-    sha::digest_of(&state)
-}
-
-/// `SHA-256(0x00 || row_hash)`.
+/// `SHA-256(0x00 || row_hash)`: one block, hashed directly (see [`crate::sha`]).
 pub fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    block[1..33].copy_from_slice(row_hash);
-    sha::pad(&mut block, 33, 33);
-    sha256_padded(&[block])
+    let mut block = [[0u8; 64]];
+    block[0][1..33].copy_from_slice(row_hash);
+    sha::hash(&mut block, 33)
 }
 
-/// `SHA-256(0x01 || left || right)`.
+/// `SHA-256(0x01 || left || right)`: two blocks, hashed directly.
 pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut blocks = [[0u8; 64]; 2];
     blocks[0][0] = 1;
     blocks[0][1..33].copy_from_slice(left);
     blocks[0][33..].copy_from_slice(&right[..31]);
     blocks[1][0] = right[31];
-    sha::pad(&mut blocks[1], 1, 65);
-    sha256_padded(&blocks)
+    sha::hash(&mut blocks, 65)
 }
 
 /// The Merkle tree hash of `row_hashes` (RFC 6962 §2.1): the empty tree is

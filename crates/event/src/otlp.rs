@@ -485,8 +485,17 @@ pub const fn severity_from_number(number: i32) -> Option<Severity> {
 /// carries `audit.event_id`. The collector uses this to choose between
 /// [`from_otlp`] and its mapping for generic GenAI telemetry.
 pub fn is_audit_log(log: &OtlpLog) -> bool {
-    log.event_name.starts_with(keys::AUDIT_PREFIX)
-        || log.attributes.iter().any(|(k, _)| k == keys::EVENT_ID)
+    is_audit_record(
+        &log.event_name,
+        log.attributes.iter().any(|(k, _)| k == keys::EVENT_ID),
+    )
+}
+
+/// [`is_audit_log`]'s rule for a reader that has the record's event name
+/// and knows whether an `audit.event_id` attribute is among its attributes
+/// (the key counts even when its value is empty).
+pub fn is_audit_record(event_name: &str, has_event_id: bool) -> bool {
+    event_name.starts_with(keys::AUDIT_PREFIX) || has_event_id
 }
 
 /// The resource attributes describing a service: `service.name` and, when

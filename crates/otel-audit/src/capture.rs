@@ -45,6 +45,14 @@ pub(crate) struct At {
 impl At {
     /// The empty text at the buffer's start.
     const EMPTY: At = At { start: 0, end: 0 };
+
+    /// The range `start..end`, if both fit in 32 bits.
+    fn new(start: usize, end: usize) -> Option<At> {
+        Some(At {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
+    }
 }
 
 /// An optional [`At`] in the same 8 bytes (`Option<At>` takes 12, which
@@ -394,9 +402,9 @@ impl Record {
     /// would pass that is not kept, and stands as the empty text (it fails
     /// closed: nothing of it is recorded). No sensible call comes near.
     fn seal(&mut self, start: usize) -> At {
-        match (u32::try_from(start), u32::try_from(self.texts.len())) {
-            (Ok(start), Ok(end)) if end < u32::MAX => At { start, end },
-            _ => {
+        match At::new(start, self.texts.len()).filter(|at| at.end < u32::MAX) {
+            Some(at) => at,
+            None => {
                 self.texts.truncate(start);
                 At::EMPTY
             }
@@ -548,7 +556,8 @@ impl Record {
             // `hmac-sha256:<key id>:<hex>`; copied when the text has another form.
             let at = start + HMAC_PREFIX.len();
             if self.texts.as_bytes().get(at..at + k.len()) == Some(k.as_bytes()) {
-                self.seal_range(at, at + k.len())
+                // Inside the sealed text, so it fits.
+                At::new(at, at + k.len()).unwrap_or(At::EMPTY)
             } else {
                 self.text_at(k)
             }
@@ -558,14 +567,6 @@ impl Record {
             key_id: key_id.into(),
             // `seal` kept the text, so the hex offset fits too.
             hex: hex.and_then(|h| u32::try_from(h).ok()),
-        }
-    }
-
-    /// The range `start..end` of text already in the buffer.
-    fn seal_range(&self, start: usize, end: usize) -> At {
-        match (u32::try_from(start), u32::try_from(end)) {
-            (Ok(start), Ok(end)) => At { start, end },
-            _ => At::EMPTY,
         }
     }
 

@@ -11,7 +11,6 @@
 //! range only makes a reader read more).
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
@@ -23,7 +22,7 @@ use parquet::file::statistics::Statistics;
 /// A statistic's value, in the order Parquet defines for the column: bytes
 /// unsigned lexicographically (texts and fixed-size binaries), integers and
 /// timestamps signed, floats by value, `false` before `true`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Value {
     Bytes(Vec<u8>),
     Int(i64),
@@ -73,18 +72,18 @@ impl Said {
     fn of(stats: &Statistics) -> Option<Said> {
         fn pair<T>(
             s: &parquet::file::statistics::ValueStatistics<T>,
-            f: impl Fn(&T) -> Option<Value>,
+            f: impl Fn(&T) -> Value,
         ) -> (Option<Value>, Option<Value>) {
-            (s.min_opt().and_then(&f), s.max_opt().and_then(&f))
+            (s.min_opt().map(&f), s.max_opt().map(&f))
         }
         let (min, max) = match stats {
-            Statistics::Boolean(s) => pair(s, |v| Some(Value::Bool(*v))),
-            Statistics::Int32(s) => pair(s, |v| Some(Value::Int(i64::from(*v)))),
-            Statistics::Int64(s) => pair(s, |v| Some(Value::Int(*v))),
-            Statistics::Float(s) => pair(s, |v| Some(Value::Float(f64::from(*v)))),
-            Statistics::Double(s) => pair(s, |v| Some(Value::Float(*v))),
-            Statistics::ByteArray(s) => pair(s, |v| Some(Value::Bytes(v.data().to_vec()))),
-            Statistics::FixedLenByteArray(s) => pair(s, |v| Some(Value::Bytes(v.data().to_vec()))),
+            Statistics::Boolean(s) => pair(s, |v| Value::Bool(*v)),
+            Statistics::Int32(s) => pair(s, |v| Value::Int(i64::from(*v))),
+            Statistics::Int64(s) => pair(s, |v| Value::Int(*v)),
+            Statistics::Float(s) => pair(s, |v| Value::Float(f64::from(*v))),
+            Statistics::Double(s) => pair(s, |v| Value::Float(*v)),
+            Statistics::ByteArray(s) => pair(s, |v| Value::Bytes(v.data().to_vec())),
+            Statistics::FixedLenByteArray(s) => pair(s, |v| Value::Bytes(v.data().to_vec())),
             // No column of the format has this type; a reader has no order
             // for it either.
             Statistics::Int96(_) => (None, None),
@@ -125,17 +124,10 @@ impl Held {
         }
     }
 
-    /// Each value is compared as borrowed bytes with the batch's least and
-    /// greatest so far; only those two are copied, once per batch.
+    /// Texts are compared borrowed; only the batch's least and greatest are
+    /// copied, once per batch.
     fn merge_bytes<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) {
-        let mut range: Option<(&[u8], &[u8])> = None;
-        for v in values {
-            range = Some(match range {
-                None => (v, v),
-                Some((lo, hi)) => (lo.min(v), hi.max(v)),
-            });
-        }
-        if let Some((lo, hi)) = range {
+        if let Some((lo, hi)) = min_max(values) {
             self.merge(Value::Bytes(lo.to_vec()), Value::Bytes(hi.to_vec()));
         }
     }
@@ -188,14 +180,7 @@ impl Held {
             DataType::Float64 => {
                 let floats = a.as_primitive::<arrow_array::types::Float64Type>();
                 // NaN has no place in the order; writers leave it out.
-                let mut range: Option<(f64, f64)> = None;
-                for v in floats.iter().flatten().filter(|v| !v.is_nan()) {
-                    range = Some(match range {
-                        None => (v, v),
-                        Some((lo, hi)) => (lo.min(v), hi.max(v)),
-                    });
-                }
-                if let Some((lo, hi)) = range {
+                if let Some((lo, hi)) = min_max(floats.iter().flatten().filter(|v| !v.is_nan())) {
                     self.merge(Value::Float(lo), Value::Float(hi));
                 }
             }
@@ -214,7 +199,17 @@ impl Held {
     }
 }
 
-/// The least and greatest of the valid `values`, `None` when there are none.
+/// The least and greatest of `values`, `None` when there are none.
+fn min_max<T: PartialOrd + Copy>(values: impl Iterator<Item = T>) -> Option<(T, T)> {
+    values.fold(None, |range, v| {
+        Some(match range {
+            None => (v, v),
+            Some((lo, hi)) => (if v < lo { v } else { lo }, if v > hi { v } else { hi }),
+        })
+    })
+}
+
+/// [`min_max`] of the valid `values`.
 fn range_of<T: Copy + Ord>(
     values: &[T],
     nulls: Option<&arrow_buffer::NullBuffer>,
@@ -222,12 +217,7 @@ fn range_of<T: Copy + Ord>(
     match nulls.filter(|n| n.null_count() > 0) {
         // Two plain passes, which the compiler vectorises.
         None => Some((*values.iter().min()?, *values.iter().max()?)),
-        Some(n) => n.valid_indices().map(|i| values[i]).fold(None, |acc, v| {
-            Some(match acc {
-                None => (v, v),
-                Some((lo, hi)) => (lo.min(v), hi.max(v)),
-            })
-        }),
+        Some(n) => min_max(n.valid_indices().map(|i| values[i])),
     }
 }
 
@@ -320,38 +310,38 @@ impl StatsCheck {
     /// The first disagreement, described; `None` when every statistic
     /// bounds its rows.
     pub(crate) fn finish(self) -> Option<String> {
-        let mut out = String::new();
-        for c in &self.columns {
-            for (g, group) in c.groups.iter().enumerate() {
-                let Some((said, held)) = group else { continue };
-                let mut says = |what: &str, stat: String, rows: String| {
-                    if out.is_empty() {
-                        let _ = write!(
-                            out,
-                            "column statistics disagree with the rows: {} in row group {g} says {what} {stat}, the rows hold {rows}",
-                            c.name
-                        );
-                    }
-                };
-                if let Some(n) = said.null_count
-                    && n != held.nulls
-                {
-                    says("null count", n.to_string(), format!("{} nulls", held.nulls));
-                }
-                if let (Some(s), Some(h)) = (&said.min, &held.min)
-                    && matches!(h.cmp(s), Some(Ordering::Less) | None)
-                {
-                    says("min", s.show(), h.show());
-                }
-                if let (Some(s), Some(h)) = (&said.max, &held.max)
-                    && matches!(h.cmp(s), Some(Ordering::Greater) | None)
-                {
-                    says("max", s.show(), h.show());
-                }
-            }
-        }
-        (!out.is_empty()).then_some(out)
+        self.columns.iter().find_map(|c| {
+            c.groups.iter().enumerate().find_map(|(g, group)| {
+                let (said, held) = group.as_ref()?;
+                let (what, stat, rows) = disagreement(said, held)?;
+                Some(format!(
+                    "column statistics disagree with the rows: {} in row group {g} says {what} {stat}, the rows hold {rows}",
+                    c.name
+                ))
+            })
+        })
     }
+}
+
+/// How a row group's statistics of a column fail to bound its rows: the
+/// statistic, what it says and what the rows hold.
+fn disagreement(said: &Said, held: &Held) -> Option<(&'static str, String, String)> {
+    if let Some(n) = said.null_count
+        && n != held.nulls
+    {
+        return Some(("null count", n.to_string(), format!("{} nulls", held.nulls)));
+    }
+    if let (Some(s), Some(h)) = (&said.min, &held.min)
+        && matches!(h.cmp(s), Some(Ordering::Less) | None)
+    {
+        return Some(("min", s.show(), h.show()));
+    }
+    if let (Some(s), Some(h)) = (&said.max, &held.max)
+        && matches!(h.cmp(s), Some(Ordering::Greater) | None)
+    {
+        return Some(("max", s.show(), h.show()));
+    }
+    None
 }
 
 #[cfg(test)]

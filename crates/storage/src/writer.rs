@@ -199,30 +199,6 @@ const RANDOM_BYTES: [&str; 8] = [
     "sealed_content.list.element.ciphertext",
 ];
 
-/// The leaves inside lists and the attribute map. Their statistics would
-/// describe list elements, which readers do not prune row groups by and
-/// verify does not compare with the rows (it checks top-level columns,
-/// FORMAT.md §6), so none are written: every statistic in a file is one
-/// verify checks.
-const NESTED: [&str; 16] = [
-    "safety_detectors.list.element",
-    "content_digests.list.element.field",
-    "content_digests.list.element.algorithm",
-    "content_digests.list.element.key_id",
-    "content_digests.list.element.digest",
-    "sealed_content.list.element.field",
-    "sealed_content.list.element.algorithm",
-    "sealed_content.list.element.key_id",
-    "sealed_content.list.element.nonce",
-    "sealed_content.list.element.ciphertext",
-    "attributes.key_value.key",
-    "attributes.key_value.value",
-    "redactions.list.element.field",
-    "redactions.list.element.method",
-    "redactions.list.element.detector",
-    "redactions.list.element.key_id",
-];
-
 /// Columns no codec shrinks, stored uncompressed so that the writer does not
 /// search them for matches and a reader neither sets up a decompressor for
 /// them (parquet-rs creates one per column chunk, a few microseconds each in
@@ -252,13 +228,20 @@ fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterPropertie
         path: path.to_owned(),
         source,
     })?;
-    // Statistics per row group only, no page index: DuckDB prunes by row
-    // group, and verify checks each row group's statistics against its rows
-    // (FORMAT.md §6); per-page bounds would be pruning data no check covers.
+    // Statistics per row group and for top-level columns only: verify
+    // checks those against the rows (FORMAT.md §6), and they are what DuckDB
+    // prunes by. Per-page bounds (a page index) and bounds of list and map
+    // elements would be pruning data no check covers.
     let mut b = WriterProperties::builder()
-        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(opts.max_row_group_rows.max(1)));
+    for field in crate::schema::schema().fields() {
+        if !field.data_type().is_nested() {
+            b = b
+                .set_column_statistics_enabled(column_path(field.name()), EnabledStatistics::Chunk);
+        }
+    }
     // Unique or nearly unique per row: a dictionary only costs time (every
     // value is interned, then the dictionary is abandoned) and space.
     for col in HIGH_CARDINALITY {
@@ -273,9 +256,6 @@ fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterPropertie
         b = b
             .set_column_dictionary_enabled(column_path(col), false)
             .set_column_statistics_enabled(column_path(col), EnabledStatistics::None);
-    }
-    for col in NESTED {
-        b = b.set_column_statistics_enabled(column_path(col), EnabledStatistics::None);
     }
     for col in INCOMPRESSIBLE {
         b = b.set_column_compression(column_path(col), Compression::UNCOMPRESSED);
@@ -769,13 +749,23 @@ mod tests {
         for name in RANDOM_TEXT.iter().chain(&RANDOM_BYTES) {
             assert!(column(name).statistics().is_none(), "{name} has statistics");
         }
+        for name in [
+            "action",
+            "time",
+            "seq",
+            "gen_ai_temperature",
+            "safety_passed",
+        ] {
+            assert!(
+                column(name).statistics().is_some(),
+                "{name} has no statistics"
+            );
+        }
         for c in columns {
             let name = c.column_path().string();
             assert_eq!(c.column_index_offset(), None, "{name} has a page index");
-            // Every leaf inside a list or map is listed, so no statistic
-            // escapes verify's check of top-level columns.
+            // No statistic escapes verify's check of top-level columns.
             if name.contains('.') {
-                assert!(NESTED.contains(&name.as_str()), "{name} is not in NESTED");
                 assert!(c.statistics().is_none(), "{name} has statistics");
             }
             let expected = if INCOMPRESSIBLE.contains(&name.as_str()) {

@@ -41,7 +41,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, status::StatusCode};
-use otel_audit_event::otlp::{MappingError, OtlpLog, OtlpValue, from_otlp, keys};
+use otel_audit_event::otlp::{MappingError, OtlpLog, OtlpValue, from_otlp, is_audit_record, keys};
 use otel_audit_event::{AuditEvent, Service};
 
 use crate::config::Unmapped;
@@ -151,13 +151,14 @@ enum LogKind {
     Other,
 }
 
-/// [`otel_audit_event::otlp::is_audit_log`]'s rule, on the protobuf record;
+/// [`otel_audit_event::otlp::is_audit_record`], on the protobuf record;
 /// then the GenAI rule: a `gen_ai.*` event name (field or `event.name`
 /// attribute) or attribute.
 fn classify_log(event_name: &str, attributes: &[KeyValue]) -> LogKind {
-    if event_name.starts_with(keys::AUDIT_PREFIX)
-        || attributes.iter().any(|kv| kv.key == keys::EVENT_ID)
-    {
+    if is_audit_record(
+        event_name,
+        attributes.iter().any(|kv| kv.key == keys::EVENT_ID),
+    ) {
         return LogKind::Audit;
     }
     let gen_ai_name = |kv: &KeyValue| {

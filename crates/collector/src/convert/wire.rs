@@ -19,7 +19,7 @@
 //! So the reader never has to reproduce an edge case of protobuf's merge
 //! rules: it only has to recognise that it met one.
 
-use otel_audit_event::otlp::{OtlpLogRef, OtlpValueRef, from_otlp_ref, keys};
+use otel_audit_event::otlp::{OtlpLogRef, OtlpValueRef, from_otlp_ref, is_audit_record, keys};
 
 use super::value::id;
 use super::{ConvertOptions, Converted, SERVICE_KEYS, Sink, reason};
@@ -182,8 +182,8 @@ fn record<'a>(
     let mut trace_id = None;
     let mut span_id = None;
     let mut event_name = None;
-    // otel-audit's rule (`classify_log`): the key counts even when its
-    // value is empty.
+    // Whether the record is ours (`is_audit_record`): the key counts even
+    // when its value is empty.
     let mut has_event_id = false;
     let mut r = Reader::new(message);
     while let Some((field, wire)) = r.key()? {
@@ -214,7 +214,7 @@ fn record<'a>(
         any_value(body, 0)?;
     }
     let event_name = event_name.unwrap_or("");
-    if !(event_name.starts_with(keys::AUDIT_PREFIX) || has_event_id) {
+    if !is_audit_record(event_name, has_event_id) {
         return None;
     }
     let index = sink.next();

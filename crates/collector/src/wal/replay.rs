@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use otel_audit_event::Record;
+use otel_audit_event::{Record, check_path_token, seq_of_chain};
 
 use super::format::{
     self, Entry, FrameReader, LOCK_FILE, MARKER_FILE, MARKER_TMP_FILE, Marker, Next,
@@ -43,8 +43,6 @@ pub struct Replay {
     truncated: Option<TruncatedTail>,
     segments: VecDeque<(u64, PathBuf, u64)>,
     released: BTreeMap<String, ChainHead>,
-    /// `released` as the canonical bytes' tails they skip ([`Tails`]).
-    tails: Tails,
     reader: Option<FrameReader>,
     payload: Vec<u8>,
     ready: VecDeque<Record>,
@@ -94,7 +92,6 @@ impl Replay {
             record_count: 0,
             truncated: None,
             segments,
-            tails: Tails::new(&skip),
             released: skip,
             reader: None,
             payload: Vec::new(),
@@ -152,7 +149,7 @@ impl Replay {
                     valid_frame_after: None,
                 })?;
                 for (index, entry) in entries.iter().enumerate() {
-                    if self.tails.skips(entry.canonical) {
+                    if released_by_tail(&self.released, entry.canonical) {
                         continue;
                     }
                     let r = decode_entry(entry, &reader.path, offset, index)?;
@@ -193,65 +190,21 @@ impl Iterator for Replay {
     }
 }
 
-/// Each released chain's head as the tail of its records' canonical bytes:
-/// the last two fields are `chain_id` and `seq`, `1 | len u32 | chain_id | 1 |
-/// seq i64` (big-endian), so whether a record is released can be read from
-/// its end without decoding the rest. A catch-up reads every unreleased
-/// record of the WAL to find the few the sink missed (at shutdown, all the
-/// rows of the open files), and decoding each one was most of its cost.
+/// Whether the record of these canonical bytes is at or below its chain's
+/// head in `released`, told from the end of the bytes ([`seq_of_chain`])
+/// without decoding the rest: a catch-up reads every unreleased record of
+/// the WAL to find the few the sink missed (at shutdown, all the rows of the
+/// open files), and decoding each one was most of its cost.
 ///
-/// Only chain ids that are path tokens (ASCII letters, digits, `.`, `_`, `-`,
-/// as `check_path_token` allows; the collector's `<instance_id>.<tenant>`
-/// always is, both parts being checked) are used: another chain's record
-/// could end the same only if its id held the bytes `0` or `1` of a length or
-/// presence byte. A record no tail matches is decoded and checked as before.
-#[derive(Debug, Default)]
-struct Tails(Vec<(Vec<u8>, u64)>);
-
-impl Tails {
-    fn new(released: &BTreeMap<String, ChainHead>) -> Tails {
-        Tails(
-            released
-                .iter()
-                .filter(|(id, _)| is_path_token(id.as_bytes()))
-                .filter_map(|(id, head)| {
-                    let len = u32::try_from(id.len()).ok()?;
-                    let mut tail = Vec::with_capacity(id.len() + 5);
-                    tail.push(1);
-                    tail.extend_from_slice(&len.to_be_bytes());
-                    tail.extend_from_slice(id.as_bytes());
-                    Some((tail, head.seq))
-                })
-                .collect(),
-        )
-    }
-
-    /// Whether the record of these canonical bytes is at or below its
-    /// chain's released head; `false` when in doubt.
-    fn skips(&self, canonical: &[u8]) -> bool {
-        const SEQ_BYTES: usize = 9;
-        let n = canonical.len();
-        if self.0.is_empty() || n < SEQ_BYTES || canonical[n - SEQ_BYTES] != 1 {
-            return false;
-        }
-        let seq = i64::from_be_bytes(canonical[n - 8..].try_into().expect("8 bytes"));
-        let Ok(seq) = u64::try_from(seq) else {
-            return false;
-        };
-        let before_seq = &canonical[..n - SEQ_BYTES];
-        self.0
-            .iter()
-            .any(|(tail, released)| seq <= *released && before_seq.ends_with(tail))
-    }
-}
-
-/// The bytes `check_path_token` allows: no control byte, so no presence
-/// byte or length can hide in them.
-fn is_path_token(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+/// Only chain ids that are path tokens are used (the collector's
+/// `<instance_id>.<tenant>` always is, both parts being checked): then no
+/// other chain's record can end the same. `false` leaves the record to be
+/// decoded and checked as before.
+fn released_by_tail(released: &BTreeMap<String, ChainHead>, canonical: &[u8]) -> bool {
+    released.iter().any(|(id, head)| {
+        seq_of_chain(canonical, id).is_some_and(|seq| seq <= head.seq)
+            && check_path_token(id, id.len()).is_ok()
+    })
 }
 
 /// Per-chain checks across all segments during the open scan.
@@ -593,7 +546,6 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         record_count: scan.unreleased,
         truncated,
         segments: replay_segments,
-        tails: Tails::new(&marker.released),
         released: marker.released,
         reader: None,
         payload: Vec::new(),
@@ -638,19 +590,29 @@ mod tests {
                         (id.to_string(), ChainHead { seq, hash: [0; 32] })
                     })
                     .collect();
-                let tails = Tails::new(&released);
                 for r in &records {
                     bytes.clear();
                     r.canonical_bytes(&mut bytes);
                     let d = decode_canonical(&bytes, r.prev_hash, r.hash).unwrap();
                     let expected = released.get(&d.chain_id).is_some_and(|h| d.seq <= h.seq);
-                    assert_eq!(tails.skips(&bytes), expected, "{} {}", d.chain_id, d.seq);
+                    assert_eq!(
+                        released_by_tail(&released, &bytes),
+                        expected,
+                        "{} {}",
+                        d.chain_id,
+                        d.seq
+                    );
                     skipped += usize::from(expected);
                 }
             }
         }
         assert!(skipped > 100, "{skipped}");
         // Not a path token: decoded, never skipped by its tail.
+        let mut odd = records[0].clone();
+        odd.chain_id = "i t".into();
+        bytes.clear();
+        odd.canonical_bytes(&mut bytes);
+        assert_eq!(seq_of_chain(&bytes, "i t"), Some(0));
         let released = BTreeMap::from([(
             "i t".to_string(),
             ChainHead {
@@ -658,7 +620,7 @@ mod tests {
                 hash: [0; 32],
             },
         )]);
-        assert!(Tails::new(&released).0.is_empty());
+        assert!(!released_by_tail(&released, &bytes));
         // Damaged tails are left to the decoder.
         let released = BTreeMap::from([(
             "i.t".to_string(),
@@ -667,13 +629,12 @@ mod tests {
                 hash: [0; 32],
             },
         )]);
-        let tails = Tails::new(&released);
         bytes.clear();
         records[0].canonical_bytes(&mut bytes);
-        assert!(tails.skips(&bytes));
+        assert!(released_by_tail(&released, &bytes));
         let n = bytes.len();
         bytes[n - 9] = 0;
-        assert!(!tails.skips(&bytes));
-        assert!(!tails.skips(&bytes[..5]));
+        assert!(!released_by_tail(&released, &bytes));
+        assert!(!released_by_tail(&released, &bytes[..5]));
     }
 }

@@ -84,18 +84,15 @@ impl HmacKey {
         // they are wiped afterwards (only they, not the whole two blocks).
         let mut tail = [[0u8; 64]; 2];
         tail[0][..rest.len()].copy_from_slice(rest);
-        tail[0][rest.len()] = 0x80;
-        let used = if rest.len() < 56 { 1 } else { 2 };
-        let bits = (64 + value.len() as u64) * 8;
-        tail[used - 1][56..].copy_from_slice(&bits.to_be_bytes());
+        let used = sha::pad(&mut tail, rest.len(), 64 + value.len() as u64);
         sha::compress(&mut state, &tail[..used]);
         tail[0][..rest.len()].zeroize();
-        let mut outer_block = [0u8; 64];
-        outer_block[..32].copy_from_slice(&sha::digest_of(&state));
+        let mut outer_block = [[0u8; 64]];
+        outer_block[0][..32].copy_from_slice(&sha::digest_of(&state));
         state.zeroize();
-        sha::pad(&mut outer_block, 32, 64 + 32);
+        let used = sha::pad(&mut outer_block, 32, 64 + 32);
         let mut out = self.outer;
-        sha::compress(&mut out, &[outer_block]);
+        sha::compress(&mut out, &outer_block[..used]);
         sha::digest_of(&out)
     }
 }
