@@ -175,8 +175,14 @@ struct ChainState {
     /// restart); later copies are released, not written.
     held_upto: Option<ChainHead>,
     /// Records that arrived ahead of `next` (concurrent requests finish in
-    /// any order); drained as the gap fills.
-    ahead: BTreeMap<u64, Record>,
+    /// any order), drained as the gap fills: runs of consecutive seqs by
+    /// their first seq. A request brings one run per chain; kept in one
+    /// list, the records are moved once on the way in and once on the way
+    /// out (a map of single records shifted up to ten of them, about 1 KB
+    /// each, whenever its smallest was taken).
+    ahead: BTreeMap<u64, Vec<Record>>,
+    /// Records in `ahead`.
+    ahead_rows: usize,
     /// Size of the chain's last file: the next one reserves about as much
     /// output room up front.
     last_file_bytes: usize,
@@ -190,6 +196,53 @@ impl ChainState {
             held_upto: None,
             last_file_bytes: 0,
             ahead: BTreeMap::new(),
+            ahead_rows: 0,
+        }
+    }
+
+    /// Keeps a record that came before its turn.
+    fn hold_ahead(&mut self, r: Record) {
+        let seq = r.seq;
+        if let Some((&first, run)) = self.ahead.range_mut(..=seq).next_back() {
+            let end = first + run.len() as u64;
+            if seq < end {
+                // A copy of a record held already.
+                return;
+            }
+            if seq == end {
+                run.push(r);
+                self.ahead_rows += 1;
+                return;
+            }
+        }
+        let mut run = Vec::with_capacity(64);
+        run.push(r);
+        self.ahead.insert(seq, run);
+        self.ahead_rows += 1;
+    }
+
+    /// Forgets the records held ahead (the sink reads them from the WAL).
+    fn clear_ahead(&mut self) {
+        self.ahead.clear();
+        self.ahead_rows = 0;
+    }
+
+    /// The held run that holds `next`, without the records before `next`
+    /// (taken meanwhile); runs wholly before `next` are dropped.
+    fn take_ahead(&mut self) -> Option<Vec<Record>> {
+        loop {
+            let entry = self.ahead.first_entry()?;
+            let first = *entry.key();
+            if first > self.next {
+                return None;
+            }
+            let mut run = entry.remove();
+            self.ahead_rows -= run.len();
+            let stale = usize::try_from(self.next - first).unwrap_or(usize::MAX);
+            if stale < run.len() {
+                run.drain(..stale);
+                return Some(run);
+            }
         }
     }
 }
@@ -321,8 +374,11 @@ impl Sink {
                 for r in records.drain(..) {
                     match self.take_in_order(r) {
                         Ok(None) => {}
-                        Ok(Some(id)) => self.after_push(&id).await?,
-                        Err(r) => self.accept(r).await?,
+                        Ok(Some(id)) => self.follow_up(&id).await?,
+                        Err(r) => match self.hold_if_ahead(r) {
+                            Ok(()) => {}
+                            Err(r) => self.accept(r).await?,
+                        },
                     }
                 }
                 self.feed.give_back(records);
@@ -397,7 +453,7 @@ impl Sink {
         let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
             return Err(r);
         };
-        if r.seq != state.next || state.held_upto.is_some() || !state.ahead.is_empty() {
+        if r.seq != state.next || state.held_upto.is_some() {
             return Err(r);
         }
         let Some(file) = state.open.as_mut().filter(|f| f.partition().holds(&r)) else {
@@ -405,8 +461,60 @@ impl Sink {
         };
         state.next = r.seq + 1;
         file.push(r);
-        let due = file.chunk_full() || file.full(&self.options);
+        let due = file.chunk_full()
+            || file.full(&self.options)
+            || state
+                .ahead
+                .first_key_value()
+                .is_some_and(|(&first, _)| first <= state.next);
         Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id.clone()))
+    }
+
+    /// Holds a record that came before its turn, done without `await` (see
+    /// [`take_in_order`](Self::take_in_order)); the record back when it is
+    /// not such a record.
+    #[allow(clippy::result_large_err)]
+    fn hold_if_ahead(&mut self, r: Record) -> Result<(), Record> {
+        let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
+            return Err(r);
+        };
+        if r.seq <= state.next || state.ahead_rows >= MAX_AHEAD {
+            return Err(r);
+        }
+        state.hold_ahead(r);
+        Ok(())
+    }
+
+    /// After a record was taken: what the open file needs, then the records
+    /// held ahead that are now next.
+    async fn follow_up(&mut self, id: &str) -> Result<(), SinkStopError> {
+        self.after_push(id).await?;
+        self.drain_ahead(id).await
+    }
+
+    async fn drain_ahead(&mut self, id: &str) -> Result<(), SinkStopError> {
+        loop {
+            let Some(run) = self.chains.get_mut(id).and_then(ChainState::take_ahead) else {
+                return Ok(());
+            };
+            for r in run {
+                match self.take_in_order(r) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => self.after_push(id).await?,
+                    Err(r) => {
+                        // Taking a record may close a file and find that the
+                        // store holds fewer rows (`flush`): the chain then
+                        // goes back and reads the rest from the WAL.
+                        let state = self.chains.get_mut(id).expect("chain present");
+                        match r.seq.cmp(&state.next) {
+                            std::cmp::Ordering::Equal => self.take(id, r).await?,
+                            std::cmp::Ordering::Greater => state.hold_ahead(r),
+                            std::cmp::Ordering::Less => {}
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
@@ -421,25 +529,16 @@ impl Sink {
             return Ok(());
         }
         if r.seq > state.next {
-            state.ahead.insert(r.seq, r);
-            if state.ahead.len() > MAX_AHEAD {
-                state.ahead.clear();
+            if state.ahead_rows >= MAX_AHEAD {
+                state.clear_ahead();
                 self.feed.spilled.store(true, Ordering::Release);
+            } else {
+                state.hold_ahead(r);
             }
             return Ok(());
         }
         self.take(&id, r).await?;
-        loop {
-            let state = self.chains.get_mut(&id).expect("chain present");
-            let next = state.next;
-            match state.ahead.remove(&next) {
-                Some(r) => self.take(&id, r).await?,
-                None => {
-                    state.ahead.retain(|seq, _| *seq > next);
-                    return Ok(());
-                }
-            }
-        }
+        self.drain_ahead(&id).await
     }
 
     /// Adds the chain's next record to its open file, closing files as
@@ -654,7 +753,7 @@ impl Sink {
                     // Our rows after the stored file's end were encoded but not
                     // kept: read them back from the WAL.
                     state.next = held.seq + 1;
-                    state.ahead.clear();
+                    state.clear_ahead();
                     self.feed.spilled.store(true, Ordering::Release);
                 }
             }
@@ -930,4 +1029,71 @@ enum Put {
     Stored(WriteOutcome),
     /// The store already holds the run's rows up to this head.
     Holds(ChainHead),
+}
+
+#[cfg(test)]
+mod tests {
+    use otel_audit_event::{AuditEvent, Category, Chain};
+
+    use super::*;
+
+    fn records(n: usize) -> Vec<Record> {
+        let mut chain = Chain::new("c-1.acme", "acme").expect("chain id");
+        (0..n)
+            .map(|_| {
+                let e = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+                chain.append(chrono::Utc::now(), e).expect("append")
+            })
+            .collect()
+    }
+
+    /// Takes what the state lets through from `next` on, as the sink does.
+    fn drain(state: &mut ChainState) -> Vec<u64> {
+        let mut taken = Vec::new();
+        while let Some(run) = state.take_ahead() {
+            for r in run {
+                assert_eq!(r.seq, state.next, "runs give records in seq order");
+                state.next += 1;
+                taken.push(r.seq);
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn records_held_ahead_come_out_in_seq_order_once() {
+        let all = records(40);
+        let mut state = ChainState::new(0);
+        // Requests finishing out of order, one holding a copy of another's
+        // records, and one whose records are already taken by the time
+        // the gap fills.
+        let order: Vec<usize> = (20..30).chain(10..15).chain(12..20).chain(30..40).collect();
+        for &i in &order {
+            state.hold_ahead(all[i].clone());
+        }
+        assert_eq!(state.ahead_rows, 30, "copies are not held twice");
+        assert!(state.take_ahead().is_none(), "nothing is next before 10");
+        state.next = 13;
+        assert_eq!(drain(&mut state), (13..40).collect::<Vec<_>>());
+        assert_eq!(state.ahead_rows, 0);
+        assert!(state.ahead.is_empty());
+    }
+
+    #[test]
+    fn a_gap_stops_the_drain() {
+        let all = records(10);
+        let mut state = ChainState::new(0);
+        for i in [1, 2, 5, 6, 3, 8] {
+            state.hold_ahead(all[i].clone());
+        }
+        state.next = 1;
+        assert_eq!(drain(&mut state), vec![1, 2, 3]);
+        assert_eq!(state.ahead_rows, 3);
+        state.next = 5;
+        assert_eq!(drain(&mut state), vec![5, 6]);
+        state.clear_ahead();
+        assert_eq!(state.ahead_rows, 0);
+        state.next = 8;
+        assert!(drain(&mut state).is_empty(), "cleared records are gone");
+    }
 }

@@ -1212,6 +1212,20 @@ fn audit_requests() -> Vec<ExportLogsServiceRequest> {
     typed.body = Some(str_value("a body"));
     typed.flags = 1;
     typed.dropped_attributes_count = 2;
+    // Text beyond ASCII in keys and values, next to values whose bytes are
+    // not text (a double, a negative int).
+    let mut intl = plain.clone();
+    intl.attributes.extend([
+        kvs("café", "naïve – 日本語 🚀"),
+        kvd("ratio", f64::from_bits(0xc3a9_c3a9_c3a9_c3a9)),
+        kvs("é", ""),
+        kvi("delta", -1),
+        kvs("ascii", "plain"),
+        kv(
+            "nested",
+            kvlist(vec![kvs("ключ", "значение"), kvd("x", -0.5)]),
+        ),
+    ]);
     // Recognised by its audit.event_id only (no event name).
     let mut by_id = plain.clone();
     by_id.event_name = String::new();
@@ -1232,7 +1246,7 @@ fn audit_requests() -> Vec<ExportLogsServiceRequest> {
                 vec![rich, plain.clone(), no_service.clone()],
             ),
             (python_resource(), vec![no_service.clone(), bad_id, odd]),
-            (Vec::new(), vec![no_service, typed, by_id, other]),
+            (Vec::new(), vec![no_service, typed, by_id, other, intl]),
         ]),
         logs_request(vec![(python_resource(), vec![plain; 5])]),
         ExportLogsServiceRequest::default(),
@@ -1302,6 +1316,25 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         .expect("tenant in the bytes");
     invalid[at] = 0xff;
     cases.push(("invalid UTF-8", invalid));
+    // A key ending in half a character (C3) followed by an unknown field 16,
+    // whose tag 82 01 completes it to `Â`: the key alone is not UTF-8.
+    let mut kv_bytes = Vec::new();
+    prost::encoding::bytes::encode(1, &b"ab\xc3".to_vec(), &mut kv_bytes);
+    kv_bytes.extend_from_slice(&[0x82, 0x01, 0x00]);
+    prost::encoding::bytes::encode(2, &str_value("v").encode_to_vec(), &mut kv_bytes);
+    assert!(
+        std::str::from_utf8(&kv_bytes).is_ok(),
+        "UTF-8 across the boundary"
+    );
+    let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
+    prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &rec_bytes, &mut scope);
+    let mut rl = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut rl);
+    let mut cut = Vec::new();
+    prost::encoding::bytes::encode(1, &rl, &mut cut);
+    cases.push(("a key ending in half a character", cut));
     cases.push(("truncated", one[..one.len() - 3].to_vec()));
     for (what, bytes) in cases {
         let (in_place, got) = convert_bytes(&bytes, &principal, &options);
