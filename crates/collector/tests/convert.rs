@@ -1270,6 +1270,18 @@ fn protobuf_bytes_convert_as_the_decoded_request_does() {
     }
 }
 
+/// A request of one resource and one scope holding the encoded log record
+/// `record` (which may be one prost would not write).
+fn request_of_record(record: &[u8]) -> Vec<u8> {
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &record.to_vec(), &mut scope);
+    let mut rl = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut rl);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rl, &mut req);
+    req
+}
+
 #[test]
 fn requests_the_reader_does_not_handle_are_left_to_prost() {
     let options = options(Unmapped::Drop);
@@ -1302,13 +1314,7 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
     };
     let mut rec_bytes = record.encode_to_vec();
     rec_bytes.extend_from_slice(&[0x62, 0x01, b'x']); // field 12 again: "x"
-    let mut scope = Vec::new();
-    prost::encoding::bytes::encode(2, &rec_bytes, &mut scope);
-    let mut rl = Vec::new();
-    prost::encoding::bytes::encode(2, &scope, &mut rl);
-    let mut req = Vec::new();
-    prost::encoding::bytes::encode(1, &rl, &mut req);
-    cases.push(("a repeated singular field", req));
+    cases.push(("a repeated singular field", request_of_record(&rec_bytes)));
     let mut invalid = one.clone();
     let at = invalid
         .windows(6)
@@ -1328,13 +1334,10 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
     );
     let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
     prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
-    let mut scope = Vec::new();
-    prost::encoding::bytes::encode(2, &rec_bytes, &mut scope);
-    let mut rl = Vec::new();
-    prost::encoding::bytes::encode(2, &scope, &mut rl);
-    let mut cut = Vec::new();
-    prost::encoding::bytes::encode(1, &rl, &mut cut);
-    cases.push(("a key ending in half a character", cut));
+    cases.push((
+        "a key ending in half a character",
+        request_of_record(&rec_bytes),
+    ));
     cases.push(("truncated", one[..one.len() - 3].to_vec()));
     for (what, bytes) in cases {
         let (in_place, got) = convert_bytes(&bytes, &principal, &options);
