@@ -375,10 +375,11 @@ impl Sink {
                     match self.take_in_order(r) {
                         Ok(None) => {}
                         Ok(Some(id)) => self.follow_up(&id).await?,
-                        Err(r) => match self.hold_if_ahead(r) {
-                            Ok(()) => {}
-                            Err(r) => self.accept(r).await?,
-                        },
+                        Err(r) => {
+                            if let Err(r) = self.hold_or_drop(r) {
+                                self.accept(r).await?;
+                            }
+                        }
                     }
                 }
                 self.feed.give_back(records);
@@ -443,9 +444,9 @@ impl Sink {
     /// [`accept`](Self::accept) for the usual record, its chain's next going
     /// into the open file, done without `await`: through `accept` and `take`
     /// a record (almost 1 KB) was copied into each one's future on its way
-    /// to the file. `Ok(Some(chain))` when the file now needs
-    /// [`after_push`](Self::after_push); the record back when it is not
-    /// such a record.
+    /// to the file. `Ok(Some(chain))` when the chain now needs
+    /// [`follow_up`](Self::follow_up) (a full chunk or file, or held records
+    /// that are now next); the record back when it is not such a record.
     // The record comes back by value on purpose: boxing it would allocate
     // for every record of the slow path.
     #[allow(clippy::result_large_err)]
@@ -470,18 +471,26 @@ impl Sink {
         Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id.clone()))
     }
 
-    /// Holds a record that came before its turn, done without `await` (see
-    /// [`take_in_order`](Self::take_in_order)); the record back when it is
-    /// not such a record.
+    /// A record of a known chain that is not its next, done without
+    /// `await` (see [`take_in_order`](Self::take_in_order)): one before
+    /// `next` is a copy of a record taken already; one after it is held
+    /// until its turn, or, when too many are held, dropped with them all
+    /// (the sink reads them from the WAL). The record back when it is its
+    /// chain's next or its chain is not known yet.
     #[allow(clippy::result_large_err)]
-    fn hold_if_ahead(&mut self, r: Record) -> Result<(), Record> {
+    fn hold_or_drop(&mut self, r: Record) -> Result<(), Record> {
         let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
             return Err(r);
         };
-        if r.seq <= state.next || state.ahead_rows >= MAX_AHEAD {
-            return Err(r);
+        match r.seq.cmp(&state.next) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Err(r),
+            std::cmp::Ordering::Greater if state.ahead_rows >= MAX_AHEAD => {
+                state.clear_ahead();
+                self.feed.spilled.store(true, Ordering::Release);
+            }
+            std::cmp::Ordering::Greater => state.hold_ahead(r),
         }
-        state.hold_ahead(r);
         Ok(())
     }
 
@@ -501,15 +510,12 @@ impl Sink {
                 match self.take_in_order(r) {
                     Ok(None) => {}
                     Ok(Some(_)) => self.after_push(id).await?,
+                    // Taking a record may close a file and find that the store
+                    // holds fewer rows (`flush`): the chain then goes back and
+                    // reads the rest from the WAL, and the run is no longer next.
                     Err(r) => {
-                        // Taking a record may close a file and find that the
-                        // store holds fewer rows (`flush`): the chain then
-                        // goes back and reads the rest from the WAL.
-                        let state = self.chains.get_mut(id).expect("chain present");
-                        match r.seq.cmp(&state.next) {
-                            std::cmp::Ordering::Equal => self.take(id, r).await?,
-                            std::cmp::Ordering::Greater => state.hold_ahead(r),
-                            std::cmp::Ordering::Less => {}
+                        if let Err(r) = self.hold_or_drop(r) {
+                            self.take(id, r).await?;
                         }
                     }
                 }
@@ -518,25 +524,16 @@ impl Sink {
     }
 
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
-        let id = r.chain_id.clone();
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
-        let state = self
-            .chains
-            .entry(id.clone())
-            .or_insert_with(|| ChainState::new(r.seq));
-        if r.seq < state.next {
-            return Ok(());
+        if !self.chains.contains_key(r.chain_id.as_str()) {
+            self.chains
+                .insert(r.chain_id.clone(), ChainState::new(r.seq));
         }
-        if r.seq > state.next {
-            if state.ahead_rows >= MAX_AHEAD {
-                state.clear_ahead();
-                self.feed.spilled.store(true, Ordering::Release);
-            } else {
-                state.hold_ahead(r);
-            }
+        let Err(r) = self.hold_or_drop(r) else {
             return Ok(());
-        }
+        };
+        let id = r.chain_id.clone();
         self.take(&id, r).await?;
         self.drain_ahead(&id).await
     }
