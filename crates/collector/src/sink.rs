@@ -377,7 +377,7 @@ impl Sink {
                         Ok(Some(id)) => self.follow_up(&id).await?,
                         Err(r) => {
                             if let Err(r) = self.hold_or_drop(r) {
-                                self.accept(r).await?;
+                                self.take_next(r).await?;
                             }
                         }
                     }
@@ -523,16 +523,24 @@ impl Sink {
         }
     }
 
+    /// Any record: dropped as a copy, held until its turn, or taken.
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
+        if let Err(r) = self.hold_or_drop(r) {
+            self.take_next(r).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a record [`hold_or_drop`](Self::hold_or_drop) gave back (its
+    /// chain's next, or the first of a chain not known yet), then what was
+    /// held behind it.
+    async fn take_next(&mut self, r: Record) -> Result<(), SinkStopError> {
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
         if !self.chains.contains_key(r.chain_id.as_str()) {
             self.chains
                 .insert(r.chain_id.clone(), ChainState::new(r.seq));
         }
-        let Err(r) = self.hold_or_drop(r) else {
-            return Ok(());
-        };
         let id = r.chain_id.clone();
         self.take(&id, r).await?;
         self.drain_ahead(&id).await

@@ -34,6 +34,7 @@ mod digest_check;
 mod error;
 pub mod keys;
 pub mod layout;
+mod pages;
 pub mod proof;
 pub mod reader;
 pub mod retention;

@@ -10,8 +10,8 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use otel_audit_event::Record;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::{ProjectionMask, parquet_to_arrow_field_levels};
 use parquet::basic::Encoding;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use sha2::{Digest, Sha256};
@@ -300,13 +300,21 @@ pub fn open_decoder(
     {
         meta = m;
     }
+    // The same reader `ParquetRecordBatchReaderBuilder` builds, over pages
+    // that `FileChunks` decompresses (see there why).
+    let levels = parquet_to_arrow_field_levels(
+        meta.parquet_schema(),
+        ProjectionMask::all(),
+        Some(meta.schema().fields()),
+    )?;
+    let chunks = crate::pages::FileChunks::new(bytes, meta.metadata().clone());
+    let batches =
+        ParquetRecordBatchReader::try_new_with_row_groups(&levels, &chunks, batch_size, None)?;
     Ok(OpenedFile {
         footer,
         sha256,
         metadata: meta.metadata().clone(),
-        batches: ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, meta)
-            .with_batch_size(batch_size)
-            .build()?,
+        batches,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The writer thread: one group commit at a time.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,13 +16,9 @@ pub(crate) struct ActiveSegment {
     pub(crate) len: u64,
 }
 
-/// Above this, the frame buffer is given back after a group.
-const KEEP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
 /// Runs until the WAL is closed and its queue drained, or a write fails.
 pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
     let mut group: Vec<Pending> = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         {
             let mut st = shared.lock();
@@ -36,15 +32,12 @@ pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
             }
             std::mem::swap(&mut group, &mut st.queue);
         }
-        match write_group(&shared, &mut segment, &group, &mut buf) {
+        match write_group(&shared, &mut segment, &group) {
             Ok(position) => complete(&shared, &segment, &mut group, position),
             Err(e) => {
                 fail(&shared, &mut group, e);
                 return;
             }
-        }
-        if buf.capacity() > KEEP_BUFFER_BYTES {
-            buf = Vec::new();
         }
     }
 }
@@ -55,7 +48,6 @@ fn write_group(
     shared: &Shared,
     segment: &mut ActiveSegment,
     group: &[Pending],
-    buf: &mut Vec<u8>,
 ) -> Result<WalPosition, WalError> {
     let entry_bytes: u64 = group.iter().map(|p| p.entries.len() as u64).sum();
     let frame_bytes = GROUP_OVERHEAD_BYTES + entry_bytes;
@@ -65,17 +57,16 @@ fn write_group(
     }
     let count: u32 = group.iter().map(|p| p.count).sum();
     let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_slice()).collect();
-    buf.clear();
-    buf.extend_from_slice(&frame_prefix(segment.number, segment.len, count, &parts));
-    for p in parts {
-        buf.extend_from_slice(p);
-    }
+    let prefix = frame_prefix(segment.number, segment.len, count, &parts);
+    // The requests' entries go to the kernel from where they are, in one
+    // system call: copying them into one buffer first was 2% of the
+    // collector's time under load.
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+    slices.push(IoSlice::new(&prefix));
+    slices.extend(parts.iter().map(|p| IoSlice::new(p)));
     let path = &segment.path;
     let started = std::time::Instant::now();
-    segment
-        .file
-        .write_all(buf)
-        .map_err(io_err("write segment", path))?;
+    write_all_vectored(&mut segment.file, &mut slices).map_err(io_err("write segment", path))?;
     segment
         .file
         .sync_data()
@@ -86,6 +77,20 @@ fn write_group(
         segment: segment.number,
         offset: segment.len,
     })
+}
+
+/// Writes every byte of `slices` (`Write::write_all_vectored` is not stable).
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Starts the next segment; the full one stays for replay until released.
@@ -179,5 +184,26 @@ fn fail(shared: &Shared, group: &mut Vec<Pending>, error: WalError) {
         let _ = p.tx.send(Err(WalError::Failed {
             source: source.clone(),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_write_writes_every_slice_in_order() {
+        // More slices than one writev takes (IOV_MAX is 1024 on Linux), of
+        // uneven sizes, some empty.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; (i % 7) as usize * 13])
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let mut file = File::create(&path).unwrap();
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        write_all_vectored(&mut file, &mut slices).unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), parts.concat());
     }
 }
