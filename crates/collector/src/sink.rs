@@ -375,11 +375,7 @@ impl Sink {
                     match self.take_in_order(r) {
                         Ok(None) => {}
                         Ok(Some(id)) => self.follow_up(&id).await?,
-                        Err(r) => {
-                            if let Err(r) = self.hold_or_drop(r) {
-                                self.take_next(r).await?;
-                            }
-                        }
+                        Err(r) => self.accept(r).await?,
                     }
                 }
                 self.feed.give_back(records);
@@ -523,18 +519,13 @@ impl Sink {
         }
     }
 
-    /// Any record: dropped as a copy, held until its turn, or taken.
+    /// Any record: dropped as a copy, held until its turn, or taken
+    /// (its chain's next, or the first of a chain not known yet) with what
+    /// was held behind it.
     async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
-        if let Err(r) = self.hold_or_drop(r) {
-            self.take_next(r).await?;
-        }
-        Ok(())
-    }
-
-    /// Takes a record [`hold_or_drop`](Self::hold_or_drop) gave back (its
-    /// chain's next, or the first of a chain not known yet), then what was
-    /// held behind it.
-    async fn take_next(&mut self, r: Record) -> Result<(), SinkStopError> {
+        let Err(r) = self.hold_or_drop(r) else {
+            return Ok(());
+        };
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
         if !self.chains.contains_key(r.chain_id.as_str()) {
