@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_main};
 use otel_audit_cli::synth::{SynthSpec, generate};
 use otel_audit_event::{Chain, Record};
-use otel_audit_storage::{
-    WriterOptions, encode_file, parquet_properties, records_to_batch, scan_batch,
-};
+use otel_audit_storage::{WriterOptions, encode_file, records_to_batch, scan_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -130,20 +128,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let batch = records_to_batch(&records).unwrap();
             let mut buf = Vec::new();
-            let mut w =
-                ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone())).unwrap();
-            w.write(&batch).unwrap();
-            w.close().unwrap();
-            black_box(buf.len())
-        })
-    });
-    // The writer before the text encoder: every column through parquet-rs's
-    // Arrow writer, with the same per-column settings (no footer keys).
-    g.bench_function("arrow_writer_same_settings", |b| {
-        let props = parquet_properties(&WriterOptions::default()).unwrap();
-        b.iter(|| {
-            let batch = records_to_batch(&records).unwrap();
-            let mut buf = Vec::with_capacity(records.len() * 176 + 4096);
             let mut w =
                 ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone())).unwrap();
             w.write(&batch).unwrap();

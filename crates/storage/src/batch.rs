@@ -1,7 +1,7 @@
 //! Records to Arrow record batches and back.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int64Builder,
@@ -11,7 +11,7 @@ use arrow_array::builder::{
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use otel_audit_event::{
     Actor, AuditEvent, ContentDigest, ErrorInfo, GenAi, Record, Redaction, Safety, SealedContent,
@@ -25,143 +25,38 @@ fn list_field(item: DataType) -> Arc<Field> {
     Arc::new(Field::new("element", item, false))
 }
 
-/// A top-level text column's value in a record. The buffer is room for
-/// texts the record does not hold as such (the event id, a UUID).
-pub(crate) type TextOf = for<'a> fn(&'a Record, &'a mut [u8; 36]) -> Option<&'a str>;
-
-/// The top-level text columns of the stored schema, in schema order, and
-/// where each one's value is in a record. The file encoder writes these
-/// itself (`textcol`); every other column goes through Arrow
-/// ([`other_columns`]).
-pub(crate) const TEXT_COLUMNS: [(&str, TextOf); 31] = [
-    ("event_id", |r, b| {
-        Some(r.event.event_id.hyphenated().encode_lower(b))
-    }),
-    ("severity", |r, _| Some(r.event.severity.as_str())),
-    ("tenant", |r, _| Some(&r.event.tenant)),
-    ("service_name", |r, _| Some(&r.event.service.name)),
-    ("service_version", |r, _| r.event.service.version.as_deref()),
-    ("service_environment", |r, _| {
-        r.event.service.environment.as_deref()
-    }),
-    ("service_host", |r, _| r.event.service.host.as_deref()),
-    ("actor_id", |r, _| r.event.actor.id.as_deref()),
-    ("actor_type", |r, _| r.event.actor.kind.map(|k| k.as_str())),
-    ("actor_role", |r, _| r.event.actor.role.as_deref()),
-    ("actor_ip", |r, _| r.event.actor.ip.as_deref()),
-    ("actor_session", |r, _| r.event.actor.session.as_deref()),
-    ("category", |r, _| Some(r.event.category.as_str())),
-    ("action", |r, _| Some(&r.event.action)),
-    ("outcome", |r, _| Some(r.event.outcome.as_str())),
-    ("target_type", |r, _| r.event.target.kind.as_deref()),
-    ("target_id", |r, _| r.event.target.id.as_deref()),
-    ("error_type", |r, _| r.event.error.kind.as_deref()),
-    ("error_message", |r, _| r.event.error.message.as_deref()),
-    ("gen_ai_provider", |r, _| r.event.gen_ai.provider.as_deref()),
-    ("gen_ai_operation", |r, _| {
-        r.event.gen_ai.operation.as_deref()
-    }),
-    ("gen_ai_request_model", |r, _| {
-        r.event.gen_ai.request_model.as_deref()
-    }),
-    ("gen_ai_response_model", |r, _| {
-        r.event.gen_ai.response_model.as_deref()
-    }),
-    ("gen_ai_conversation_id", |r, _| {
-        r.event.gen_ai.conversation_id.as_deref()
-    }),
-    ("gen_ai_agent_name", |r, _| {
-        r.event.gen_ai.agent_name.as_deref()
-    }),
-    ("gen_ai_tool_name", |r, _| {
-        r.event.gen_ai.tool_name.as_deref()
-    }),
-    ("safety_block_reason", |r, _| {
-        r.event.safety.block_reason.as_deref()
-    }),
-    ("trace_id", |r, _| r.event.trace.trace_id.as_deref()),
-    ("span_id", |r, _| r.event.trace.span_id.as_deref()),
-    ("parent_span_id", |r, _| {
-        r.event.trace.parent_span_id.as_deref()
-    }),
-    ("chain_id", |r, _| Some(&r.chain_id)),
-];
-
-/// The stored schema without its top-level text columns: the columns
-/// [`other_columns`] builds, in schema order.
-pub(crate) fn other_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            let full = schema::schema();
-            Arc::new(Schema::new(
-                full.fields()
-                    .iter()
-                    .filter(|f| !is_text_column(f.name()))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            ))
-        })
-        .clone()
-}
-
-/// Whether `name` is one of [`TEXT_COLUMNS`].
-pub(crate) fn is_text_column(name: &str) -> bool {
-    TEXT_COLUMNS.iter().any(|(n, _)| *n == name)
-}
-
 /// Converts records into one batch of the stored schema, in the given order.
 pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut uuid_text = [0u8; 36];
-    let mut builders: Vec<StringBuilder> = TEXT_COLUMNS
-        .iter()
-        .map(|_| StringBuilder::with_capacity(records.len(), records.len() * 8))
-        .collect();
-    // A run of records at a time, as the file encoder goes: their texts stay
-    // in the CPU's caches while every column reads them.
-    for run in records.chunks(64) {
-        for (b, (_, text_of)) in builders.iter_mut().zip(&TEXT_COLUMNS) {
-            for r in run {
-                b.append_option(text_of(r, &mut uuid_text));
-            }
-        }
-    }
-    let mut texts = builders
-        .iter_mut()
-        .map(|b| Arc::new(b.finish()) as ArrayRef);
-    let mut others = other_columns(records)?.into_iter();
-    let columns = schema::schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            if is_text_column(f.name()) {
-                texts.next()
-            } else {
-                others.next()
-            }
-            .expect("one column per field")
-        })
-        .collect();
-    RecordBatch::try_new(schema::schema(), columns)
-}
-
-/// The columns of [`other_schema`] for `records`, in its order.
-pub(crate) fn other_columns(records: &[Record]) -> Result<Vec<ArrayRef>, arrow_schema::ArrowError> {
     let n = records.len();
+    let s = |cap: usize| StringBuilder::with_capacity(n, cap);
     let ts = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut event_id = s(n * 36);
     let mut time = ts();
     let mut received_at = ts();
     let mut duration_ns = Int64Builder::with_capacity(n);
+    let mut severity = s(n * 5);
+    let mut tenant = s(n * 8);
+    let mut svc = [s(n * 8), s(n * 4), s(n * 4), s(n * 8)];
+    let mut actor = [s(n * 8), s(n * 4), s(n * 4), s(n * 8), s(n * 8)];
+    let mut category = s(n * 8);
+    let mut action = s(n * 12);
+    let mut outcome = s(n * 7);
+    let mut target = [s(n * 6), s(n * 8)];
+    let mut error = [s(0), s(0)];
+    let mut gen_str = [s(n * 6), s(n * 4), s(n * 8), s(n * 8)];
     let mut input_tokens = Int64Builder::with_capacity(n);
     let mut output_tokens = Int64Builder::with_capacity(n);
+    let mut gen_str2 = [s(n * 8), s(0), s(0)];
     let mut temperature = Float64Builder::with_capacity(n);
     let mut safety_passed = BooleanBuilder::with_capacity(n);
     let mut detectors =
         ListBuilder::new(StringBuilder::new()).with_field(list_field(DataType::Utf8));
+    let mut block_reason = s(0);
     let mut digests = ListBuilder::new(StructBuilder::from_fields(content_digest_fields(), 0))
         .with_field(list_field(DataType::Struct(content_digest_fields())));
     let mut sealed = ListBuilder::new(StructBuilder::from_fields(sealed_content_fields(), 0))
         .with_field(list_field(DataType::Struct(sealed_content_fields())));
+    let mut trace = [s(n * 32), s(n * 16), s(n * 16)];
     let mut attributes = MapBuilder::new(
         Some(MapFieldNames {
             entry: "key_value".into(),
@@ -175,24 +70,53 @@ pub(crate) fn other_columns(records: &[Record]) -> Result<Vec<ArrayRef>, arrow_s
     .with_values_field(Arc::new(Field::new("value", DataType::Utf8, false)));
     let mut redactions = ListBuilder::new(StructBuilder::from_fields(redaction_fields(), 0))
         .with_field(list_field(DataType::Struct(redaction_fields())));
+    let mut chain_id = s(n * 16);
     let mut seq = Int64Builder::with_capacity(n);
     let mut prev_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     let mut hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
 
+    let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     for r in records {
         let e = &r.event;
+        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_text));
         time.append_value(e.time.timestamp_micros());
         received_at.append_value(r.received_at.timestamp_micros());
         duration_ns.append_option(e.duration_ns);
+        severity.append_value(e.severity.as_str());
+        tenant.append_value(&e.tenant);
+        svc[0].append_value(&e.service.name);
+        svc[1].append_option(e.service.version.as_deref());
+        svc[2].append_option(e.service.environment.as_deref());
+        svc[3].append_option(e.service.host.as_deref());
+        actor[0].append_option(e.actor.id.as_deref());
+        actor[1].append_option(e.actor.kind.map(|k| k.as_str()));
+        actor[2].append_option(e.actor.role.as_deref());
+        actor[3].append_option(e.actor.ip.as_deref());
+        actor[4].append_option(e.actor.session.as_deref());
+        category.append_value(e.category.as_str());
+        action.append_value(&e.action);
+        outcome.append_value(e.outcome.as_str());
+        target[0].append_option(e.target.kind.as_deref());
+        target[1].append_option(e.target.id.as_deref());
+        error[0].append_option(e.error.kind.as_deref());
+        error[1].append_option(e.error.message.as_deref());
         let g = &e.gen_ai;
+        gen_str[0].append_option(g.provider.as_deref());
+        gen_str[1].append_option(g.operation.as_deref());
+        gen_str[2].append_option(g.request_model.as_deref());
+        gen_str[3].append_option(g.response_model.as_deref());
         input_tokens.append_option(g.input_tokens);
         output_tokens.append_option(g.output_tokens);
+        gen_str2[0].append_option(g.conversation_id.as_deref());
+        gen_str2[1].append_option(g.agent_name.as_deref());
+        gen_str2[2].append_option(g.tool_name.as_deref());
         temperature.append_option(g.temperature);
         safety_passed.append_option(e.safety.passed);
         for d in &e.safety.detectors {
             detectors.values().append_value(d);
         }
         detectors.append(true);
+        block_reason.append_option(e.safety.block_reason.as_deref());
         for d in &e.content_digests {
             let b = digests.values();
             str_field(b, 0).append_value(&d.field);
@@ -214,6 +138,9 @@ pub(crate) fn other_columns(records: &[Record]) -> Result<Vec<ArrayRef>, arrow_s
             b.append(true);
         }
         sealed.append(true);
+        trace[0].append_option(e.trace.trace_id.as_deref());
+        trace[1].append_option(e.trace.span_id.as_deref());
+        trace[2].append_option(e.trace.parent_span_id.as_deref());
         for (k, v) in &e.attributes {
             attributes.keys().append_value(k);
             attributes.values().append_value(v);
@@ -228,28 +155,68 @@ pub(crate) fn other_columns(records: &[Record]) -> Result<Vec<ArrayRef>, arrow_s
             b.append(true);
         }
         redactions.append(true);
+        chain_id.append_value(&r.chain_id);
         seq.append_value(r.seq as i64);
         prev_hash.append_value(r.prev_hash)?;
         hash.append_value(r.hash)?;
     }
 
-    Ok(vec![
+    let [svc_name, svc_version, svc_env, svc_host] = svc.map(|mut b| b.finish());
+    let [a_id, a_type, a_role, a_ip, a_session] = actor.map(|mut b| b.finish());
+    let [t_type, t_id] = target.map(|mut b| b.finish());
+    let [err_type, err_msg] = error.map(|mut b| b.finish());
+    let [provider, operation, req_model, resp_model] = gen_str.map(|mut b| b.finish());
+    let [conversation, agent, tool] = gen_str2.map(|mut b| b.finish());
+    let [trace_id, span_id, parent_span_id] = trace.map(|mut b| b.finish());
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(event_id.finish()),
         Arc::new(time.finish()),
         Arc::new(received_at.finish()),
         Arc::new(duration_ns.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(tenant.finish()),
+        Arc::new(svc_name),
+        Arc::new(svc_version),
+        Arc::new(svc_env),
+        Arc::new(svc_host),
+        Arc::new(a_id),
+        Arc::new(a_type),
+        Arc::new(a_role),
+        Arc::new(a_ip),
+        Arc::new(a_session),
+        Arc::new(category.finish()),
+        Arc::new(action.finish()),
+        Arc::new(outcome.finish()),
+        Arc::new(t_type),
+        Arc::new(t_id),
+        Arc::new(err_type),
+        Arc::new(err_msg),
+        Arc::new(provider),
+        Arc::new(operation),
+        Arc::new(req_model),
+        Arc::new(resp_model),
         Arc::new(input_tokens.finish()),
         Arc::new(output_tokens.finish()),
+        Arc::new(conversation),
+        Arc::new(agent),
+        Arc::new(tool),
         Arc::new(temperature.finish()),
         Arc::new(safety_passed.finish()),
         Arc::new(detectors.finish()),
+        Arc::new(block_reason.finish()),
         Arc::new(digests.finish()),
         Arc::new(sealed.finish()),
+        Arc::new(trace_id),
+        Arc::new(span_id),
+        Arc::new(parent_span_id),
         Arc::new(attributes.finish()),
         Arc::new(redactions.finish()),
+        Arc::new(chain_id.finish()),
         Arc::new(seq.finish()),
         Arc::new(prev_hash.finish()),
         Arc::new(hash.finish()),
-    ])
+    ];
+    RecordBatch::try_new(schema::schema(), columns)
 }
 
 fn str_field(b: &mut StructBuilder, i: usize) -> &mut StringBuilder {
@@ -509,35 +476,4 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>, DecodeError>
         });
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The encoder writes [`TEXT_COLUMNS`] into the leaves the schema has
-    /// for its top-level texts, in order: a column added to the schema, or
-    /// moved, must be added or moved there too.
-    #[test]
-    fn text_columns_are_the_schemas_top_level_texts_in_order() {
-        let schema = schema::schema();
-        let texts: Vec<&str> = schema
-            .fields()
-            .iter()
-            .filter(|f| f.data_type() == &DataType::Utf8)
-            .map(|f| f.name().as_str())
-            .collect();
-        let ours: Vec<&str> = TEXT_COLUMNS.iter().map(|(n, _)| *n).collect();
-        assert_eq!(ours, texts);
-        assert_eq!(
-            other_schema().fields().len() + TEXT_COLUMNS.len(),
-            schema::schema().fields().len()
-        );
-        assert!(
-            other_schema()
-                .fields()
-                .iter()
-                .all(|f| f.data_type() != &DataType::Utf8)
-        );
-    }
 }

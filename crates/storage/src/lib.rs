@@ -42,7 +42,6 @@ mod rowhash;
 pub mod schema;
 mod stats;
 mod store;
-mod textcol;
 pub mod verify;
 mod writer;
 
@@ -61,6 +60,6 @@ pub use verify::{
     VerifyReport, verify,
 };
 pub use writer::{
-    EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions, encode_file,
-    parquet_properties, put_file, split_runs, write_file,
+    EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions, encode_file, put_file,
+    split_runs, write_file,
 };

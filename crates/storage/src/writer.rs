@@ -1,30 +1,25 @@
 //! Writing chained records as zstd Parquet files, create-only.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use otel_audit_event::merkle::{leaf_hash, merkle_root, node_hash};
 use otel_audit_event::{FORMAT_VERSION, Record};
-use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::arrow::{
-    ARROW_SCHEMA_META_KEY, ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata,
-};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use parquet::schema::types::SchemaDescPtr;
 use sha2::{Digest, Sha256};
 
-use crate::batch::{TEXT_COLUMNS, is_text_column, other_columns, other_schema};
+use crate::batch::records_to_batch;
 use crate::error::SinkError;
 use crate::layout::{DataFile, Partition};
 use crate::schema::meta;
 use crate::store::Store;
-use crate::textcol::TextChunk;
 
 /// How files are encoded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -228,15 +223,6 @@ fn column_path(dotted: &str) -> ColumnPath {
     ColumnPath::new(dotted.split('.').map(str::to_owned).collect())
 }
 
-/// The Parquet writer properties of otel-audit's data files: per-column
-/// dictionaries, statistics and codecs as [`encode_file`] writes them. For
-/// tools that write files of the same layout with another writer, and for
-/// comparing writers (the `pipeline` bench). [`SinkError::Encode`] if the
-/// zstd level is out of range.
-pub fn parquet_properties(opts: &WriterOptions) -> Result<WriterProperties, SinkError> {
-    writer_properties(opts, "")
-}
-
 fn writer_properties(opts: &WriterOptions, path: &str) -> Result<WriterProperties, SinkError> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|source| SinkError::Encode {
         path: path.to_owned(),
@@ -336,86 +322,23 @@ impl MerkleAccumulator {
     }
 }
 
-/// The Parquet schemas the encoder writes: the whole stored schema, and the
-/// part of it that goes through Arrow column writers (everything but the
-/// top-level texts), with which leaves of the whole are top-level texts.
-struct Schemas {
-    full: SchemaDescPtr,
-    others: SchemaDescPtr,
-    text_leaf: Vec<bool>,
-}
-
-fn schemas() -> &'static Schemas {
-    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        let convert = |s: &arrow_schema::Schema| {
-            Arc::new(
-                ArrowSchemaConverter::new()
-                    .convert(s)
-                    .expect("the stored schema has a Parquet schema"),
-            )
-        };
-        let full = convert(&crate::schema::schema());
-        let others = convert(&other_schema());
-        let text_leaf = full
-            .columns()
-            .iter()
-            .map(|c| c.path().parts().len() == 1 && is_text_column(c.name()))
-            .collect();
-        Schemas {
-            full,
-            others,
-            text_leaf,
-        }
-    })
-}
-
-/// The columns of the row group being written.
-struct RowGroup {
-    /// The top-level texts, in schema order.
-    texts: Vec<TextChunk>,
-    /// The other columns' leaves, in schema order.
-    others: Vec<ArrowColumnWriter>,
-    rows: usize,
-}
-
-impl std::fmt::Debug for RowGroup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowGroup")
-            .field("rows", &self.rows)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Records encoded per column at a time: their heap texts stay in the CPU's
-/// caches while every text column reads them.
-const TEXT_RUN: usize = 64;
-
 /// Encodes one data file row chunk by row chunk into an in-memory Parquet
-/// file, so a sink need not hold a file's records until it is closed: each
-/// chunk's top-level texts are encoded straight from the records
-/// (`textcol`), its other columns through parquet-rs's Arrow column
-/// writers, and a row group is cut every [`WriterOptions::max_row_group_rows`]
-/// rows. Of the rows themselves only the row count, the first row's
-/// `prev_hash`, the last row's seq and hash and an O(log n) Merkle
-/// accumulator are kept.
+/// writer, so a sink need not hold a file's records until it is closed: each
+/// chunk is turned into Arrow columns and handed to the Parquet writer (which
+/// cuts a row group every [`WriterOptions::max_row_group_rows`] rows), and
+/// only the row count, the first row's `prev_hash`, the last row's seq and
+/// hash and an O(log n) Merkle accumulator are kept of the rows themselves.
 ///
 /// [`FileEncoder::finish`] returns the same [`EncodedFile`] (name, footer,
-/// rows) as [`encode_file`] over all the rows; how the rows were cut into
-/// chunks changes no value read back, only where data pages may end.
+/// rows) as [`encode_file`] over all the rows; pushing them in one chunk gives
+/// byte-identical output, smaller chunks may cut data pages at other rows.
 /// CPU-bound: call it off the async executor.
 #[derive(Debug)]
 pub struct FileEncoder {
     file: DataFile,
     /// `file.path()`, for errors.
     path: String,
-    writer: SerializedFileWriter<Vec<u8>>,
-    props: WriterPropertiesPtr,
-    /// Creates the Arrow column writers of each row group.
-    factory: ArrowRowGroupWriterFactory,
-    group: Option<RowGroup>,
-    row_groups: usize,
-    max_row_group_rows: usize,
+    writer: ArrowWriter<Vec<u8>>,
     rows: u64,
     /// `prev_hash` of the first row.
     prev_hash: [u8; 32],
@@ -445,134 +368,32 @@ impl FileEncoder {
         opts: &WriterOptions,
         capacity: usize,
     ) -> Result<Self, SinkError> {
-        let path = DataFile::new(Partition::of(first), &first.chain_id, first.seq).path();
-        let props = writer_properties(opts, &path)?;
-        Self::with_properties(first, props, opts.max_row_group_rows, capacity)
-    }
-
-    pub(crate) fn with_properties(
-        first: &Record,
-        props: WriterProperties,
-        max_row_group_rows: usize,
-        capacity: usize,
-    ) -> Result<Self, SinkError> {
         let file = DataFile::new(Partition::of(first), &first.chain_id, first.seq);
         let path = file.path();
-        let encode_error = |source| SinkError::Encode {
+        let props = writer_properties(opts, &path)?;
+        // The Arrow schema entry is appended by `finish`, after the footer keys.
+        let options = ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let writer = ArrowWriter::try_new_with_options(
+            Vec::with_capacity(capacity),
+            crate::schema::schema(),
+            options,
+        )
+        .map_err(|source| SinkError::Encode {
             path: path.clone(),
             source,
-        };
-        let schemas = schemas();
-        let props = Arc::new(props);
-        // The Arrow schema entry is appended by `finish`, after the footer keys.
-        let writer = SerializedFileWriter::new(
-            Vec::with_capacity(capacity),
-            schemas.full.root_schema_ptr(),
-            props.clone(),
-        )
-        .map_err(encode_error)?;
-        // The factory takes its leaves from a writer of the schema it makes
-        // column writers for: one of the non-text columns only, which writes
-        // nothing.
-        let others = SerializedFileWriter::new(
-            std::io::sink(),
-            schemas.others.root_schema_ptr(),
-            props.clone(),
-        )
-        .map_err(encode_error)?;
-        let factory = ArrowRowGroupWriterFactory::new(&others, other_schema());
+        })?;
         Ok(FileEncoder {
             file,
             path,
             writer,
-            props,
-            factory,
-            group: None,
-            row_groups: 0,
-            max_row_group_rows: max_row_group_rows.max(1),
             rows: 0,
             prev_hash: first.prev_hash,
             last: None,
             merkle: MerkleAccumulator::default(),
             broken: false,
         })
-    }
-
-    /// Encodes `records` into the row group being written (started if none
-    /// is), cutting it when it is full.
-    fn write_rows(&mut self, mut records: &[Record]) -> Result<(), ParquetError> {
-        while !records.is_empty() {
-            let group = match &mut self.group {
-                Some(g) => g,
-                None => {
-                    let texts = schemas()
-                        .full
-                        .columns()
-                        .iter()
-                        .zip(&schemas().text_leaf)
-                        .filter(|(_, text)| **text)
-                        .map(|(c, _)| TextChunk::new(c.clone(), &self.props))
-                        .collect();
-                    let others = self.factory.create_column_writers(self.row_groups)?;
-                    self.group.insert(RowGroup {
-                        texts,
-                        others,
-                        rows: 0,
-                    })
-                }
-            };
-            let take = records.len().min(self.max_row_group_rows - group.rows);
-            let (now, rest) = records.split_at(take);
-            let mut uuid_text = [0u8; 36];
-            for run in now.chunks(TEXT_RUN) {
-                for (chunk, (_, text_of)) in group.texts.iter_mut().zip(&TEXT_COLUMNS) {
-                    for r in run {
-                        chunk.push(text_of(r, &mut uuid_text))?;
-                    }
-                }
-            }
-            let mut writers = group.others.iter_mut();
-            for (field, array) in other_schema().fields().iter().zip(other_columns(now)?) {
-                for leaf in compute_leaves(field, &array)? {
-                    writers
-                        .next()
-                        .ok_or_else(|| ParquetError::General("a leaf without a writer".into()))?
-                        .write(&leaf)?;
-                }
-            }
-            group.rows += take;
-            if group.rows >= self.max_row_group_rows {
-                self.flush_row_group()?;
-            }
-            records = rest;
-        }
-        Ok(())
-    }
-
-    /// Writes the row group being filled, columns in schema order.
-    fn flush_row_group(&mut self) -> Result<(), ParquetError> {
-        let Some(group) = self.group.take() else {
-            return Ok(());
-        };
-        let mut texts = group.texts.into_iter();
-        let mut others = group.others.into_iter();
-        let mut rg = self.writer.next_row_group()?;
-        for &text in &schemas().text_leaf {
-            let missing = || ParquetError::General("a column without a writer".into());
-            if text {
-                let (bytes, close) = texts.next().ok_or_else(missing)?.finish()?;
-                rg.append_column(&bytes, close)?;
-            } else {
-                others
-                    .next()
-                    .ok_or_else(missing)?
-                    .close()?
-                    .append_to_row_group(&mut rg)?;
-            }
-        }
-        rg.close()?;
-        self.row_groups += 1;
-        Ok(())
     }
 
     fn encode_error(&self, source: ParquetError) -> SinkError {
@@ -653,7 +474,8 @@ impl FileEncoder {
             return Ok(());
         };
         self.check_links(records)?;
-        if let Err(e) = self.write_rows(records) {
+        let batch = records_to_batch(records).map_err(|e| self.encode_error(e.into()))?;
+        if let Err(e) = self.writer.write(&batch) {
             self.broken = true;
             return Err(self.encode_error(e));
         }
@@ -702,15 +524,8 @@ impl FileEncoder {
             .capacity()
             .max(self.writer.bytes_written())
             + WRITE_BUFFER;
-        let group = self.group.as_ref().map_or(0, |g| {
-            g.texts.iter().map(TextChunk::memory_size).sum::<usize>()
-                + g.others
-                    .iter()
-                    .map(ArrowColumnWriter::memory_size)
-                    .sum::<usize>()
-        });
         let merkle = self.merkle.subtrees.capacity() * std::mem::size_of::<([u8; 32], u64)>();
-        (output + group + merkle) as u64
+        (output + self.writer.memory_size() + merkle) as u64
     }
 
     /// Closes the file: writes the last row group and the footer — format
@@ -733,9 +548,6 @@ impl FileEncoder {
             last_hash,
             merkle_root: self.merkle.root(),
         };
-        if let Err(e) = self.flush_row_group() {
-            return Err(self.encode_error(e));
-        }
         for kv in footer.to_key_values() {
             self.writer.append_key_value_metadata(kv);
         }
@@ -843,13 +655,8 @@ pub fn split_runs(records: Vec<Record>, max_rows: usize) -> Vec<Vec<Record>> {
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::RecordBatch;
     use chrono::{TimeZone, Utc};
     use otel_audit_event::{AuditEvent, Category, Chain};
-    use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-    use crate::batch::records_to_batch;
 
     use super::*;
 
@@ -866,37 +673,16 @@ mod tests {
             .collect()
     }
 
-    /// Rows whose texts vary as the stored columns can: nulls, runs,
-    /// many distinct values, texts longer than the statistics' 64 bytes,
-    /// multi-byte characters at the cut.
-    fn varied(n: u64) -> Vec<Record> {
-        let t = Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap();
-        let mut chain = Chain::new("c1.acme", "acme").unwrap();
-        (0..n)
-            .map(|i| {
-                let mut e = AuditEvent::new(
-                    "acme",
-                    "svc",
-                    Category::Inference,
-                    format!("act-{}", i % 13),
-                );
-                e.time = t;
-                e.actor.id = (i % 3 != 0).then(|| format!("user-{}", i % 7));
-                e.actor.session = Some(format!("session-{}", i * 7919 % 10007));
-                e.target.id = Some(format!("target-{i}"));
-                e.error.message = (i % 5 == 0).then(|| format!("{}é{}", "x".repeat(62), i % 4));
-                e.error.kind = (i > n / 2).then(|| "ÿ".repeat(40));
-                e.gen_ai.tool_name = (i % 100 < 50).then(|| "search".to_owned());
-                chain.append(t, e).unwrap()
-            })
-            .collect()
-    }
-
-    /// A file written by parquet-rs's Arrow writer alone, with the same
-    /// properties: the reference for what the text encoder writes.
-    fn arrow_writer_file(records: &[Record], props: WriterProperties, max_rows: usize) -> Bytes {
-        let props = WriterProperties::into_builder(props)
-            .set_max_row_group_row_count(Some(max_rows))
+    /// `encode_file` as it was before `FileEncoder`: the footer given up front
+    /// through the writer properties, all rows in one batch.
+    fn encode_file_before_streaming(records: &[Record], opts: &WriterOptions) -> Bytes {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| (r.seq, r.prev_hash, r.hash))
+            .collect();
+        let footer = FooterMeta::compute(&records[0].chain_id, &rows).unwrap();
+        let props = WriterProperties::into_builder(writer_properties(opts, "").unwrap())
+            .set_key_value_metadata(Some(footer.to_key_values()))
             .build();
         let batch = records_to_batch(records).unwrap();
         let mut buf = Vec::new();
@@ -904,103 +690,6 @@ mod tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         Bytes::from(buf)
-    }
-
-    fn read_back(bytes: &Bytes) -> RecordBatch {
-        let r = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = r.map(Result::unwrap).collect();
-        arrow_select::concat::concat_batches(&crate::schema::schema(), &batches).unwrap()
-    }
-
-    /// Per row group and column: statistics, value count, codec.
-    fn chunk_facts(bytes: &Bytes) -> Vec<Vec<String>> {
-        let r = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
-        let meta = parquet::file::reader::FileReader::metadata(&r);
-        meta.row_groups()
-            .iter()
-            .map(|rg| {
-                rg.columns()
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {:?} values {} {:?}",
-                            c.column_path(),
-                            c.statistics(),
-                            c.num_values(),
-                            c.compression()
-                        )
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn text_columns_hold_what_the_arrow_writer_writes() {
-        let records = varied(3000);
-        let small_pages = WriterProperties::into_builder(
-            writer_properties(&WriterOptions::default(), "").unwrap(),
-        )
-        .set_dictionary_page_size_limit(300)
-        .set_data_page_row_count_limit(70)
-        .set_data_page_size_limit(500)
-        .build();
-        let cases = [
-            (
-                "defaults",
-                writer_properties(&WriterOptions::default(), "").unwrap(),
-            ),
-            ("small pages and dictionaries", small_pages),
-        ];
-        for (what, props) in cases {
-            for (max_rows, chunk) in [(128 * 1024, 3000), (1000, 3000), (700, 333), (5000, 1)] {
-                let mut enc =
-                    FileEncoder::with_properties(&records[0], props.clone(), max_rows, 0).unwrap();
-                for c in records.chunks(chunk) {
-                    enc.push(c).unwrap();
-                }
-                let ours = enc.finish().unwrap().bytes;
-                let reference = arrow_writer_file(&records, props.clone(), max_rows);
-                let case = format!("{what}, row groups of {max_rows}, chunks of {chunk}");
-                assert_eq!(
-                    read_back(&ours),
-                    records_to_batch(&records).unwrap(),
-                    "{case}"
-                );
-                assert_eq!(chunk_facts(&ours), chunk_facts(&reference), "{case}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_dictionary_outgrowing_its_limit_falls_back_to_plain() {
-        let records = varied(3000);
-        let props = WriterProperties::into_builder(
-            writer_properties(&WriterOptions::default(), "").unwrap(),
-        )
-        .set_dictionary_page_size_limit(300)
-        .build();
-        let mut enc = FileEncoder::with_properties(&records[0], props, 128 * 1024, 0).unwrap();
-        enc.push(&records).unwrap();
-        let bytes = enc.finish().unwrap().bytes;
-        let r = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
-        let meta = parquet::file::reader::FileReader::metadata(&r);
-        let target = meta
-            .row_group(0)
-            .columns()
-            .iter()
-            .find(|c| c.column_path().string() == "target_id")
-            .unwrap();
-        let encodings: Vec<_> = target.encodings().collect();
-        assert!(
-            encodings.contains(&Encoding::RLE_DICTIONARY),
-            "{encodings:?}"
-        );
-        assert!(target.dictionary_page_offset().is_some());
-        assert_eq!(read_back(&bytes), records_to_batch(&records).unwrap());
     }
 
     #[test]
@@ -1015,6 +704,22 @@ mod tests {
             assert_eq!(acc.root(), merkle_root(&hashes[..=n]), "{} rows", n + 1);
             // One subtree per set bit of the row count.
             assert_eq!(acc.subtrees.len(), (n + 1).count_ones() as usize);
+        }
+    }
+
+    #[test]
+    fn one_chunk_is_byte_identical_to_the_encoder_before_streaming() {
+        let records = run(2500);
+        for max_rows in [1000, 128 * 1024] {
+            let opts = WriterOptions {
+                max_row_group_rows: max_rows,
+                ..WriterOptions::default()
+            };
+            for n in [1, 2, 1000, 2500] {
+                let new = encode_file(&records[..n], &opts).unwrap();
+                let old = encode_file_before_streaming(&records[..n], &opts);
+                assert!(new.bytes == old, "{n} rows, row groups of {max_rows}");
+            }
         }
     }
 
