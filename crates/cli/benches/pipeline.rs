@@ -6,7 +6,8 @@
 //! read as ratios on a noisy machine. Bytes per event are printed once.
 //! `encode_file` runs with the default writer options; `encode_file_zstd3`
 //! with zstd level 3 (the default before the fourth run), to separate the
-//! level from the other writer settings.
+//! level from the other writer settings. `chain_and_write` chains and
+//! encodes a chunk at a time, as the collector does.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_main};
 use otel_audit_cli::synth::{SynthSpec, generate};
 use otel_audit_event::{Chain, Record};
-use otel_audit_storage::{WriterOptions, encode_file, records_to_batch, scan_batch};
+use otel_audit_storage::{FileEncoder, WriterOptions, encode_file, records_to_batch, scan_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -22,6 +23,10 @@ use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
 const N: u64 = 100_000;
+
+/// Rows the collector's sink hands its file encoder at once
+/// (`CHUNK_ROWS` in crates/collector/src/sink.rs).
+const COLLECTOR_CHUNK_ROWS: usize = 2048;
 
 /// One chain, one partition: what a single collector file holds.
 fn workload() -> Vec<Record> {
@@ -148,6 +153,48 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode_file_zstd3", |b| {
         b.iter(|| black_box(encode_file(&records, &zstd3).unwrap().bytes.len()))
     });
+    g.finish();
+
+    // Chain and write as the collector's sink does: events chained a chunk
+    // at a time and each chunk pushed to the file's encoder while its
+    // records are fresh in the CPU's caches. `chain` and `write` above each
+    // walk all 100,000 records, most of them in memory rather than cache, so
+    // their sum understates what one core does in the collector. Copying
+    // the events in (the stand-in for decoding them) and freeing the
+    // records are not timed.
+    let mut g = c.benchmark_group("chain_and_write");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    for rows in [512, COLLECTOR_CHUNK_ROWS] {
+        g.bench_function(format!("in_chunks_of_{rows}"), |b| {
+            b.iter_custom(|iters| {
+                let opts = WriterOptions::default();
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut chain = Chain::new("collector-1.acme", "acme").unwrap();
+                    let mut encoder: Option<FileEncoder> = None;
+                    for part in events.chunks(rows) {
+                        let fresh = part.to_vec();
+                        let start = Instant::now();
+                        let chained: Vec<Record> = fresh
+                            .into_iter()
+                            .map(|(t, e)| chain.append(t, e).unwrap())
+                            .collect();
+                        let encoder = encoder.get_or_insert_with(|| {
+                            FileEncoder::with_capacity(&chained[0], &opts, 20 << 20).unwrap()
+                        });
+                        encoder.push(&chained).unwrap();
+                        total += start.elapsed();
+                        drop(chained);
+                    }
+                    let start = Instant::now();
+                    black_box(encoder.unwrap().finish().unwrap().bytes.len());
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("verify");
