@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_main};
 use otel_audit_cli::synth::{SynthSpec, generate};
 use otel_audit_event::{Chain, Record};
-use otel_audit_storage::{FileEncoder, WriterOptions, encode_file, records_to_batch, scan_batch};
+use otel_audit_storage::{
+    ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions, encode_file, records_to_batch, scan_batch,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -23,10 +25,6 @@ use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
 const N: u64 = 100_000;
-
-/// Rows the collector's sink hands its file encoder at once
-/// (`CHUNK_ROWS` in crates/collector/src/sink.rs).
-const COLLECTOR_CHUNK_ROWS: usize = 2048;
 
 /// One chain, one partition: what a single collector file holds.
 fn workload() -> Vec<Record> {
@@ -165,7 +163,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain_and_write");
     g.throughput(Throughput::Elements(N));
     g.sample_size(10);
-    for rows in [512, COLLECTOR_CHUNK_ROWS] {
+    for rows in [512, ENCODER_CHUNK_ROWS] {
         g.bench_function(format!("in_chunks_of_{rows}"), |b| {
             b.iter_custom(|iters| {
                 let opts = WriterOptions::default();
@@ -180,12 +178,13 @@ fn bench(c: &mut Criterion) {
                             .into_iter()
                             .map(|(t, e)| chain.append(t, e).unwrap())
                             .collect();
+                        // Room for the whole file, as the sink reserves
+                        // about the size of its chain's last file.
                         let encoder = encoder.get_or_insert_with(|| {
                             FileEncoder::with_capacity(&chained[0], &opts, 20 << 20).unwrap()
                         });
                         encoder.push(&chained).unwrap();
                         total += start.elapsed();
-                        drop(chained);
                     }
                     let start = Instant::now();
                     black_box(encoder.unwrap().finish().unwrap().bytes.len());

@@ -29,8 +29,8 @@ use otel_audit_storage::digest::{
     DigestChain, DigestFile, SealedDigest, list_digests, period_boundary_after, put_digest,
 };
 use otel_audit_storage::{
-    DigestSigner, EncodedFile, FileEncoder, Partition, SinkError, Store, TimeRange, WriteOutcome,
-    WriterOptions, batch_to_records, list_files, put_file,
+    DigestSigner, ENCODER_CHUNK_ROWS, EncodedFile, FileEncoder, Partition, SinkError, Store,
+    TimeRange, WriteOutcome, WriterOptions, batch_to_records, list_files, put_file,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -104,10 +104,6 @@ pub struct DigestOptions {
     pub period_secs: u64,
 }
 
-/// Rows handed to the encoder at once: large enough to amortise building an
-/// Arrow batch, small enough that encoding never takes a core for long.
-const CHUNK_ROWS: usize = 2048;
-
 /// A file being written: rows go through the encoder in chunks as they
 /// arrive, so memory holds encoded column data, not records, and the CPU
 /// cost is spread over the file's life instead of one burst at its close.
@@ -123,7 +119,7 @@ struct OpenFile {
     /// The file's partition (every row's).
     partition: Partition,
     started: Instant,
-    /// Rows not yet handed to the encoder: at most `CHUNK_ROWS`, so not
+    /// Rows not yet handed to the encoder: at most `ENCODER_CHUNK_ROWS`, so not
     /// counted against `max_file_bytes`.
     pending: Vec<Record>,
     /// An emptied chunk list, for the next chunk.
@@ -158,7 +154,7 @@ impl OpenFile {
 
     /// The pending rows make a chunk for the encoder.
     fn chunk_full(&self) -> bool {
-        self.pending.len() >= CHUNK_ROWS
+        self.pending.len() >= ENCODER_CHUNK_ROWS
     }
 
     /// The file is to be closed.
@@ -586,7 +582,7 @@ impl Sink {
                 encoding: None,
                 partition: Partition::of(&r),
                 started: Instant::now(),
-                pending: Vec::with_capacity(CHUNK_ROWS),
+                pending: Vec::with_capacity(ENCODER_CHUNK_ROWS),
                 spare: Vec::new(),
                 hashes: Vec::new(),
                 encoded_bytes,
@@ -651,7 +647,7 @@ impl Sink {
         let mut pending = std::mem::take(&mut file.spare);
         std::mem::swap(&mut pending, &mut file.pending);
         if file.pending.capacity() == 0 {
-            file.pending.reserve(CHUNK_ROWS);
+            file.pending.reserve(ENCODER_CHUNK_ROWS);
         }
         let mut encoder = file
             .encoder

@@ -60,6 +60,6 @@ pub use verify::{
     VerifyReport, verify,
 };
 pub use writer::{
-    EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions, encode_file, put_file,
-    split_runs, write_file,
+    ENCODER_CHUNK_ROWS, EncodedFile, FileEncoder, FooterMeta, WriteOutcome, WriterOptions,
+    encode_file, put_file, split_runs, write_file,
 };

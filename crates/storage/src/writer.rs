@@ -322,6 +322,12 @@ impl MerkleAccumulator {
     }
 }
 
+/// Rows to hand a [`FileEncoder`] per [`push`](FileEncoder::push): large
+/// enough to amortise building an Arrow batch, small enough that a chunk's
+/// records are still in the CPU's caches when they are encoded and that
+/// encoding one never takes a core for long.
+pub const ENCODER_CHUNK_ROWS: usize = 2048;
+
 /// Encodes one data file row chunk by row chunk into an in-memory Parquet
 /// writer, so a sink need not hold a file's records until it is closed: each
 /// chunk is turned into Arrow columns and handed to the Parquet writer (which
