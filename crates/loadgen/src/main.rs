@@ -52,9 +52,12 @@ tenant from the Parquet footers, bytes on disk. Collector CPU counts from the st
 to the collector's exit, so it includes writing the Parquet files; peak RSS is the collector's \
 ru_maxrss over its whole life.
 
---baseline first times prost decoding the very same requests into ExportLogsServiceRequest on \
-one core, so that the collector's figure can be read as a ratio measured in the same run (the \
-machine may be shared and noisy).
+--baseline first times, on one core and over the very same requests, the two references of the \
+collector's target (issue 4): prost decoding into ExportLogsServiceRequest, and the naive \
+single-thread design (prost decode, canonical JSON of each record, SHA-256 chain, Parquet \
+zstd(3) with the JSON as one text column; no policy, no WAL, no server). The collector's \
+figure is then also a ratio to each, measured in the same run (the machine may be shared and \
+noisy).
 
 Exit status: 0 when every event was acknowledged (and, with --spawn, stored); 3 when events \
 failed or stored rows differ from acknowledged events; 1 on errors.";
@@ -103,8 +106,9 @@ struct Args {
     /// Tenants; request i belongs to tenant `loadgen-<i mod T>`.
     #[arg(long, value_name = "T", default_value_t = 1)]
     tenants: usize,
-    /// Also time prost decoding of the same requests on one core (the
-    /// same-run baseline) and report the collector's rate as a ratio to it.
+    /// Also time, on one core, prost decoding of the same requests and the
+    /// naive decode → JSON → chain → Parquet design over them (the same-run
+    /// baselines), and report the collector's rate as a ratio to each.
     #[arg(long)]
     baseline: bool,
     /// Threads of the generator's runtime.
@@ -202,6 +206,12 @@ struct BaselineReport {
     cpu_seconds: f64,
     /// Collector events per CPU-second ÷ prost decode records per CPU-second.
     collector_ratio: Option<f64>,
+    /// The naive design's events per CPU-second (see `baseline::naive_path`).
+    naive_path_events_per_cpu_second: f64,
+    /// The naive design's Parquet bytes per event.
+    naive_path_bytes_per_event: f64,
+    /// Collector events per CPU-second ÷ the naive design's.
+    collector_ratio_to_naive_path: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -266,10 +276,10 @@ fn run(args: &Args) -> anyhow::Result<Report> {
 
     let baseline = if args.baseline {
         eprintln!("baseline: prost-decoding the same requests on one core...");
-        Some(baseline::prost_decode(
-            &workload.requests,
-            Duration::from_secs(2),
-        )?)
+        let prost = baseline::prost_decode(&workload.requests, Duration::from_secs(2))?;
+        eprintln!("baseline: the naive decode -> JSON -> chain -> Parquet design on one core...");
+        let naive = baseline::naive_path(&workload.requests, Duration::from_secs(2))?;
+        Some((prost, naive))
     } else {
         None
     };
@@ -382,13 +392,18 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         None => None,
     };
 
-    let baseline_report = baseline.map(|b| BaselineReport {
+    let baseline_report = baseline.map(|(b, naive)| BaselineReport {
         prost_decode_records_per_cpu_second: b.records_per_cpu_second,
         records_decoded: b.records,
         cpu_seconds: b.cpu.as_secs_f64(),
         collector_ratio: collector_report
             .as_ref()
             .map(|c| c.events_per_cpu_second / b.records_per_cpu_second),
+        naive_path_events_per_cpu_second: naive.events_per_cpu_second,
+        naive_path_bytes_per_event: naive.bytes_per_event,
+        collector_ratio_to_naive_path: collector_report
+            .as_ref()
+            .map(|c| c.events_per_cpu_second / naive.events_per_cpu_second),
     });
 
     let wall = load.wall.as_secs_f64();
@@ -510,6 +525,15 @@ fn print_human(r: &Report) {
         );
         match b.collector_ratio {
             Some(x) => println!("; collector events per CPU-second = {x:.3} x prost decode"),
+            None => println!(),
+        }
+        print!(
+            "baseline        naive decode -> JSON -> chain -> Parquet {:.0} events/s per core \
+             ({:.1} B per event)",
+            b.naive_path_events_per_cpu_second, b.naive_path_bytes_per_event
+        );
+        match b.collector_ratio_to_naive_path {
+            Some(x) => println!("; collector = {x:.3} x the naive design"),
             None => println!(),
         }
     }
