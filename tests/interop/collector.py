@@ -23,7 +23,8 @@ class Collector:
     """One collector process on loopback ports chosen by the OS, with its own store, WAL and log."""
 
     def __init__(self, root: Path, sets: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None,
-                 config: Optional[Path] = None, store_url: Optional[str] = None):
+                 config: Optional[Path] = None, store_url: Optional[str] = None,
+                 wrap: Optional[List[str]] = None):
         self.root = root
         self.store = root / "store"
         self.wal = root / "wal"
@@ -44,6 +45,9 @@ class Collector:
             *(sets or []),
         ]
         self.config = config
+        # A command the collector's command line is appended to, which must end by exec'ing it (so that
+        # the process signalled and waited for is the collector itself).
+        self.wrap = wrap or []
         self.env = {**os.environ, **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
         self.addresses: Dict[str, str] = {}
@@ -51,7 +55,7 @@ class Collector:
     def start(self, timeout: float = 60) -> "Collector":
         if self.address_file.exists():
             self.address_file.unlink()
-        args = [collector_bin()]
+        args = [*self.wrap, collector_bin()]
         if self.config:
             args += ["--config", str(self.config)]
         for s in self.sets:

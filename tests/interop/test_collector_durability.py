@@ -4,7 +4,10 @@
   the chain verifies;
 - S3 (a real moto server) becomes unreachable mid-load and comes back: nothing acknowledged is lost;
 - the WAL cap reached while the store is down: retryable statuses (429 + Retry-After), bounded memory,
-  and a full catch-up once the store returns.
+  and a full catch-up once the store returns;
+- the WAL's file system full (a real tmpfs, mounted in the collector's own mount namespace): retryable
+  statuses (503 + Retry-After), the collector stays up and ready, and it takes data again as soon as
+  space is freed, without a restart.
 
 Load comes from plain OTLP/HTTP JSON requests (GenAI spans with unique span ids); a request counts as
 acknowledged only when the collector answered 200.
@@ -17,6 +20,7 @@ import os
 import random
 import select
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -322,3 +326,73 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
     local = download(moto_s3, prefix, tmp_path / "downloaded")
     assert_exactly_once(acked, stored_span_ids(local, "backpressure"))
     assert_intact(local)
+
+
+def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Path) -> Optional[List[str]]:
+    """A command prefix that runs the collector in a mount namespace of its own, where `mount_point` is a
+    tmpfs of `size_kib` holding a `filler` file of `filler_kib` until `free_flag` appears; `None` when this
+    machine cannot mount one (no unshare, or neither root nor user namespaces)."""
+    unshare = ["unshare", "-m", "--propagation", "private"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    mount_point.mkdir(parents=True, exist_ok=True)
+    try:
+        probe = subprocess.run([*unshare, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                               capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if probe.returncode != 0:
+        return None
+    # $$ is the shell that becomes the collector at `exec`; the watcher ends with it.
+    script = (
+        'set -e; mount -t tmpfs -o "size=${SIZE}k" tmpfs "$DISK"; '
+        'dd if=/dev/zero of="$DISK/filler" bs=1024 count="$FILLER" status=none; '
+        '( while [ ! -e "$FREE" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; rm -f "$DISK/filler" ) & '
+        'exec "$@"'
+    )
+    return ["env", f"SIZE={size_kib}", f"DISK={mount_point}", f"FILLER={filler_kib}", f"FREE={free_flag}",
+            *unshare, "sh", "-c", script, "sh"]
+
+
+def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
+    disk, free = tmp_path / "disk", tmp_path / "free-the-disk"
+    wrap = small_disk(disk, size_kib=6144, filler_kib=4608, free_flag=free)
+    if wrap is None:
+        pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
+    sets = [
+        f"wal.dir={disk / 'wal'}",
+        "wal.max_segment_bytes=262144",
+        "wal.max_queue_bytes=262144",
+        # The sink keeps its files open, so the WAL keeps every record and fills the disk.
+        "storage.flush_interval_secs=3600",
+        "storage.max_file_rows=1000000",
+    ]
+    c = Collector(tmp_path, sets=sets, wrap=wrap).start()
+    loaders = [Loader(c.http + "/v1/traces", "diskfull", first=i * 10_000_000).start() for i in range(2)]
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(l.statuses.get(503) for l in loaders):
+            time.sleep(0.1)
+        assert any(l.statuses.get(503) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
+        time.sleep(1)  # keep pushing against the full disk for a while
+        assert c.healthy() and c.proc.poll() is None
+        with urllib.request.urlopen(c.telemetry + "/readyz", timeout=5) as r:
+            assert r.status == 200  # full, not failed: no restart needed
+        assert all(r.isdigit() and int(r) >= 1 for l in loaders for r in l.retry_after)
+        m = c.metrics()
+        assert m.get('otel_audit_backpressure_total{reason="disk_full"}', 0) > 0, m
+        assert "file system is full" in c.log_text()
+        # Space is freed: the same collector takes data again.
+        free.touch()
+        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
+        deadline = time.time() + 60
+        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
+            time.sleep(0.2)
+        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20, [l.statuses for l in loaders]
+    finally:
+        for l in loaders:
+            l.stop()
+    assert c.stop() == 0, c.log_text()[-3000:]
+    assert "has room again" in c.log_text()
+    acked = [i for l in loaders for i in l.acked]
+    assert acked
+    assert_exactly_once(acked, stored_span_ids(c.store, "diskfull"))
+    assert_intact(c.store)

@@ -165,6 +165,23 @@ impl Feed {
 struct Slot {
     chain: Chain,
     last_received: DateTime<Utc>,
+    /// Where the chain stood when the slot was made (`None`: a new chain).
+    initial: Option<ChainHead>,
+    /// The WAL's rewind count the chain is in step with.
+    rewinds: u64,
+}
+
+impl Slot {
+    /// Puts the chain back where the WAL has it after a write found no
+    /// space: at its last durable record, or where it started.
+    fn rewind(&mut self, wal_head: Option<ChainHead>) {
+        let (id, tenant) = (self.chain.id().to_owned(), self.chain.tenant().to_owned());
+        self.chain = match wal_head.or(self.initial) {
+            Some(h) => Chain::resume(id, tenant, h.seq + 1, h.hash),
+            None => Chain::new(id, tenant),
+        }
+        .expect("the chain was valid a moment ago");
+    }
 }
 
 /// The policy → chain → WAL stage. Cheap to share (`Arc<Pipeline>`).
@@ -179,6 +196,8 @@ pub struct Pipeline {
     resume: HashMap<String, ChainHead>,
     accepting: AtomicBool,
     failed: AtomicBool,
+    /// Whether the last WAL write found no space (for logging the change).
+    disk_full: AtomicBool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -216,6 +235,7 @@ impl Pipeline {
             resume: heads,
             accepting: AtomicBool::new(true),
             failed: AtomicBool::new(false),
+            disk_full: AtomicBool::new(false),
         }
     }
 
@@ -258,7 +278,8 @@ impl Pipeline {
             return Ok(s.clone());
         }
         let chain_id = self.chain_id(tenant);
-        let chain = match self.resume.get(&chain_id) {
+        let initial = self.resume.get(&chain_id).copied();
+        let chain = match initial {
             Some(h) => Chain::resume(chain_id.clone(), tenant, h.seq + 1, h.hash),
             None => Chain::new(chain_id.clone(), tenant),
         }
@@ -267,6 +288,9 @@ impl Pipeline {
         let slot = Arc::new(Mutex::new(Slot {
             chain,
             last_received: DateTime::<Utc>::MIN_UTC,
+            initial,
+            // Nothing of this chain was queued before now.
+            rewinds: self.wal.rewinds(),
         }));
         slots.insert(tenant.to_owned(), slot.clone());
         Ok(slot)
@@ -287,6 +311,11 @@ impl Pipeline {
         self.metrics.wal_wait_seconds.observe(waiting.elapsed());
         match appended {
             Ok(_) => {
+                if self.disk_full.load(Ordering::Acquire)
+                    && self.disk_full.swap(false, Ordering::AcqRel)
+                {
+                    tracing::info!("the WAL's file system has room again: accepting data");
+                }
                 let n = records.len();
                 let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
                 for r in &records {
@@ -333,6 +362,15 @@ impl Pipeline {
         // and one all-or-nothing submit means a refused request leaves no
         // chain advanced.
         let mut guards: Vec<MutexGuard<'_, Slot>> = slots.iter().map(|s| lock(s)).collect();
+        // After a write found no space, the WAL refused what was queued and
+        // put its chains back at their last durable records: chains this
+        // request continues follow them there first.
+        let rewinds = self.wal.rewinds();
+        for g in guards.iter_mut().filter(|g| g.rewinds != rewinds) {
+            let head = self.wal.head(g.chain.id());
+            g.rewind(head);
+            g.rewinds = rewinds;
+        }
         let saved: Vec<(u64, [u8; 32])> = guards
             .iter()
             .map(|g| (g.chain.next_seq(), g.chain.head()))
@@ -343,6 +381,8 @@ impl Pipeline {
         // per request; a list the sink emptied has room already.
         let mut records = self.feed.list(total);
         let mut entries = Entries::with_capacity(total);
+        // Refused if the chains are rewound between here and the submit.
+        entries.expect_rewinds(rewinds);
         let mut received = Vec::with_capacity(guards.len());
         for (guard, events) in guards.iter_mut().zip(batches) {
             let now = Utc::now().max(guard.last_received);
@@ -412,6 +452,17 @@ impl Pipeline {
                 reason: "shutting down".into(),
                 retry_after: RETRY_AFTER,
             },
+            WalError::NoSpace { .. } | WalError::Rewound { .. } => {
+                self.metrics.backpressure.add(&[("reason", "disk_full")], 1);
+                // Once per run of refusals, not once per request.
+                if !self.disk_full.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, "the WAL's file system is full: refusing data with a retryable status until space is freed");
+                }
+                IngestError::Unavailable {
+                    reason: e.to_string(),
+                    retry_after: RETRY_AFTER,
+                }
+            }
             _ => {
                 // A failed write or fsync: nothing more can be acknowledged
                 // until a restart replays the WAL.

@@ -89,10 +89,18 @@ pub(crate) fn create_segment(dir: &Path, number: u64) -> Result<(File, PathBuf),
         .create_new(true)
         .open(&path)
         .map_err(io_err("create segment", &path))?;
-    file.write_all(&segment_header(number))
+    let written = file
+        .write_all(&segment_header(number))
         .and_then(|()| file.sync_all())
-        .map_err(io_err("write segment header", &path))?;
-    sync_dir(dir)?;
+        .map_err(io_err("write segment header", &path))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // A segment without its header would stop the next attempt
+        // (`create_new`) and every replay; nothing is in it yet.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, path))
 }
 

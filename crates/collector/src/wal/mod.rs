@@ -111,10 +111,22 @@
 //!
 //! # Failure
 //!
-//! A failed write or fsync makes the WAL refuse every later append with
-//! [`WalError::Failed`]: after a failed fsync the kernel's page cache cannot
-//! be trusted to hold what was written, so the process should restart and
-//! replay (which truncates whatever part of the failed frame reached disk).
+//! A write refused for lack of space (the file system full, a quota or a
+//! file size limit reached) is not a failure of the WAL: the part of the
+//! group's frame that reached the segment is cut off again, the group and
+//! every append queued behind it are answered with
+//! [`WalError::NoSpace`] (retryable), and each chain is rewound to its last
+//! durable record, since the refused appends were chained on top of one
+//! another ([`Wal::rewinds`] counts these rewinds; [`Entries::expect_rewinds`]
+//! lets a caller that keeps chains in memory notice one). Later appends are
+//! accepted again at once and succeed as soon as space is freed: a full disk
+//! pushes back on clients and recovers without a restart.
+//!
+//! Any other failed write, and any failed fsync, makes the WAL refuse every
+//! later append with [`WalError::Failed`]: after a failed fsync the kernel's
+//! page cache cannot be trusted to hold what was written, so the process
+//! should restart and replay (which truncates whatever part of the failed
+//! frame reached disk).
 
 mod format;
 mod replay;
@@ -342,6 +354,30 @@ pub enum WalError {
     /// [`Wal::shutdown`] was called.
     #[error("the WAL is shut down")]
     Closed,
+    /// The file system had no room for a write (full, over a quota or a file
+    /// size limit). Nothing of this append is in the WAL; the appends queued
+    /// with it were refused too, and every chain was rewound to its last
+    /// durable record (see the module's "Failure"). Retryable once space is
+    /// freed.
+    #[error("no space for the write-ahead log: cannot {op} {}: {reason}; retry once space is freed", path.display())]
+    NoSpace {
+        /// What was being done.
+        op: &'static str,
+        /// The segment file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The append's records were chained before the chains were last rewound
+    /// ([`Entries::expect_rewinds`] was given an older count than
+    /// [`Wal::rewinds`]): chain them again from [`Wal::head`]. Retryable.
+    #[error(
+        "the write-ahead log rewound its chains after running out of space (rewind {rewinds}); chain again and retry"
+    )]
+    Rewound {
+        /// [`Wal::rewinds`] now.
+        rewinds: u64,
+    },
     /// An earlier write or fsync failed; the WAL accepts nothing more until
     /// the process reopens it (replay recovers everything acknowledged).
     #[error("the WAL failed earlier and accepts no more appends; reopen it to recover: {source}")]
@@ -462,11 +498,19 @@ pub enum WalError {
 }
 
 impl WalError {
-    /// Whether the same append may succeed later ([`Full`](Self::Full) and
-    /// [`QueueFull`](Self::QueueFull)): receivers answer these with
-    /// `RESOURCE_EXHAUSTED` / HTTP 429 or 503 and `Retry-After`.
+    /// Whether the same append may succeed later ([`Full`](Self::Full),
+    /// [`QueueFull`](Self::QueueFull), [`NoSpace`](Self::NoSpace) and
+    /// [`Rewound`](Self::Rewound)): receivers answer these with
+    /// `RESOURCE_EXHAUSTED` or `UNAVAILABLE` / HTTP 429 or 503 and
+    /// `Retry-After`.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, WalError::Full { .. } | WalError::QueueFull { .. })
+        matches!(
+            self,
+            WalError::Full { .. }
+                | WalError::QueueFull { .. }
+                | WalError::NoSpace { .. }
+                | WalError::Rewound { .. }
+        )
     }
 }
 
@@ -544,10 +588,16 @@ struct State {
     writer_waiting: bool,
     closed: bool,
     failed: Option<Arc<WalError>>,
+    /// How many times the chains were rewound after a write found no space.
+    rewinds: u64,
     stats: WalStats,
     /// Tests hold the writer to make group commits deterministic.
     #[cfg(test)]
     paused: bool,
+    /// Tests make this many next group writes fail for lack of space, after
+    /// a part of the frame reached the file.
+    #[cfg(test)]
+    no_space_writes: u32,
 }
 
 impl State {
@@ -622,6 +672,9 @@ pub struct Entries {
     /// The first record that could not be taken (unlinked, too large):
     /// reported by `submit_entries`, which then writes nothing.
     error: Option<WalError>,
+    /// The [`Wal::rewinds`] count the records were chained under, if the
+    /// caller asked for the check.
+    rewinds: Option<u64>,
 }
 
 /// Where the canonical bytes of the entry being built begin.
@@ -635,6 +688,14 @@ impl Entries {
             bytes: Vec::with_capacity(records * 768),
             ..Entries::default()
         }
+    }
+
+    /// Declares that the records were chained from where the WAL's chains
+    /// stood after `rewinds` rewinds ([`Wal::rewinds`], read while the
+    /// chains were held): `submit_entries` refuses them with
+    /// [`WalError::Rewound`] if the chains have been rewound since.
+    pub fn expect_rewinds(&mut self, rewinds: u64) {
+        self.rewinds = Some(rewinds);
     }
 
     /// Adds one record: `append` writes the record's canonical bytes at the
@@ -769,6 +830,7 @@ impl Wal {
             bytes: entries,
             count,
             chains,
+            rewinds,
             ..
         } = entries;
         let bytes = entries.len() as u64;
@@ -788,6 +850,11 @@ impl Wal {
         }
         if st.closed {
             return Err(WalError::Closed);
+        }
+        if rewinds.is_some_and(|r| r != st.rewinds) {
+            return Err(WalError::Rewound {
+                rewinds: st.rewinds,
+            });
         }
         if count == 0 {
             let _ = tx.send(Ok(Appended {
@@ -988,6 +1055,20 @@ impl Wal {
             .collect();
         drop(st);
         Replay::reader(heads, segments, skip)
+    }
+
+    /// How many times the chains were rewound because a write found no space
+    /// (see the module's "Failure"). A caller that holds chains in memory
+    /// reads it while holding them, rewinds them from [`head`](Self::head)
+    /// when it changed, and passes it to [`Entries::expect_rewinds`].
+    pub fn rewinds(&self) -> u64 {
+        self.inner.shared.lock().rewinds
+    }
+
+    /// A chain's last record in the WAL (queued, written or released), or
+    /// `None` when the WAL holds none of it.
+    pub fn head(&self, chain_id: &str) -> Option<ChainHead> {
+        self.inner.shared.lock().heads.get(chain_id).copied()
     }
 
     /// Each chain's last record in the WAL (queued, written or released): where
@@ -1205,6 +1286,73 @@ mod tests {
         let r = record(&mut chain, 0);
         assert_eq!(r.seq, n);
         wal.submit(&[r]).unwrap().wait().unwrap();
+    }
+
+    #[test]
+    fn a_write_without_space_refuses_what_was_queued_rewinds_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        let first = record(&mut chain, 0);
+        wal.submit(std::slice::from_ref(&first))
+            .unwrap()
+            .wait()
+            .unwrap();
+        let durable = wal.durable_position();
+
+        // Two appends queued together, chained one on the other; the write
+        // of their group finds the file system full part way through.
+        set_paused(&wal, true);
+        wal.inner.shared.lock().no_space_writes = 1;
+        let queued: Vec<Appending> = (1..3)
+            .map(|i| wal.submit(&[record(&mut chain, i)]).unwrap())
+            .collect();
+        set_paused(&wal, false);
+        for p in queued {
+            let e = p.wait().unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            assert!(matches!(e, WalError::NoSpace { .. }), "{e}");
+            assert!(e.to_string().contains("no space"), "{e}");
+        }
+        assert_eq!(wal.rewinds(), 1);
+        assert_eq!(wal.stats().queued_bytes, 0);
+        assert_eq!(wal.durable_position(), durable);
+        // The chain is back at its last durable record.
+        let head = wal.head("c1.acme").unwrap();
+        assert_eq!((head.seq, head.hash), (0, first.hash));
+
+        // Entries chained before the rewind are refused; chained again
+        // from the WAL's head, they are written.
+        let mut stale = Entries::default();
+        stale.expect_rewinds(0);
+        stale
+            .push(|out| chain.append_into(chrono::Utc::now(), event(3), out))
+            .unwrap();
+        let e = wal.submit_entries(stale).unwrap_err();
+        assert!(matches!(e, WalError::Rewound { rewinds: 1 }), "{e}");
+        assert!(e.is_retryable());
+        let mut chain = Chain::resume("c1.acme", "acme", head.seq + 1, head.hash).unwrap();
+        let mut fresh = Entries::default();
+        fresh.expect_rewinds(wal.rewinds());
+        let second = fresh
+            .push(|out| chain.append_into(chrono::Utc::now(), event(4), out))
+            .unwrap();
+        assert_eq!(second.seq, 1);
+        wal.submit_entries(fresh).unwrap().wait().unwrap();
+        drop(wal);
+
+        // Replay finds exactly the two acknowledged records, and no damage
+        // where the partial frame was.
+        let (_, replay) = Wal::open(options(dir.path())).unwrap();
+        assert_eq!(replay.record_count(), 2);
+        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq).collect();
+        assert_eq!(seqs, [0, 1]);
+    }
+
+    fn event(i: usize) -> AuditEvent {
+        let mut e = AuditEvent::new("acme", "svc", Category::Inference, "llm.chat");
+        e.attributes.insert("i".into(), i.to_string());
+        e
     }
 
     #[test]

@@ -508,12 +508,15 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         writer_waiting: false,
         closed: false,
         failed: None,
+        rewinds: 0,
         stats: WalStats {
             max_wal_bytes: options.max_wal_bytes,
             ..WalStats::default()
         },
         #[cfg(test)]
         paused: false,
+        #[cfg(test)]
+        no_space_writes: 0,
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),

@@ -1,7 +1,7 @@
 //! The writer thread: one group commit at a time.
 
 use std::fs::File;
-use std::io::{IoSlice, Write};
+use std::io::{ErrorKind, IoSlice, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,7 +16,29 @@ pub(crate) struct ActiveSegment {
     pub(crate) len: u64,
 }
 
-/// Runs until the WAL is closed and its queue drained, or a write fails.
+/// Why a group was not written.
+enum GroupError {
+    /// No room on the file system: nothing of the group is left in the
+    /// segment, and the WAL goes on (the caller rewinds the chains).
+    NoSpace {
+        op: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// Anything else: the WAL fails for good.
+    Fatal(WalError),
+}
+
+/// Whether an I/O error means the file system has no room for the write.
+fn no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    )
+}
+
+/// Runs until the WAL is closed and its queue drained, or a write fails
+/// other than for lack of space.
 pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
     let mut group: Vec<Pending> = Vec::new();
     loop {
@@ -34,7 +56,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
         }
         match write_group(&shared, &mut segment, &group) {
             Ok(position) => complete(&shared, &segment, &mut group, position),
-            Err(e) => {
+            Err(GroupError::NoSpace { op, path, reason }) => {
+                rewind(&shared, &mut group, op, &path, &reason)
+            }
+            Err(GroupError::Fatal(e)) => {
                 fail(&shared, &mut group, e);
                 return;
             }
@@ -48,12 +73,20 @@ fn write_group(
     shared: &Shared,
     segment: &mut ActiveSegment,
     group: &[Pending],
-) -> Result<WalPosition, WalError> {
+) -> Result<WalPosition, GroupError> {
     let entry_bytes: u64 = group.iter().map(|p| p.entries.len() as u64).sum();
     let frame_bytes = GROUP_OVERHEAD_BYTES + entry_bytes;
     let empty = segment.len == super::format::SEGMENT_HEADER_BYTES;
     if !empty && segment.len + frame_bytes > shared.options.max_segment_bytes {
-        roll(shared, segment)?;
+        roll(shared, segment).map_err(|e| match e {
+            // The new segment was removed again; the current one is as it was.
+            WalError::Io { op, path, source } if no_space(&source) => GroupError::NoSpace {
+                op,
+                path,
+                reason: source.to_string(),
+            },
+            e => GroupError::Fatal(e),
+        })?;
     }
     let count: u32 = group.iter().map(|p| p.count).sum();
     let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_slice()).collect();
@@ -66,11 +99,48 @@ fn write_group(
     slices.extend(parts.iter().map(|p| IoSlice::new(p)));
     let path = &segment.path;
     let started = std::time::Instant::now();
-    write_all_vectored(&mut segment.file, &mut slices).map_err(io_err("write segment", path))?;
+    #[cfg(test)]
+    let injected = {
+        let mut st = shared.lock();
+        let n = st.no_space_writes;
+        st.no_space_writes = n.saturating_sub(1);
+        n > 0
+    };
+    #[cfg(not(test))]
+    let injected = false;
+    let written = if injected {
+        segment
+            .file
+            .write_all(&prefix)
+            .and_then(|()| Err(ErrorKind::StorageFull.into()))
+    } else {
+        write_all_vectored(&mut segment.file, &mut slices)
+    };
+    if let Err(e) = written {
+        if !no_space(&e) {
+            return Err(GroupError::Fatal(io_err("write segment", path)(e)));
+        }
+        // Cut off what part of the frame got in, so the next group is
+        // written where this one should have been. Nothing of it was
+        // acknowledged; if this fails too, replay after a restart drops the
+        // partial frame (its checksum cannot match).
+        segment
+            .file
+            .set_len(segment.len)
+            .and_then(|()| segment.file.seek(SeekFrom::Start(segment.len)))
+            .map_err(|e| GroupError::Fatal(io_err("truncate segment", path)(e)))?;
+        return Err(GroupError::NoSpace {
+            op: "write segment",
+            path: path.clone(),
+            reason: e.to_string(),
+        });
+    }
+    // A failed fsync is fatal whatever its cause: the kernel may have
+    // dropped the pages it could not write (see the module's "Failure").
     segment
         .file
         .sync_data()
-        .map_err(io_err("fsync segment", path))?;
+        .map_err(|e| GroupError::Fatal(io_err("fsync segment", path)(e)))?;
     shared.sync_seconds.observe(started.elapsed());
     segment.len += frame_bytes;
     Ok(WalPosition {
@@ -167,6 +237,33 @@ fn complete(
         let _ = p.tx.send(Ok(Appended {
             position,
             chains: p.chains,
+        }));
+    }
+}
+
+/// Refuses the group and everything queued behind it (each was chained on
+/// the ones before), and rewinds every chain to its last durable record, so
+/// that the next append of a chain continues from there. Later appends are
+/// taken as usual.
+fn rewind(
+    shared: &Shared,
+    group: &mut Vec<Pending>,
+    op: &'static str,
+    path: &std::path::Path,
+    reason: &str,
+) {
+    let queued = {
+        let mut st = shared.lock();
+        st.rewinds += 1;
+        st.heads = st.durable_heads.clone();
+        st.queued_bytes = 0;
+        std::mem::take(&mut st.queue)
+    };
+    for p in group.drain(..).chain(queued) {
+        let _ = p.tx.send(Err(WalError::NoSpace {
+            op,
+            path: path.to_owned(),
+            reason: reason.to_owned(),
         }));
     }
 }
