@@ -7,7 +7,8 @@
   and a full catch-up once the store returns;
 - the WAL's file system full (a real tmpfs, mounted in the collector's own mount namespace): retryable
   statuses (503 + Retry-After), the collector stays up and ready, and it takes data again as soon as
-  space is freed, without a restart.
+  space is freed, without a restart; the same with the store on that disk too (the embedded default's
+  layout), whose failed puts are retried and leave no staging file behind.
 
 Load comes from plain OTLP/HTTP JSON requests (GenAI spans with unique span ids); a request counts as
 acknowledged only when the collector answered 200.
@@ -328,10 +329,12 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
     assert_intact(local)
 
 
-def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Path) -> Optional[List[str]]:
+def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Path,
+               copy_out: Optional[Path] = None) -> Optional[List[str]]:
     """A command prefix that runs the collector in a mount namespace of its own, where `mount_point` is a
     tmpfs of `size_kib` holding a `filler` file of `filler_kib` until `free_flag` appears; `None` when this
-    machine cannot mount one (no unshare, or neither root nor user namespaces)."""
+    machine cannot mount one (no unshare, or neither root nor user namespaces). With `copy_out`, the tmpfs's
+    `store` directory is copied there once the collector has exited (the tmpfs goes with the namespace)."""
     unshare = ["unshare", "-m", "--propagation", "private"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
     mount_point.mkdir(parents=True, exist_ok=True)
     try:
@@ -345,11 +348,13 @@ def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Pat
     script = (
         'set -e; mount -t tmpfs -o "size=${SIZE}k" tmpfs "$DISK"; '
         'dd if=/dev/zero of="$DISK/filler" bs=1024 count="$FILLER" status=none; '
-        '( while [ ! -e "$FREE" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; rm -f "$DISK/filler" ) & '
+        '( while [ ! -e "$FREE" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; rm -f "$DISK/filler"; '
+        '  if [ -n "$COPY" ]; then while kill -0 $$ 2>/dev/null; do sleep 0.1; done; '
+        '    cp -a "$DISK/store" "$COPY.part" && mv "$COPY.part" "$COPY"; fi ) & '
         'exec "$@"'
     )
     return ["env", f"SIZE={size_kib}", f"DISK={mount_point}", f"FILLER={filler_kib}", f"FREE={free_flag}",
-            *unshare, "sh", "-c", script, "sh"]
+            f"COPY={copy_out or ''}", *unshare, "sh", "-c", script, "sh"]
 
 
 def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
@@ -396,3 +401,53 @@ def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
     assert acked
     assert_exactly_once(acked, stored_span_ids(c.store, "diskfull"))
     assert_intact(c.store)
+
+
+def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
+    """The embedded default's layout: store and WAL on one disk, which fills up. Puts of Parquet files
+    fail and are retried, WAL writes find no space (503), and once space is freed everything acknowledged
+    reaches the store, with no staging file left behind."""
+    disk, free, copied = tmp_path / "disk", tmp_path / "free-the-disk", tmp_path / "store-copy"
+    wrap = small_disk(disk, size_kib=8192, filler_kib=6656, free_flag=free, copy_out=copied)
+    if wrap is None:
+        pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
+    store = disk / "store"
+    sets = [
+        f"storage.url={store}",
+        f"wal.dir={disk / 'wal'}",
+        "wal.max_segment_bytes=262144",
+        "wal.max_queue_bytes=262144",
+        "storage.flush_interval_secs=1",
+    ]
+    c = Collector(tmp_path, sets=sets, wrap=wrap).start()
+    loaders = [Loader(c.http + "/v1/traces", "shareddisk", first=i * 10_000_000).start() for i in range(2)]
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(l.statuses.get(503) for l in loaders):
+            time.sleep(0.1)
+        assert any(l.statuses.get(503) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
+        time.sleep(2)  # the sink retries its puts meanwhile
+        assert c.proc.poll() is None
+        free.touch()
+        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
+        deadline = time.time() + 60
+        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
+            time.sleep(0.2)
+        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20, [l.statuses for l in loaders]
+    finally:
+        for l in loaders:
+            l.stop()
+    assert c.stop() == 0, c.log_text()[-3000:]
+    assert "file system is full" in c.log_text()
+    # The store lived on the collector's tmpfs: its copy, made once the collector exited.
+    deadline = time.time() + 60
+    while time.time() < deadline and not copied.exists():
+        time.sleep(0.1)
+    assert copied.exists(), "the store was not copied out of the collector's mount namespace"
+    leftovers = [p for p in copied.rglob("*") if p.is_file() and p.suffix != ".parquet"
+                 and not (p.suffix == ".json" and "_digests" in p.parts)]
+    assert not leftovers, leftovers
+    acked = [i for l in loaders for i in l.acked]
+    assert acked
+    assert_exactly_once(acked, stored_span_ids(copied, "shareddisk"))
+    assert_intact(copied)
