@@ -357,6 +357,22 @@ def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Pat
             f"COPY={copy_out or ''}", *unshare, "sh", "-c", script, "sh"]
 
 
+def wait_for_refusals(c: Collector, loaders: List[Loader], status: int) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(l.statuses.get(status) for l in loaders):
+        time.sleep(0.1)
+    assert any(l.statuses.get(status) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
+
+
+def wait_for_successes(loaders: List[Loader], n: int) -> None:
+    """Waits until the loaders got `n` more 200 answers than now."""
+    ok_before = sum(l.statuses.get(200, 0) for l in loaders)
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + n:
+        time.sleep(0.2)
+    assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + n, [l.statuses for l in loaders]
+
+
 def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
     disk, free = tmp_path / "disk", tmp_path / "free-the-disk"
     wrap = small_disk(disk, size_kib=6144, filler_kib=4608, free_flag=free)
@@ -373,10 +389,7 @@ def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
     c = Collector(tmp_path, sets=sets, wrap=wrap).start()
     loaders = [Loader(c.http + "/v1/traces", "diskfull", first=i * 10_000_000).start() for i in range(2)]
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(l.statuses.get(503) for l in loaders):
-            time.sleep(0.1)
-        assert any(l.statuses.get(503) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
+        wait_for_refusals(c, loaders, 503)
         time.sleep(1)  # keep pushing against the full disk for a while
         assert c.healthy() and c.proc.poll() is None
         with urllib.request.urlopen(c.telemetry + "/readyz", timeout=5) as r:
@@ -387,11 +400,7 @@ def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
         assert "file system is full" in c.log_text()
         # Space is freed: the same collector takes data again.
         free.touch()
-        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
-        deadline = time.time() + 60
-        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
-            time.sleep(0.2)
-        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20, [l.statuses for l in loaders]
+        wait_for_successes(loaders, 20)
     finally:
         for l in loaders:
             l.stop()
@@ -422,18 +431,11 @@ def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
     c = Collector(tmp_path, sets=sets, wrap=wrap).start()
     loaders = [Loader(c.http + "/v1/traces", "shareddisk", first=i * 10_000_000).start() for i in range(2)]
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(l.statuses.get(503) for l in loaders):
-            time.sleep(0.1)
-        assert any(l.statuses.get(503) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
+        wait_for_refusals(c, loaders, 503)
         time.sleep(2)  # the sink retries its puts meanwhile
         assert c.proc.poll() is None
         free.touch()
-        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
-        deadline = time.time() + 60
-        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
-            time.sleep(0.2)
-        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20, [l.statuses for l in loaders]
+        wait_for_successes(loaders, 20)
     finally:
         for l in loaders:
             l.stop()

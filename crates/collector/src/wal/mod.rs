@@ -1206,6 +1206,18 @@ mod tests {
         chain.append(chrono::Utc::now(), e).unwrap()
     }
 
+    /// A WAL in `dir` holding chain c1.acme's first record, durable.
+    fn open_with_one_durable(dir: &Path) -> (Wal, Chain, Record) {
+        let (wal, _) = Wal::open(options(dir)).unwrap();
+        let mut chain = Chain::new("c1.acme", "acme").unwrap();
+        let first = record(&mut chain, 0);
+        wal.submit(std::slice::from_ref(&first))
+            .unwrap()
+            .wait()
+            .unwrap();
+        (wal, chain, first)
+    }
+
     fn set_paused(wal: &Wal, paused: bool) {
         wal.inner.shared.lock().paused = paused;
         wal.inner.shared.wake.notify_all();
@@ -1291,13 +1303,7 @@ mod tests {
     #[test]
     fn a_write_without_space_refuses_what_was_queued_rewinds_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(options(dir.path())).unwrap();
-        let mut chain = Chain::new("c1.acme", "acme").unwrap();
-        let first = record(&mut chain, 0);
-        wal.submit(std::slice::from_ref(&first))
-            .unwrap()
-            .wait()
-            .unwrap();
+        let (wal, mut chain, first) = open_with_one_durable(dir.path());
         let durable = wal.durable_position();
 
         // Two appends queued together, chained one on the other; the write
@@ -1381,13 +1387,7 @@ mod tests {
     #[test]
     fn only_durable_records_can_be_released() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(options(dir.path())).unwrap();
-        let mut chain = Chain::new("c1.acme", "acme").unwrap();
-        let first = record(&mut chain, 0);
-        wal.submit(std::slice::from_ref(&first))
-            .unwrap()
-            .wait()
-            .unwrap();
+        let (wal, mut chain, first) = open_with_one_durable(dir.path());
         set_paused(&wal, true);
         let second = record(&mut chain, 1);
         let pending = wal.submit(std::slice::from_ref(&second)).unwrap();
