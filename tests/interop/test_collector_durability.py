@@ -373,21 +373,25 @@ def wait_for_successes(loaders: List[Loader], n: int) -> None:
     assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + n, [l.statuses for l in loaders]
 
 
-def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
+def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib: int, filler_kib: int,
+                         copy_out: Optional[Path] = None) -> Tuple[Collector, List[Loader], Path]:
+    """A collector whose WAL (and whatever else `sets` puts under `tmp_path/disk`) is on a small tmpfs that
+    is nearly full, with two loaders sending to it; and the file whose creation frees the disk. Skips the
+    test where no tmpfs can be mounted."""
     disk, free = tmp_path / "disk", tmp_path / "free-the-disk"
-    wrap = small_disk(disk, size_kib=6144, filler_kib=4608, free_flag=free)
+    wrap = small_disk(disk, size_kib=size_kib, filler_kib=filler_kib, free_flag=free, copy_out=copy_out)
     if wrap is None:
         pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
-    sets = [
-        f"wal.dir={disk / 'wal'}",
-        "wal.max_segment_bytes=262144",
-        "wal.max_queue_bytes=262144",
-        # The sink keeps its files open, so the WAL keeps every record and fills the disk.
-        "storage.flush_interval_secs=3600",
-        "storage.max_file_rows=1000000",
-    ]
+    sets = [f"wal.dir={disk / 'wal'}", "wal.max_segment_bytes=262144", "wal.max_queue_bytes=262144", *sets]
     c = Collector(tmp_path, sets=sets, wrap=wrap).start()
-    loaders = [Loader(c.http + "/v1/traces", "diskfull", first=i * 10_000_000).start() for i in range(2)]
+    loaders = [Loader(c.http + "/v1/traces", service, first=i * 10_000_000).start() for i in range(2)]
+    return c, loaders, free
+
+
+def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
+    # The sink keeps its files open, so the WAL keeps every record and fills the disk.
+    sets = ["storage.flush_interval_secs=3600", "storage.max_file_rows=1000000"]
+    c, loaders, free = loaded_on_small_disk(tmp_path, "diskfull", sets, size_kib=6144, filler_kib=4608)
     try:
         wait_for_refusals(c, loaders, 503)
         time.sleep(1)  # keep pushing against the full disk for a while
@@ -416,20 +420,10 @@ def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
     """The embedded default's layout: store and WAL on one disk, which fills up. Puts of Parquet files
     fail and are retried, WAL writes find no space (503), and once space is freed everything acknowledged
     reaches the store, with no staging file left behind."""
-    disk, free, copied = tmp_path / "disk", tmp_path / "free-the-disk", tmp_path / "store-copy"
-    wrap = small_disk(disk, size_kib=8192, filler_kib=6656, free_flag=free, copy_out=copied)
-    if wrap is None:
-        pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
-    store = disk / "store"
-    sets = [
-        f"storage.url={store}",
-        f"wal.dir={disk / 'wal'}",
-        "wal.max_segment_bytes=262144",
-        "wal.max_queue_bytes=262144",
-        "storage.flush_interval_secs=1",
-    ]
-    c = Collector(tmp_path, sets=sets, wrap=wrap).start()
-    loaders = [Loader(c.http + "/v1/traces", "shareddisk", first=i * 10_000_000).start() for i in range(2)]
+    copied = tmp_path / "store-copy"
+    sets = [f"storage.url={tmp_path / 'disk' / 'store'}", "storage.flush_interval_secs=1"]
+    c, loaders, free = loaded_on_small_disk(tmp_path, "shareddisk", sets, size_kib=8192, filler_kib=6656,
+                                            copy_out=copied)
     try:
         wait_for_refusals(c, loaders, 503)
         time.sleep(2)  # the sink retries its puts meanwhile

@@ -137,6 +137,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -588,8 +589,6 @@ struct State {
     writer_waiting: bool,
     closed: bool,
     failed: Option<Arc<WalError>>,
-    /// How many times the chains were rewound after a write found no space.
-    rewinds: u64,
     stats: WalStats,
     /// Tests hold the writer to make group commits deterministic.
     #[cfg(test)]
@@ -618,6 +617,10 @@ struct Shared {
     options: WalOptions,
     /// How long each group commit's write and fsync took.
     sync_seconds: crate::metrics::Histogram,
+    /// How many times the chains were rewound after a write found no space.
+    /// Changed only while holding `state`, so a check under the lock is
+    /// exact; read without it by the pipeline once per request.
+    rewinds: AtomicU64,
 }
 
 impl Shared {
@@ -851,10 +854,9 @@ impl Wal {
         if st.closed {
             return Err(WalError::Closed);
         }
-        if rewinds.is_some_and(|r| r != st.rewinds) {
-            return Err(WalError::Rewound {
-                rewinds: st.rewinds,
-            });
+        let now = shared.rewinds.load(Ordering::Acquire);
+        if rewinds.is_some_and(|r| r != now) {
+            return Err(WalError::Rewound { rewinds: now });
         }
         if count == 0 {
             let _ = tx.send(Ok(Appended {
@@ -1062,7 +1064,7 @@ impl Wal {
     /// reads it while holding them, rewinds them from [`head`](Self::head)
     /// when it changed, and passes it to [`Entries::expect_rewinds`].
     pub fn rewinds(&self) -> u64 {
-        self.inner.shared.lock().rewinds
+        self.inner.shared.rewinds.load(Ordering::Acquire)
     }
 
     /// A chain's last record in the WAL (queued, written or released), or

@@ -508,7 +508,6 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         writer_waiting: false,
         closed: false,
         failed: None,
-        rewinds: 0,
         stats: WalStats {
             max_wal_bytes: options.max_wal_bytes,
             ..WalStats::default()
@@ -524,6 +523,7 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         dir,
         options,
         sync_seconds: Default::default(),
+        rewinds: Default::default(),
     });
     let active = ActiveSegment {
         number: next,

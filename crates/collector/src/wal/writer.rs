@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{ErrorKind, IoSlice, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::format::{GROUP_OVERHEAD_BYTES, create_segment, frame_prefix, io_err};
 use super::{Appended, Pending, SegmentInfo, Shared, WalError, WalPosition};
@@ -252,35 +253,50 @@ fn rewind(
     path: &std::path::Path,
     reason: &str,
 ) {
-    let queued = {
-        let mut st = shared.lock();
-        st.rewinds += 1;
-        st.heads = st.durable_heads.clone();
-        st.queued_bytes = 0;
-        std::mem::take(&mut st.queue)
-    };
-    for p in group.drain(..).chain(queued) {
-        let _ = p.tx.send(Err(WalError::NoSpace {
+    refuse_all(
+        shared,
+        group,
+        |st| {
+            shared.rewinds.fetch_add(1, Ordering::AcqRel);
+            st.heads = st.durable_heads.clone();
+        },
+        || WalError::NoSpace {
             op,
             path: path.to_owned(),
             reason: reason.to_owned(),
-        }));
-    }
+        },
+    );
 }
 
 /// Fails the group, everything queued, and every later append.
 fn fail(shared: &Shared, group: &mut Vec<Pending>, error: WalError) {
     let source = Arc::new(error);
+    refuse_all(
+        shared,
+        group,
+        |st| st.failed = Some(source.clone()),
+        || WalError::Failed {
+            source: source.clone(),
+        },
+    );
+}
+
+/// Answers the group and everything queued with `error()`, after `update`
+/// changed the state under the same lock (so no append slips in between).
+fn refuse_all(
+    shared: &Shared,
+    group: &mut Vec<Pending>,
+    update: impl FnOnce(&mut super::State),
+    error: impl Fn() -> WalError,
+) {
     let queued = {
         let mut st = shared.lock();
-        st.failed = Some(source.clone());
+        update(&mut st);
         st.queued_bytes = 0;
         std::mem::take(&mut st.queue)
     };
     for p in group.drain(..).chain(queued) {
-        let _ = p.tx.send(Err(WalError::Failed {
-            source: source.clone(),
-        }));
+        let _ = p.tx.send(Err(error()));
     }
 }
 
