@@ -32,7 +32,12 @@ pub struct Stopped {
     /// CPU seconds (user + system) over the collector's whole life, from
     /// `getrusage(RUSAGE_CHILDREN)` once it has been waited for.
     pub cpu_seconds: f64,
-    /// Peak resident set size over its whole life, in bytes (`ru_maxrss`).
+    /// Peak resident set size, in bytes: the largest `VmHWM` read from
+    /// `/proc/<pid>/status` up to the collector's exit (read every few
+    /// milliseconds while it shuts down). Not `ru_maxrss`: a child started
+    /// with `posix_spawn` (vfork) inherits the parent's high-water mark at
+    /// `exec`, so that figure was the generator's own memory (its prepared
+    /// requests) whenever that was larger.
     pub peak_rss_bytes: u64,
     /// The directory (deleted on drop unless kept).
     pub dir: tempfile::TempDir,
@@ -180,11 +185,17 @@ impl Spawned {
     /// which the collector writes everything it acknowledged to the store.
     pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Stopped> {
         let pid = Pid::from_raw(self.pid() as i32);
+        let mut peak = self.vm_hwm_bytes()?;
         kill(pid, Signal::SIGTERM).context("cannot send SIGTERM to the collector")?;
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = self.child_mut().try_wait()? {
                 break status;
+            }
+            // Gone (or a zombie, which has no VmHWM) between two reads:
+            // the last read stands.
+            if let Ok(hwm) = self.vm_hwm_bytes() {
+                peak = peak.max(hwm);
             }
             if Instant::now() > deadline {
                 bail!(
@@ -192,7 +203,7 @@ impl Spawned {
                     self.log_tail()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         };
         self.child = None;
         // The collector is the only child this process waits for.
@@ -205,7 +216,7 @@ impl Spawned {
         Ok(Stopped {
             status,
             cpu_seconds: secs(usage.user_time()) + secs(usage.system_time()),
-            peak_rss_bytes: usage.max_rss().max(0) as u64 * 1024,
+            peak_rss_bytes: peak,
             dir,
         })
     }

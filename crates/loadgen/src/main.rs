@@ -50,7 +50,7 @@ reads the collector's CPU time from /proc/<pid>/stat, stops it with SIGTERM, wai
 graceful exit (everything acknowledged is then in the store), and reads the store: rows per \
 tenant from the Parquet footers, bytes on disk. Collector CPU counts from the start of the load \
 to the collector's exit, so it includes writing the Parquet files; peak RSS is the collector's \
-ru_maxrss over its whole life.
+VmHWM (/proc/<pid>/status) read up to its exit.
 
 --baseline first times, on one core and over the very same requests, the two references of the \
 collector's target (issue 4): prost decoding into ExportLogsServiceRequest, and the naive \
