@@ -41,7 +41,8 @@ pub struct Baseline {
     pub cpu: Duration,
 }
 
-fn thread_cpu() -> Duration {
+/// This thread's CPU time so far.
+pub fn thread_cpu() -> Duration {
     let t = clock_gettime(ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

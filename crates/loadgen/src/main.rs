@@ -9,10 +9,10 @@
 //! otel-audit-loadgen --endpoint http://127.0.0.1:4317 --events 100000 --json
 //! ```
 
-mod baseline;
 mod client;
 mod collector;
-mod workload;
+
+use otel_audit_loadgen::{baseline, workload};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

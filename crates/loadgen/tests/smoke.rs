@@ -122,3 +122,47 @@ fn spawned_collector_stores_every_event() {
         assert!(p50 > 0.0 && p50 <= p99, "{stage}: {report:#}");
     }
 }
+
+#[test]
+fn stage_profiler_reports_every_stage_and_refuses_bad_arguments() {
+    let bin = env!("CARGO_BIN_EXE_otel-audit-stages");
+    let out = Command::new(bin)
+        .args([
+            "--events",
+            "600",
+            "--batch",
+            "200",
+            "--tenants",
+            "2",
+            "--rounds",
+            "1",
+            "--min-cpu-secs",
+            "0",
+            "--json",
+        ])
+        .output()
+        .expect("the profiler runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["convert", "+ policy", "+ chain", "+ encode"]);
+    assert!(report["prost_records_per_cpu_second"].as_f64().unwrap() > 0.0);
+
+    let bad = Command::new(bin)
+        .args(["--rounds", "0"])
+        .output()
+        .expect("the profiler runs");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--rounds"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
