@@ -315,7 +315,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("otel-audit: error: {}", one_line(&e));
+            match e.chain().find_map(otel_audit_storage::store_error_hint) {
+                Some(hint) => eprintln!("otel-audit: error: {} (hint: {hint})", one_line(&e)),
+                None => eprintln!("otel-audit: error: {}", one_line(&e)),
+            }
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -814,7 +814,13 @@ async fn find_digest_chains(
     instance_id: &str,
     period: u64,
 ) -> Result<BTreeMap<String, DigestChain>, String> {
-    let listing = list_digests(store).await.map_err(|e| e.to_string())?;
+    let listing =
+        list_digests(store)
+            .await
+            .map_err(|e| match otel_audit_storage::store_error_hint(&e) {
+                Some(hint) => format!("{e} (hint: {hint})"),
+                None => e.to_string(),
+            })?;
     let mut out = BTreeMap::new();
     for (chain, digests) in &listing.chains {
         let Some(newest) = digests.last().filter(|_| owns(instance_id, chain)) else {
@@ -954,7 +960,8 @@ impl Sink {
                 }
                 Err(e) => {
                     self.metrics.store_errors.add(&[("op", "put")], 1);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    let hint = otel_audit_storage::store_error_hint(&e).unwrap_or("");
+                    tracing::warn!(error = %e, hint, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
                     e.to_string()
                 }
             };

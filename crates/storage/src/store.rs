@@ -277,9 +277,77 @@ fn open_s3(url: &str, rest: &str, options: &StoreOptions) -> Result<Store, Store
     Ok(Store::new(Arc::new(s3), Path::from(prefix), shown))
 }
 
+/// What to do about a store error, when its cause is one an operator can
+/// fix and the backend's message does not say how: missing or refused S3
+/// credentials, a missing bucket. `None` for anything else.
+///
+/// Without credentials in the configuration or the `AWS_*` environment,
+/// the S3 client asks the EC2 instance metadata service (169.254.169.254)
+/// or the ECS credentials endpoint (169.254.170.2) for them; off AWS that
+/// fails with a message about a token request to an address the operator
+/// never configured.
+///
+/// ```
+/// let e = std::io::Error::other(
+///     "Error performing PUT http://169.254.169.254/latest/api/token: 403 Forbidden",
+/// );
+/// let hint = otel_audit_storage::store_error_hint(&e).unwrap();
+/// assert!(hint.contains("AWS_ACCESS_KEY_ID"));
+/// ```
+pub fn store_error_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if text.contains("169.254.169.254") || text.contains("169.254.170.2") {
+            return Some(
+                "no S3 credentials were configured, so they were asked of the AWS instance \
+                 metadata service, which did not give any: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY (or the collector's storage.s3.access_key_id and secret_access_key), \
+                 or run where an instance or task role is available",
+            );
+        }
+        if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
+            return Some(
+                "the S3 server refused the credentials: check AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY (or the collector's storage.s3.access_key_id and \
+                 secret_access_key)",
+            );
+        }
+        if text.contains("NoSuchBucket") {
+            return Some("the bucket does not exist: create it, or correct the store URL");
+        }
+        cause = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_error_hints_follow_the_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading p from s3://b/p")]
+        struct Outer(#[source] std::io::Error);
+        let hint = |inner: &str| store_error_hint(&Outer(std::io::Error::other(inner.to_owned())));
+        assert!(
+            hint("Error performing PUT http://169.254.169.254/latest/api/token")
+                .unwrap()
+                .contains("instance metadata")
+        );
+        assert!(
+            hint("Client error with status 403: <Code>InvalidAccessKeyId</Code>")
+                .unwrap()
+                .contains("refused the credentials")
+        );
+        assert!(
+            hint("<Code>NoSuchBucket</Code>")
+                .unwrap()
+                .contains("bucket does not exist")
+        );
+        assert_eq!(hint("connection refused"), None);
+    }
 
     #[test]
     fn rejects_bad_urls() {
