@@ -32,6 +32,11 @@ pub struct Stopped {
     /// CPU seconds (user + system) over the collector's whole life, from
     /// `getrusage(RUSAGE_CHILDREN)` once it has been waited for.
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` spent in the kernel.
+    pub system_cpu_seconds: f64,
+    /// Minor page faults over its whole life (`ru_minflt`): each new page
+    /// the kernel had to map and zero.
+    pub minor_faults: u64,
     /// Peak resident set size, in bytes: the largest `VmHWM` read from
     /// `/proc/<pid>/status` up to the collector's exit (read every few
     /// milliseconds while it shuts down). Not `ru_maxrss`: a child started
@@ -216,6 +221,8 @@ impl Spawned {
         Ok(Stopped {
             status,
             cpu_seconds: secs(usage.user_time()) + secs(usage.system_time()),
+            system_cpu_seconds: secs(usage.system_time()),
+            minor_faults: usage.minor_page_faults().max(0) as u64,
             peak_rss_bytes: peak,
             dir,
         })

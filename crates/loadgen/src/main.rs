@@ -172,6 +172,10 @@ struct CollectorReport {
     cpu_seconds: f64,
     /// From the start of the load to the last answer.
     cpu_seconds_during_load: f64,
+    /// The kernel's part of `cpu_seconds`.
+    system_cpu_seconds: f64,
+    /// Minor page faults over the collector's life.
+    minor_faults: u64,
     cpu_seconds_per_million_events: f64,
     /// Accepted events per collector CPU-second (per core).
     events_per_cpu_second: f64,
@@ -373,6 +377,8 @@ fn run(args: &Args) -> anyhow::Result<Report> {
             Some(CollectorReport {
                 cpu_seconds: cpu,
                 cpu_seconds_during_load: cpu_after_load - before,
+                system_cpu_seconds: stopped.system_cpu_seconds,
+                minor_faults: stopped.minor_faults,
                 cpu_seconds_per_million_events: cpu / load.accepted.max(1) as f64 * 1e6,
                 events_per_cpu_second: load.accepted as f64 / cpu.max(1e-9),
                 peak_rss_mib: mib(stopped.peak_rss_bytes),
@@ -490,6 +496,10 @@ fn print_human(r: &Report) {
             c.cpu_seconds_during_load,
             c.cpu_seconds_per_million_events,
             c.events_per_cpu_second
+        );
+        println!(
+            "collector kernel {:.2} s system CPU over its life, {} minor page faults",
+            c.system_cpu_seconds, c.minor_faults
         );
         println!(
             "collector RSS   peak {:.0} MiB (VmHWM after the load {:.0} MiB)",
