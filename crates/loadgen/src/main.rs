@@ -59,6 +59,9 @@ zstd(3) with the JSON as one text column; no policy, no WAL, no server). The col
 figure is then also a ratio to each, measured in the same run (the machine may be shared and \
 noisy).
 
+The collector's own per-event work, stage by stage on one core without HTTP/2, the WAL or \
+threads: otel-audit-stages (same package).
+
 Exit status: 0 when every event was acknowledged (and, with --spawn, stored); 3 when events \
 failed or stored rows differ from acknowledged events; 1 on errors.";
 
