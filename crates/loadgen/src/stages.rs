@@ -1,13 +1,14 @@
-//! `--stages`: the collector's per-event work, stage by stage, timed on one
-//! core over the very requests the generator sends, with prost decoding of
-//! the same requests as the same-run baseline.
+//! `otel-audit-stages`: the collector's per-event work, stage by stage,
+//! timed on one core over the very requests the generator sends, with prost
+//! decoding of the same requests as the same-run baseline.
 //!
 //! The collector's own figure (events per CPU-second under load) mixes its
 //! stages with HTTP/2, threads, the WAL's fsyncs and the machine's noise,
 //! which moves it by ±20% between runs here. This profile runs the
 //! collector's library code (not a copy) in one thread: each stage includes
-//! the ones before it, so a change to one stage shows in its increment,
-//! and rounds alternate with the baseline so a noisy moment hits both.
+//! the ones before it, so a change to one stage shows in its increment.
+//! Rounds alternate with the baseline, and each figure is its fastest round
+//! (see [`profile`]).
 //!
 //! 1. `convert`: the OTLP bytes to audit events, as the gRPC receiver does
 //!    (`convert::logs_from_wire`), events dropped after.
@@ -38,9 +39,6 @@ use otel_audit_storage::{ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions};
 
 use crate::baseline::{prost_decode, thread_cpu};
 use crate::workload::Request;
-
-/// The collector's default `storage.max_file_rows`.
-const MAX_FILE_ROWS: usize = 100_000;
 
 /// How far each pass goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -245,7 +243,7 @@ impl File {
         e.push(pending)?;
         self.rows += pending.len();
         pending.clear();
-        if self.rows >= MAX_FILE_ROWS {
+        if self.rows >= Config::default().storage.max_file_rows {
             self.finish()?;
         }
         Ok(())
