@@ -347,6 +347,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type; `Some(None)` at the end.
+    #[inline]
     fn key(&mut self) -> Option<Option<(u32, u8)>> {
         if self.buf.is_empty() {
             return Some(None);
@@ -362,14 +363,22 @@ impl<'a> Reader<'a> {
         Some(Some((field, wire)))
     }
 
+    #[inline]
     fn raw_varint(&mut self) -> Option<u64> {
-        // Tags and most lengths are one byte.
+        // Tags and most lengths are one byte: that case inline, the rest
+        // out of line.
         if let Some((&b, rest)) = self.buf.split_first()
             && b < 0x80
         {
             self.buf = rest;
             return Some(u64::from(b));
         }
+        self.raw_varint_long()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn raw_varint_long(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             // The tenth byte may only hold the 64th bit.
@@ -385,6 +394,7 @@ impl<'a> Reader<'a> {
         None
     }
 
+    #[inline]
     fn varint(&mut self, wire: u8) -> Option<u64> {
         (wire == VARINT).then_some(())?;
         self.raw_varint()
@@ -404,6 +414,7 @@ impl<'a> Reader<'a> {
         Some(u32::from_le_bytes(*head))
     }
 
+    #[inline]
     fn bytes(&mut self, wire: u8) -> Option<&'a [u8]> {
         (wire == LEN).then_some(())?;
         let len = usize::try_from(self.raw_varint()?).ok()?;
@@ -415,6 +426,7 @@ impl<'a> Reader<'a> {
         Some(field)
     }
 
+    #[inline]
     fn string(&mut self, wire: u8) -> Option<&'a str> {
         std::str::from_utf8(self.bytes(wire)?).ok()
     }
