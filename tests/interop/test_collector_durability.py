@@ -16,6 +16,7 @@ acknowledged only when the collector answered 200.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -388,12 +389,27 @@ def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib
     return c, loaders, free
 
 
+@contextlib.contextmanager
+def while_disk_full(c: Collector, loaders: List[Loader], free: Path):
+    """Runs the block once the full disk turns requests away (503); then frees the disk, waits until requests
+    succeed again, and stops the loaders and the collector, which must exit cleanly."""
+    try:
+        wait_for_refusals(c, loaders, 503)
+        yield
+        free.touch()
+        wait_for_successes(loaders, 20)
+    finally:
+        for l in loaders:
+            l.stop()
+    assert c.stop() == 0, c.log_text()[-3000:]
+
+
 def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
     # The sink keeps its files open, so the WAL keeps every record and fills the disk.
     sets = ["storage.flush_interval_secs=3600", "storage.max_file_rows=1000000"]
     c, loaders, free = loaded_on_small_disk(tmp_path, "diskfull", sets, size_kib=6144, filler_kib=4608)
-    try:
-        wait_for_refusals(c, loaders, 503)
+    # Once the block is done, space is freed: the same collector takes data again.
+    with while_disk_full(c, loaders, free):
         time.sleep(1)  # keep pushing against the full disk for a while
         assert c.healthy() and c.proc.poll() is None
         with urllib.request.urlopen(c.telemetry + "/readyz", timeout=5) as r:
@@ -402,13 +418,6 @@ def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):
         m = c.metrics()
         assert m.get('otel_audit_backpressure_total{reason="disk_full"}', 0) > 0, m
         assert "file system is full" in c.log_text()
-        # Space is freed: the same collector takes data again.
-        free.touch()
-        wait_for_successes(loaders, 20)
-    finally:
-        for l in loaders:
-            l.stop()
-    assert c.stop() == 0, c.log_text()[-3000:]
     assert "has room again" in c.log_text()
     acked = [i for l in loaders for i in l.acked]
     assert acked
@@ -424,16 +433,9 @@ def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
     sets = [f"storage.url={tmp_path / 'disk' / 'store'}", "storage.flush_interval_secs=1"]
     c, loaders, free = loaded_on_small_disk(tmp_path, "shareddisk", sets, size_kib=8192, filler_kib=6656,
                                             copy_out=copied)
-    try:
-        wait_for_refusals(c, loaders, 503)
+    with while_disk_full(c, loaders, free):
         time.sleep(2)  # the sink retries its puts meanwhile
         assert c.proc.poll() is None
-        free.touch()
-        wait_for_successes(loaders, 20)
-    finally:
-        for l in loaders:
-            l.stop()
-    assert c.stop() == 0, c.log_text()[-3000:]
     assert "file system is full" in c.log_text()
     # The store lived on the collector's tmpfs: its copy, made once the collector exited.
     deadline = time.time() + 60

@@ -315,7 +315,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            match e.chain().find_map(otel_audit_storage::store_error_hint) {
+            // The hint function follows the error's sources itself.
+            match otel_audit_storage::store_error_hint(e.as_ref()) {
                 Some(hint) => eprintln!("otel-audit: error: {} (hint: {hint})", one_line(&e)),
                 None => eprintln!("otel-audit: error: {}", one_line(&e)),
             }

@@ -165,23 +165,17 @@ impl Feed {
 struct Slot {
     chain: Chain,
     last_received: DateTime<Utc>,
-    /// Where the chain stood when the slot was made (`None`: a new chain).
-    initial: Option<ChainHead>,
     /// The WAL's rewind count the chain is in step with.
     rewinds: u64,
 }
 
-impl Slot {
-    /// Puts the chain back where the WAL has it after a write found no
-    /// space: at its last durable record, or where it started.
-    fn rewind(&mut self, wal_head: Option<ChainHead>) {
-        let (id, tenant) = (self.chain.id().to_owned(), self.chain.tenant().to_owned());
-        self.chain = match wal_head.or(self.initial) {
-            Some(h) => Chain::resume(id, tenant, h.seq + 1, h.hash),
-            None => Chain::new(id, tenant),
-        }
-        .expect("the chain was valid a moment ago");
+/// Chain `id` of `tenant`, continuing after `head` (`None`: a new chain).
+fn chain_after(id: String, tenant: &str, head: Option<ChainHead>) -> Result<Chain, String> {
+    match head {
+        Some(h) => Chain::resume(id, tenant, h.seq + 1, h.hash),
+        None => Chain::new(id, tenant),
     }
+    .map_err(|e| e.to_string())
 }
 
 /// The policy → chain → WAL stage. Cheap to share (`Arc<Pipeline>`).
@@ -278,17 +272,15 @@ impl Pipeline {
             return Ok(s.clone());
         }
         let chain_id = self.chain_id(tenant);
-        let initial = self.resume.get(&chain_id).copied();
-        let chain = match initial {
-            Some(h) => Chain::resume(chain_id.clone(), tenant, h.seq + 1, h.hash),
-            None => Chain::new(chain_id.clone(), tenant),
-        }
-        .map_err(|e| e.to_string())?;
+        let chain = chain_after(
+            chain_id.clone(),
+            tenant,
+            self.resume.get(&chain_id).copied(),
+        )?;
         self.feed.start(&chain_id, chain.next_seq());
         let slot = Arc::new(Mutex::new(Slot {
             chain,
             last_received: DateTime::<Utc>::MIN_UTC,
-            initial,
             // Nothing of this chain was queued before now.
             rewinds: self.wal.rewinds(),
         }));
@@ -364,11 +356,13 @@ impl Pipeline {
         let mut guards: Vec<MutexGuard<'_, Slot>> = slots.iter().map(|s| lock(s)).collect();
         // After a write found no space, the WAL refused what was queued and
         // put its chains back at their last durable records: chains this
-        // request continues follow them there first.
+        // request continues follow them there first (or back to where they
+        // resumed, when the WAL holds none of theirs).
         let rewinds = self.wal.rewinds();
         for g in guards.iter_mut().filter(|g| g.rewinds != rewinds) {
-            let head = self.wal.head(g.chain.id());
-            g.rewind(head);
+            let (id, tenant) = (g.chain.id().to_owned(), g.chain.tenant().to_owned());
+            let head = self.wal.head(&id).or_else(|| self.resume.get(&id).copied());
+            g.chain = chain_after(id, &tenant, head).expect("the chain was valid a moment ago");
             g.rewinds = rewinds;
         }
         let saved: Vec<(u64, [u8; 32])> = guards

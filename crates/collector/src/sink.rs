@@ -960,7 +960,7 @@ impl Sink {
                 }
                 Err(e) => {
                     self.metrics.store_errors.add(&[("op", "put")], 1);
-                    let hint = otel_audit_storage::store_error_hint(&e).unwrap_or("");
+                    let hint = otel_audit_storage::store_error_hint(&e);
                     tracing::warn!(error = %e, hint, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
                     e.to_string()
                 }

@@ -41,7 +41,7 @@ use crate::baseline::{prost_decode, thread_cpu};
 use crate::workload::Request;
 
 /// How far each pass goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Convert,
     Policy,
@@ -93,6 +93,7 @@ pub fn profile(
     rounds: usize,
     min_cpu: Duration,
 ) -> anyhow::Result<StageReport> {
+    let rounds = rounds.max(1);
     let redactor = server_redactor()?;
     let options = ConvertOptions {
         default_tenant: "default".into(),
@@ -100,7 +101,7 @@ pub fn profile(
     };
     let mut prost = Vec::new();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); STAGES.len()];
-    for _ in 0..rounds.max(1) {
+    for _ in 0..rounds {
         prost.push(prost_decode(requests, min_cpu)?.records_per_cpu_second);
         for (i, (stage, _)) in STAGES.iter().enumerate() {
             rates[i].push(run(requests, *stage, &redactor, &options, min_cpu)?);
@@ -122,7 +123,7 @@ pub fn profile(
         before = micros;
     }
     Ok(StageReport {
-        rounds: rounds.max(1),
+        rounds,
         prost_records_per_cpu_second: prost,
         stages,
     })
