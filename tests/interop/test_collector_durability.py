@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import duckdb
 import pytest
@@ -281,6 +281,23 @@ def test_s3_outage_mid_load_loses_nothing(tmp_path, moto_s3):
     assert code == 0, (report, stderr)
 
 
+def wait_until(done: Callable[[], bool], timeout: float, context: Callable[[], object]) -> None:
+    """Polls `done` until it holds; fails with `context()` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not done():
+        time.sleep(0.1)
+    assert done(), context()
+
+
+def wait_for_successes(loaders: List[Loader], n: int) -> None:
+    """Waits until the loaders got `n` more 200 answers than now."""
+    def ok() -> int:
+        return sum(l.statuses.get(200, 0) for l in loaders)
+
+    ok_before = ok()
+    wait_until(lambda: ok() >= ok_before + n, 60, lambda: [l.statuses for l in loaders])
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -314,11 +331,7 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
         assert c.metric_sum("otel_audit_backpressure_total") > 0
         proxy.restore()
         # The store is back: the sink catches up, the WAL drains, requests succeed again.
-        ok_before = sum(l.statuses.get(200, 0) for l in loaders)
-        deadline = time.time() + 60
-        while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + 20:
-            time.sleep(0.2)
-        assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + 20
+        wait_for_successes(loaders, 20)
     finally:
         for l in loaders:
             l.stop()
@@ -359,19 +372,8 @@ def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Pat
 
 
 def wait_for_refusals(c: Collector, loaders: List[Loader], status: int) -> None:
-    deadline = time.time() + 60
-    while time.time() < deadline and not any(l.statuses.get(status) for l in loaders):
-        time.sleep(0.1)
-    assert any(l.statuses.get(status) for l in loaders), ([l.statuses for l in loaders], c.log_text()[-3000:])
-
-
-def wait_for_successes(loaders: List[Loader], n: int) -> None:
-    """Waits until the loaders got `n` more 200 answers than now."""
-    ok_before = sum(l.statuses.get(200, 0) for l in loaders)
-    deadline = time.time() + 60
-    while time.time() < deadline and sum(l.statuses.get(200, 0) for l in loaders) < ok_before + n:
-        time.sleep(0.2)
-    assert sum(l.statuses.get(200, 0) for l in loaders) >= ok_before + n, [l.statuses for l in loaders]
+    wait_until(lambda: any(l.statuses.get(status) for l in loaders), 60,
+               lambda: ([l.statuses for l in loaders], c.log_text()[-3000:]))
 
 
 def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib: int, filler_kib: int,
@@ -438,10 +440,7 @@ def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
         assert c.proc.poll() is None
     assert "file system is full" in c.log_text()
     # The store lived on the collector's tmpfs: its copy, made once the collector exited.
-    deadline = time.time() + 60
-    while time.time() < deadline and not copied.exists():
-        time.sleep(0.1)
-    assert copied.exists(), "the store was not copied out of the collector's mount namespace"
+    wait_until(copied.exists, 60, lambda: "the store was not copied out of the collector's mount namespace")
     leftovers = [p for p in copied.rglob("*") if p.is_file() and p.suffix != ".parquet"
                  and not (p.suffix == ".json" and "_digests" in p.parts)]
     assert not leftovers, leftovers

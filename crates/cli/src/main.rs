@@ -316,10 +316,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // The hint function follows the error's sources itself.
-            match otel_audit_storage::store_error_hint(e.as_ref()) {
-                Some(hint) => eprintln!("otel-audit: error: {} (hint: {hint})", one_line(&e)),
-                None => eprintln!("otel-audit: error: {}", one_line(&e)),
-            }
+            let hint = otel_audit_storage::store_error_hint(e.as_ref())
+                .map(|h| format!(" (hint: {h})"))
+                .unwrap_or_default();
+            eprintln!("otel-audit: error: {}{hint}", one_line(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }

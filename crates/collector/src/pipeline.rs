@@ -303,6 +303,8 @@ impl Pipeline {
         self.metrics.wal_wait_seconds.observe(waiting.elapsed());
         match appended {
             Ok(_) => {
+                // A load first: every acknowledged request passes here, and
+                // only the first after a full disk needs to write the flag.
                 if self.disk_full.load(Ordering::Acquire)
                     && self.disk_full.swap(false, Ordering::AcqRel)
                 {

@@ -814,13 +814,12 @@ async fn find_digest_chains(
     instance_id: &str,
     period: u64,
 ) -> Result<BTreeMap<String, DigestChain>, String> {
-    let listing =
-        list_digests(store)
-            .await
-            .map_err(|e| match otel_audit_storage::store_error_hint(&e) {
-                Some(hint) => format!("{e} (hint: {hint})"),
-                None => e.to_string(),
-            })?;
+    let listing = list_digests(store).await.map_err(|e| {
+        let hint = otel_audit_storage::store_error_hint(&e)
+            .map(|h| format!(" (hint: {h})"))
+            .unwrap_or_default();
+        format!("{e}{hint}")
+    })?;
     let mut out = BTreeMap::new();
     for (chain, digests) in &listing.chains {
         let Some(newest) = digests.last().filter(|_| owns(instance_id, chain)) else {

@@ -155,6 +155,7 @@ fn run(
     // Per tenant, as the sink keeps a file per chain; kept across passes
     // for the next file's size.
     let mut files: HashMap<String, File> = HashMap::new();
+    let max_file_rows = Config::default().storage.max_file_rows;
     loop {
         let mut chains: HashMap<String, Chain> = HashMap::new();
         let mut canonical = Vec::new();
@@ -198,13 +199,13 @@ fn run(
                 };
                 file.pending.push(record);
                 if file.pending.len() == ENCODER_CHUNK_ROWS {
-                    file.push()?;
+                    file.push(max_file_rows)?;
                 }
             }
             std::hint::black_box(&canonical);
         }
         for file in files.values_mut() {
-            file.push()?;
+            file.push(max_file_rows)?;
             file.finish()?;
         }
         let cpu = thread_cpu().saturating_sub(start);
@@ -225,7 +226,8 @@ struct File {
 }
 
 impl File {
-    fn push(&mut self) -> anyhow::Result<()> {
+    /// Encodes the pending records; closes the file at `max_rows`.
+    fn push(&mut self, max_rows: usize) -> anyhow::Result<()> {
         let pending = &mut self.pending;
         let Some(first) = pending.first() else {
             return Ok(());
@@ -244,7 +246,7 @@ impl File {
         e.push(pending)?;
         self.rows += pending.len();
         pending.clear();
-        if self.rows >= Config::default().storage.max_file_rows {
+        if self.rows >= max_rows {
             self.finish()?;
         }
         Ok(())
@@ -269,8 +271,11 @@ fn best(values: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// Every stage runs over the workload without an error: the wire reader
+    /// rejects no generated event, and the chain and the encoder take every
+    /// record (each stops the profile otherwise). No timing is compared.
     #[test]
-    fn every_stage_runs_and_encoding_costs_more_than_converting() {
+    fn every_stage_runs_over_the_workload() {
         let w = crate::workload::build(2_000, 500, 2, 1);
         let report = profile(&w.requests, 1, Duration::ZERO).unwrap();
         assert_eq!(report.stages.len(), 4);
@@ -278,10 +283,5 @@ mod tests {
         for s in &report.stages {
             assert!(s.events_per_cpu_second > 0.0, "{s:?}");
         }
-        // Encoding Parquet is never free.
-        assert!(
-            report.stages[3].micros_per_event > report.stages[0].micros_per_event,
-            "{report:?}"
-        );
     }
 }

@@ -30,6 +30,21 @@ enum GroupError {
     Fatal(WalError),
 }
 
+impl From<WalError> for GroupError {
+    /// An I/O error for lack of room is [`GroupError::NoSpace`]; any other
+    /// error is fatal.
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Io { op, path, source } if no_space(&source) => GroupError::NoSpace {
+                op,
+                path,
+                reason: source.to_string(),
+            },
+            e => GroupError::Fatal(e),
+        }
+    }
+}
+
 /// Whether an I/O error means the file system has no room for the write.
 fn no_space(e: &std::io::Error) -> bool {
     matches!(
@@ -79,15 +94,9 @@ fn write_group(
     let frame_bytes = GROUP_OVERHEAD_BYTES + entry_bytes;
     let empty = segment.len == super::format::SEGMENT_HEADER_BYTES;
     if !empty && segment.len + frame_bytes > shared.options.max_segment_bytes {
-        roll(shared, segment).map_err(|e| match e {
-            // The new segment was removed again; the current one is as it was.
-            WalError::Io { op, path, source } if no_space(&source) => GroupError::NoSpace {
-                op,
-                path,
-                reason: source.to_string(),
-            },
-            e => GroupError::Fatal(e),
-        })?;
+        // Without room, the new segment was removed again and the current
+        // one is as it was.
+        roll(shared, segment)?;
     }
     let count: u32 = group.iter().map(|p| p.count).sum();
     let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_slice()).collect();
@@ -118,23 +127,19 @@ fn write_group(
         write_all_vectored(&mut segment.file, &mut slices)
     };
     if let Err(e) = written {
-        if !no_space(&e) {
-            return Err(GroupError::Fatal(io_err("write segment", path)(e)));
+        let e = GroupError::from(io_err("write segment", path)(e));
+        if matches!(e, GroupError::NoSpace { .. }) {
+            // Cut off what part of the frame got in, so the next group is
+            // written where this one should have been. Nothing of it was
+            // acknowledged; if this fails too, replay after a restart drops
+            // the partial frame (its checksum cannot match).
+            segment
+                .file
+                .set_len(segment.len)
+                .and_then(|()| segment.file.seek(SeekFrom::Start(segment.len)))
+                .map_err(|e| GroupError::Fatal(io_err("truncate segment", path)(e)))?;
         }
-        // Cut off what part of the frame got in, so the next group is
-        // written where this one should have been. Nothing of it was
-        // acknowledged; if this fails too, replay after a restart drops the
-        // partial frame (its checksum cannot match).
-        segment
-            .file
-            .set_len(segment.len)
-            .and_then(|()| segment.file.seek(SeekFrom::Start(segment.len)))
-            .map_err(|e| GroupError::Fatal(io_err("truncate segment", path)(e)))?;
-        return Err(GroupError::NoSpace {
-            op: "write segment",
-            path: path.clone(),
-            reason: e.to_string(),
-        });
+        return Err(e);
     }
     // A failed fsync is fatal whatever its cause: the kernel may have
     // dropped the pages it could not write (see the module's "Failure").
