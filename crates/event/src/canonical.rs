@@ -63,6 +63,56 @@ pub fn row_hash(prev_hash: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Starts the input of a row hash in `buf` (cleared first):
+/// `ROW_HASH_DOMAIN || prev_hash`. The caller appends the row's canonical
+/// bytes, then hashes many such inputs at once with [`finish_row_hashes`].
+#[inline]
+pub fn begin_row_hash(prev_hash: &[u8; 32], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(ROW_HASH_DOMAIN);
+    buf.extend_from_slice(prev_hash);
+}
+
+/// The row hashes of `inputs`, each begun with [`begin_row_hash`] and
+/// completed with its row's canonical bytes: `each(i, hash)` once for
+/// every input, in no particular order. Rows are hashed two at a time (each is an independent
+/// message: see [`otel_audit_sha::compress2`]), which is why a caller that
+/// holds many rows (verify) hashes them here rather than one by one with
+/// [`row_hash`]. Pads every input in place, so they no longer hold the
+/// message afterwards.
+///
+/// ```
+/// use otel_audit_event::{begin_row_hash, finish_row_hashes, row_hash};
+/// let rows: [&[u8]; 3] = [b"one", b"two", b"three"];
+/// let mut inputs = vec![Vec::new(); 3];
+/// for (buf, row) in inputs.iter_mut().zip(rows) {
+///     begin_row_hash(&[9; 32], buf);
+///     buf.extend_from_slice(row);
+/// }
+/// let mut hashes = Vec::new();
+/// finish_row_hashes(&mut inputs, |_, h| hashes.push(h));
+/// let one_by_one: Vec<_> = rows.iter().map(|r| row_hash(&[9; 32], r)).collect();
+/// assert_eq!(hashes, one_by_one);
+/// ```
+pub fn finish_row_hashes(inputs: &mut [Vec<u8>], mut each: impl FnMut(usize, [u8; 32])) {
+    inputs.iter_mut().for_each(otel_audit_sha::pad_in_place);
+    // Paired by length: the blocks one input of a pair has beyond the other
+    // are compressed alone, at half the pace.
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_unstable_by_key(|&i| inputs[i].len());
+    let (pairs, odd) = order.as_chunks::<2>();
+    for &[a, b] in pairs {
+        let (ha, hb) = otel_audit_sha::digest2(inputs[a].as_chunks().0, inputs[b].as_chunks().0);
+        each(a, ha);
+        each(b, hb);
+    }
+    if let &[last] = odd {
+        let mut state = otel_audit_sha::IV;
+        otel_audit_sha::compress(&mut state, inputs[last].as_chunks().0);
+        each(last, otel_audit_sha::digest_of(&state));
+    }
+}
+
 /// Writes values in the canonical encoding. Every field starts with a presence
 /// byte (0 = null, 1 = present); integers are big-endian; texts and byte
 /// strings carry a u32 big-endian length.

@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::sha;
+use otel_audit_sha as sha;
 
 /// `SHA-256(0x00 || row_hash)`: one block, hashed directly (see [`crate::sha`]).
 pub fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
@@ -40,23 +40,62 @@ pub fn merkle_root(row_hashes: &[[u8; 32]]) -> [u8; 32] {
     }
     // Bottom-up: pairing left to right and promoting an odd last node gives the
     // same tree as RFC 6962's recursive split, without recursion.
-    let mut level: Vec<[u8; 32]> = row_hashes.iter().map(leaf_hash).collect();
+    let mut level = leaf_level(row_hashes);
     while level.len() > 1 {
         level = parent_level(&level);
     }
     level[0]
 }
 
-/// The level above: nodes paired left to right, an odd last one promoted.
+/// The leaf block of a row hash, padded.
+fn leaf_block(row_hash: &[u8; 32]) -> [[u8; 64]; 1] {
+    let mut block = [[0u8; 64]];
+    block[0][1..33].copy_from_slice(row_hash);
+    sha::pad(&mut block, 33, 33);
+    block
+}
+
+/// The node blocks of two children, padded.
+fn node_blocks(left: &[u8; 32], right: &[u8; 32]) -> [[u8; 64]; 2] {
+    let mut blocks = [[0u8; 64]; 2];
+    blocks[0][0] = 1;
+    blocks[0][1..33].copy_from_slice(left);
+    blocks[0][33..].copy_from_slice(&right[..31]);
+    blocks[1][0] = right[31];
+    sha::pad(&mut blocks, 65, 65);
+    blocks
+}
+
+/// The leaves of `row_hashes`. Two are hashed at a time: one by one, each
+/// waited on the one before (163 against 132 ns per row for a whole root
+/// of 13,900 rows on the development machine; see
+/// [`otel_audit_sha::compress2`]).
+fn leaf_level(row_hashes: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    let mut out = Vec::with_capacity(row_hashes.len());
+    let (pairs, odd) = row_hashes.as_chunks::<2>();
+    for [l, r] in pairs {
+        let (a, b) = sha::digest2(&leaf_block(l), &leaf_block(r));
+        out.extend([a, b]);
+    }
+    out.extend(odd.iter().map(leaf_hash));
+    out
+}
+
+/// The level above: nodes paired left to right, an odd last one promoted;
+/// two parents hashed at a time.
 fn parent_level(level: &[[u8; 32]]) -> Vec<[u8; 32]> {
-    level
-        .chunks(2)
-        .map(|pair| match pair {
-            [l, r] => node_hash(l, r),
-            [one] => *one,
-            _ => unreachable!("chunks(2) yields one or two"),
-        })
-        .collect()
+    let mut out = Vec::with_capacity(level.len().div_ceil(2));
+    let (quads, rest) = level.as_chunks::<4>();
+    for [a, b, c, d] in quads {
+        let (x, y) = sha::digest2(&node_blocks(a, b), &node_blocks(c, d));
+        out.extend([x, y]);
+    }
+    out.extend(rest.chunks(2).map(|pair| match pair {
+        [l, r] => node_hash(l, r),
+        [one] => *one,
+        _ => unreachable!("chunks(2) yields one or two"),
+    }));
+    out
 }
 
 /// The audit path of leaf `index` in the tree over `row_hashes` (RFC 9162
@@ -76,7 +115,7 @@ pub fn inclusion_path(row_hashes: &[[u8; 32]], index: usize) -> Option<Vec<[u8; 
     // Bottom-up over the same levels as `merkle_root`: at each level the
     // sibling of the node on the path is recorded, unless the node is an
     // odd last one promoted unchanged.
-    let mut level: Vec<[u8; 32]> = row_hashes.iter().map(leaf_hash).collect();
+    let mut level = leaf_level(row_hashes);
     let mut i = index;
     let mut path = Vec::new();
     while level.len() > 1 {

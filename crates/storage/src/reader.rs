@@ -250,14 +250,12 @@ pub struct DecodedFile {
     pub sha256: [u8; 32],
 }
 
-/// A data file opened for decoding: its footer and checksum are read, its
-/// rows come from [`batches`](Self::batches) on demand.
+/// A data file opened for decoding: its footer is read, its rows come from
+/// [`batches`](Self::batches) on demand.
 #[derive(Debug)]
 pub struct OpenedFile {
     /// What the footer says, or which key is missing or malformed.
     pub footer: Result<FooterMeta, String>,
-    /// SHA-256 of the file's bytes.
-    pub sha256: [u8; 32],
     /// The file's Parquet metadata (row groups, column statistics).
     pub metadata: Arc<parquet::file::metadata::ParquetMetaData>,
     /// The rows, as stored, `batch_size` at a time.
@@ -291,7 +289,6 @@ pub fn open_decoder(
     batch_size: usize,
     text: TextColumns,
 ) -> Result<OpenedFile, DecodeError> {
-    let sha256 = Sha256::digest(&bytes).into();
     let mut meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
     let footer = FooterMeta::from_key_values(meta.metadata().file_metadata().key_value_metadata());
     crate::schema::check_schema(meta.schema()).map_err(DecodeError::Schema)?;
@@ -312,7 +309,6 @@ pub fn open_decoder(
         ParquetRecordBatchReader::try_new_with_row_groups(&levels, &chunks, batch_size, None)?;
     Ok(OpenedFile {
         footer,
-        sha256,
         metadata: meta.metadata().clone(),
         batches,
     })
@@ -374,11 +370,12 @@ fn with_dictionaries(meta: &ArrowReaderMetadata) -> Option<ArrowReaderMetadata> 
 
 /// Decodes a data file's bytes. CPU-bound.
 pub fn decode(bytes: Bytes) -> Result<DecodedFile, DecodeError> {
+    let sha256 = Sha256::digest(&bytes).into();
     let opened = open_decoder(bytes, 64 * 1024, TextColumns::Plain)?;
     Ok(DecodedFile {
         footer: opened.footer,
         batches: opened.batches.collect::<Result<Vec<_>, _>>()?,
-        sha256: opened.sha256,
+        sha256,
     })
 }
 

@@ -13,7 +13,7 @@ use arrow_array::{
 };
 use arrow_buffer::NullBuffer;
 use arrow_schema::DataType;
-use otel_audit_event::row_hash;
+use otel_audit_event::{begin_row_hash, finish_row_hashes};
 
 use crate::error::DecodeError;
 use crate::schema;
@@ -314,11 +314,8 @@ pub fn scan_batch(batch: &RecordBatch, out: &mut Vec<RowLink>) -> Result<(), Dec
     out.reserve(n_rows);
     for start in (0..n_rows).step_by(RUN) {
         let run = &mut bufs[..RUN.min(n_rows - start)];
-        run.iter_mut().for_each(Vec::clear);
-        for c in &cols {
-            c.encode_rows(start, run);
-        }
-        for (row, buf) in (start..).zip(run.iter()) {
+        let first = out.len();
+        for (row, buf) in (start..).zip(run.iter_mut()) {
             let prev_hash: [u8; 32] =
                 prev.value(row).try_into().map_err(|_| DecodeError::Value {
                     row,
@@ -330,13 +327,21 @@ pub fn scan_batch(batch: &RecordBatch, out: &mut Vec<RowLink>) -> Result<(), Dec
                 column: schema::HASH,
                 reason: "not 32 bytes".into(),
             })?;
+            begin_row_hash(&prev_hash, buf);
             out.push(RowLink {
                 seq: seq.value(row),
                 prev_hash,
                 hash: stored,
-                hash_ok: row_hash(&prev_hash, buf) == stored,
+                hash_ok: false,
             });
         }
+        for c in &cols {
+            c.encode_rows(start, run);
+        }
+        let links = &mut out[first..];
+        finish_row_hashes(run, |i, computed| {
+            links[i].hash_ok = computed == links[i].hash;
+        });
     }
     Ok(())
 }

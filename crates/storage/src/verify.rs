@@ -10,6 +10,7 @@ use std::fmt;
 use futures::{StreamExt, stream};
 use otel_audit_event::GENESIS_HASH;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMicrosecondType};
@@ -357,7 +358,9 @@ struct Content {
     rows: Vec<RowLink>,
     /// Why the rows do not belong where the file is (only for rows whose hash is intact).
     misplaced: Option<String>,
-    sha256: [u8; 32],
+    /// SHA-256 of the file's bytes, when something compares it: a digest
+    /// (the store holds some) or another file claiming the same place.
+    sha256: Option<[u8; 32]>,
     /// How the column statistics disagree with the rows, if they do.
     statistics: Option<String>,
 }
@@ -407,7 +410,14 @@ impl<'a> Text<'a> {
 
 /// Decodes and checks one file's rows: everything about a file that needs
 /// only the file, so it runs on the blocking pool, several files at once.
-fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, DecodeError> {
+fn scan_bytes(
+    listed: &ListedFile,
+    bytes: bytes::Bytes,
+    hash_file: bool,
+) -> Result<Content, DecodeError> {
+    // A file's SHA-256 is 5% of verify's work; a store without digests
+    // compares it only between copies of one file.
+    let sha256 = hash_file.then(|| Sha256::digest(&bytes).into());
     let opened = open_decoder(bytes, SCAN_BATCH_ROWS, TextColumns::KeepDictionaries)?;
     let mut stats = StatsCheck::new(&opened.metadata, &opened.batches.schema());
     let mut rows = Vec::new();
@@ -488,15 +498,15 @@ fn scan_bytes(listed: &ListedFile, bytes: bytes::Bytes) -> Result<Content, Decod
         tombstones,
         rows,
         misplaced,
-        sha256: opened.sha256,
+        sha256,
         statistics: stats.finish(),
     })
 }
 
 /// Decodes and checks fetched bytes on the blocking pool.
-async fn scan(listed: ListedFile, bytes: bytes::Bytes) -> Scanned {
+async fn scan(listed: ListedFile, bytes: bytes::Bytes, hash_file: bool) -> Scanned {
     let l = listed.clone();
-    let content = tokio::task::spawn_blocking(move || scan_bytes(&l, bytes))
+    let content = tokio::task::spawn_blocking(move || scan_bytes(&l, bytes, hash_file))
         .await
         .expect("verification task panicked")
         .map_err(|e| e.to_string());
@@ -697,7 +707,7 @@ impl Verifier {
             path.clone(),
             SeenFile {
                 chain_id: chain.clone(),
-                sha256: file.content.as_ref().ok().map(|c| c.sha256),
+                sha256: file.content.as_ref().ok().and_then(|c| c.sha256),
                 seqs: file.content.as_ref().ok().and_then(|c| {
                     let lo = c.rows.iter().map(|r| r.seq).min()?;
                     let hi = c.rows.iter().map(|r| r.seq).max()?;
@@ -1087,6 +1097,20 @@ pub async fn verify(
             &b.path,
         ))
     });
+    // Which files' SHA-256 something will compare: every file when the
+    // store holds digests, else only files claiming the same chain and
+    // first seq as another (adjacent once sorted).
+    let digests_held = !digest_listing.chains.is_empty();
+    let same_place = |a: &ListedFile, b: &ListedFile| {
+        a.file.chain_id == b.file.chain_id && a.file.first_seq == b.file.first_seq
+    };
+    let hash_file: Vec<bool> = (0..files.len())
+        .map(|i| {
+            digests_held
+                || (i > 0 && same_place(&files[i - 1], &files[i]))
+                || files.get(i + 1).is_some_and(|n| same_place(&files[i], n))
+        })
+        .collect();
     let bytes_total: u64 = files.iter().map(|f| f.size).sum();
     progress.start(files.len() as u64, bytes_total);
 
@@ -1095,15 +1119,15 @@ pub async fn verify(
     // cores only time-slice: each then holds a file's buffers (and a
     // Parquet decoder per column) at the same time, with more memory
     // faulted in and more cache misses for the same work.
-    let scans = stream::iter(files)
-        .map(|f| async move {
+    let scans = stream::iter(files.into_iter().zip(hash_file))
+        .map(|(f, hash_file)| async move {
             let bytes = fetch(store, &f.path).await?;
-            Ok::<_, ReadError>((f, bytes))
+            Ok::<_, ReadError>((f, bytes, hash_file))
         })
         .buffered(opts.read_ahead.max(1))
         .map(|fetched| async move {
-            let (f, bytes) = fetched?;
-            Ok::<_, ReadError>(scan(f, bytes).await)
+            let (f, bytes, hash_file) = fetched?;
+            Ok::<_, ReadError>(scan(f, bytes, hash_file).await)
         })
         .buffered(opts.scan_threads.max(1))
         .inspect(|s| {
@@ -1201,7 +1225,7 @@ impl Verifier {
             (a, b)
         };
         let identical = match (&keep.content, &copy.content) {
-            (Ok(x), Ok(y)) => x.sha256 == y.sha256,
+            (Ok(x), Ok(y)) => x.sha256.is_some() && x.sha256 == y.sha256,
             _ => false,
         };
         self.problems.push(Problem {

@@ -14,8 +14,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::error::{KeyError, RedactError};
 use crate::model::{ContentDigest, DigestAlgorithm, SealedContent};
-use crate::sha;
 use crate::validate::MAX_SEALED_BYTES;
+use otel_audit_sha as sha;
 
 /// The `algorithm` of [`SealedContent`] written by this crate.
 pub const SEALED_ALGORITHM: &str = "aes-256-gcm";
