@@ -9,6 +9,10 @@
 //! level from the other writer settings. `chain_and_write` chains and
 //! encodes a chunk at a time, as the collector does.
 //!
+//! `chain/merkle_root/*` times a file footer's Merkle root over the
+//! workload's row hashes: the library's (two hashes at a time) against the
+//! same tree hashed one at a time.
+//!
 //! `write/baseline_naive_json_zstd3` is the naive design issue 2's
 //! reference figures describe (Parquet zstd(3), about 166 B per row): each
 //! event as one JSON text column beside the chain columns, parquet-rs's
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_main};
 use otel_audit_cli::synth::{SynthSpec, generate};
-use otel_audit_event::{Chain, Record};
+use otel_audit_event::{Chain, Record, merkle};
 use otel_audit_storage::{
     ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions, encode_file, records_to_batch, scan_batch,
 };
@@ -160,6 +164,29 @@ fn bench(c: &mut Criterion) {
             }
             total
         })
+    });
+    // A file footer's Merkle root over its row hashes (the sink computes one
+    // per file, verify one per file read): the library's, leaves and nodes
+    // hashed two at a time, against the same tree one hash at a time.
+    let row_hashes: Vec<[u8; 32]> = records.iter().map(|r| r.hash).collect();
+    g.bench_function("merkle_root/baseline_one_hash_at_a_time", |b| {
+        b.iter(|| {
+            let mut level: Vec<[u8; 32]> = row_hashes.iter().map(merkle::leaf_hash).collect();
+            while level.len() > 1 {
+                level = level
+                    .chunks(2)
+                    .map(|p| match p {
+                        [l, r] => merkle::node_hash(l, r),
+                        [one] => *one,
+                        _ => unreachable!(),
+                    })
+                    .collect();
+            }
+            black_box(level[0])
+        })
+    });
+    g.bench_function("merkle_root/two_at_once", |b| {
+        b.iter(|| black_box(merkle::merkle_root(&row_hashes)))
     });
     g.finish();
 
