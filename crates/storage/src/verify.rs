@@ -1119,10 +1119,19 @@ pub async fn verify(
     // cores only time-slice: each then holds a file's buffers (and a
     // Parquet decoder per column) at the same time, with more memory
     // faulted in and more cache misses for the same work.
+    //
+    // Each fetch is a task of its own: a future in `buffered` only makes
+    // progress when the stream is polled, which is when a scan slot frees
+    // up, so reading a file (the second half of a `get`) waited until its
+    // bytes were needed, with a core idle meanwhile.
     let scans = stream::iter(files.into_iter().zip(hash_file))
-        .map(|(f, hash_file)| async move {
-            let bytes = fetch(store, &f.path).await?;
-            Ok::<_, ReadError>((f, bytes, hash_file))
+        .map(|(f, hash_file)| {
+            let store = store.clone();
+            let fetching = tokio::spawn(async move {
+                let bytes = fetch(&store, &f.path).await?;
+                Ok::<_, ReadError>((f, bytes, hash_file))
+            });
+            async move { fetching.await.expect("a fetch task panicked") }
         })
         .buffered(opts.read_ahead.max(1))
         .map(|fetched| async move {
