@@ -298,6 +298,18 @@ def wait_for_successes(loaders: List[Loader], n: int) -> None:
     wait_until(lambda: ok() >= ok_before + n, 60, lambda: [l.statuses for l in loaders])
 
 
+@contextlib.contextmanager
+def stopping(c: Collector, loaders: List[Loader]):
+    """Runs the block, then stops the loaders (whatever happened) and the collector, which must exit
+    cleanly."""
+    try:
+        yield
+    finally:
+        for l in loaders:
+            l.stop()
+    assert c.stop() == 0, c.log_text()[-3000:]
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -318,7 +330,7 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
     proxy.cut()
     loaders = [Loader(c.http + "/v1/traces", "backpressure", first=i * 10_000_000).start() for i in range(3)]
     peak = 0
-    try:
+    with stopping(c, loaders):
         deadline = time.time() + 30
         while time.time() < deadline and not any(l.statuses.get(429) for l in loaders):
             peak = max(peak, rss_kib(c.proc.pid))
@@ -332,10 +344,6 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
         proxy.restore()
         # The store is back: the sink catches up, the WAL drains, requests succeed again.
         wait_for_successes(loaders, 20)
-    finally:
-        for l in loaders:
-            l.stop()
-    assert c.stop() == 0, c.log_text()[-3000:]
     assert peak < 300 * 1024, f"peak RSS {peak} KiB"
     acked = [i for l in loaders for i in l.acked]
     local = download(moto_s3, prefix, tmp_path / "downloaded")
@@ -395,15 +403,11 @@ def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib
 def while_disk_full(c: Collector, loaders: List[Loader], free: Path):
     """Runs the block once the full disk turns requests away (503); then frees the disk, waits until requests
     succeed again, and stops the loaders and the collector, which must exit cleanly."""
-    try:
+    with stopping(c, loaders):
         wait_for_refusals(c, loaders, 503)
         yield
         free.touch()
         wait_for_successes(loaders, 20)
-    finally:
-        for l in loaders:
-            l.stop()
-    assert c.stop() == 0, c.log_text()[-3000:]
 
 
 def test_wal_disk_full_pushes_back_then_recovers_without_restart(tmp_path):

@@ -5,21 +5,15 @@ use sha2::{Digest, Sha256};
 
 use otel_audit_sha as sha;
 
-/// `SHA-256(0x00 || row_hash)`: one block, hashed directly (see [`crate::sha`]).
+/// `SHA-256(0x00 || row_hash)`: one block, hashed directly (see
+/// [`otel_audit_sha`]).
 pub fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
-    let mut block = [[0u8; 64]];
-    block[0][1..33].copy_from_slice(row_hash);
-    sha::hash(&mut block, 33)
+    sha::digest(&leaf_block(row_hash))
 }
 
 /// `SHA-256(0x01 || left || right)`: two blocks, hashed directly.
 pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut blocks = [[0u8; 64]; 2];
-    blocks[0][0] = 1;
-    blocks[0][1..33].copy_from_slice(left);
-    blocks[0][33..].copy_from_slice(&right[..31]);
-    blocks[1][0] = right[31];
-    sha::hash(&mut blocks, 65)
+    sha::digest(&node_blocks(left, right))
 }
 
 /// The Merkle tree hash of `row_hashes` (RFC 6962 §2.1): the empty tree is

@@ -154,13 +154,12 @@ pub fn pad_in_place(message: &mut Vec<u8>) {
     message[padded - 8..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
 }
 
-/// SHA-256 of a message of `len` bytes laid out from the start of `blocks`
-/// (which has room for its padding, and zeros after it).
+/// SHA-256 of one message, already padded (whole blocks, as [`pad`] or
+/// [`pad_in_place`] leave a message).
 #[inline]
-pub fn hash(blocks: &mut [[u8; 64]], len: usize) -> [u8; 32] {
-    let used = pad(blocks, len, len as u64);
+pub fn digest(padded: &[[u8; 64]]) -> [u8; 32] {
     let mut state = IV;
-    compress(&mut state, &blocks[..used]);
+    compress(&mut state, padded);
     digest_of(&state)
 }
 
@@ -170,23 +169,18 @@ pub fn hash(blocks: &mut [[u8; 64]], len: usize) -> [u8; 32] {
 /// compressed alone.
 #[inline]
 pub fn compress2(a: &mut [u32; 8], a_blocks: &[[u8; 64]], b: &mut [u32; 8], b_blocks: &[[u8; 64]]) {
-    let common = a_blocks.len().min(b_blocks.len());
-    let (a_both, a_rest) = a_blocks.split_at(common);
-    let (b_both, b_rest) = b_blocks.split_at(common);
     #[cfg(target_arch = "x86_64")]
     if ni::available() {
+        let common = a_blocks.len().min(b_blocks.len());
+        let (a_both, a_rest) = a_blocks.split_at(common);
+        let (b_both, b_rest) = b_blocks.split_at(common);
         ni::compress2(a, a_both, b, b_both);
-    } else {
-        compress(a, a_both);
-        compress(b, b_both);
+        compress(a, a_rest);
+        compress(b, b_rest);
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        compress(a, a_both);
-        compress(b, b_both);
-    }
-    compress(a, a_rest);
-    compress(b, b_rest);
+    compress(a, a_blocks);
+    compress(b, b_blocks);
 }
 
 /// SHA-256 of two messages at once, each already padded (whole blocks, as
@@ -403,10 +397,10 @@ mod tests {
             for (i, b) in m.iter().enumerate() {
                 blocks[i / 64][i % 64] = *b;
             }
-            assert_eq!(hash(&mut blocks, len), reference(&m), "length {len}");
+            let used = pad(&mut blocks, len, len as u64);
+            assert_eq!(digest(&blocks[..used]), reference(&m), "length {len}");
             let mut p = m.clone();
             pad_in_place(&mut p);
-            let used = pad(&mut blocks, len, len as u64);
             assert_eq!(p.as_chunks::<64>().0, &blocks[..used], "length {len}");
         }
     }
