@@ -8,7 +8,10 @@
 - the WAL's file system full (a real tmpfs, mounted in the collector's own mount namespace): retryable
   statuses (503 + Retry-After), the collector stays up and ready, and it takes data again as soon as
   space is freed, without a restart; the same with the store on that disk too (the embedded default's
-  layout), whose failed puts are retried and leave no staging file behind.
+  layout), whose failed puts are retried and leave no staging file behind;
+- that shared disk full to its last page, with expired files in the store: the retention run records its
+  tombstones in the WAL's reserve and deletes the files, and requests succeed again with nothing freed by
+  hand.
 
 Load comes from plain OTLP/HTTP JSON requests (GenAI spans with unique span ids); a request counts as
 acknowledged only when the collector answered 200.
@@ -34,7 +37,7 @@ import duckdb
 import pytest
 
 from collector import Collector
-from conftest import FAKE_AWS_ENV, verify_json
+from conftest import FAKE_AWS_ENV, generate, verify_json
 
 
 def span_batch(start: int, n: int, service: str) -> Tuple[bytes, List[str]]:
@@ -352,11 +355,14 @@ def test_wal_cap_pushes_back_with_bounded_memory_then_catches_up(tmp_path, moto_
 
 
 def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Path,
-               copy_out: Optional[Path] = None) -> Optional[List[str]]:
+               copy_out: Optional[Path] = None, seed: Optional[Path] = None,
+               top_up_flag: Optional[Path] = None) -> Optional[List[str]]:
     """A command prefix that runs the collector in a mount namespace of its own, where `mount_point` is a
     tmpfs of `size_kib` holding a `filler` file of `filler_kib` until `free_flag` appears; `None` when this
-    machine cannot mount one (no unshare, or neither root nor user namespaces). With `copy_out`, the tmpfs's
-    `store` directory is copied there once the collector has exited (the tmpfs goes with the namespace)."""
+    machine cannot mount one (no unshare, or neither root nor user namespaces). With `seed`, that directory
+    is copied to the tmpfs's `store` first. When `top_up_flag` appears, the rest of the tmpfs is filled (to
+    the last page, in a `top-up` file freed with the filler), and `<top_up_flag>.done` says so. With `copy_out`, the tmpfs's `store` directory is copied there
+    once the collector has exited (the tmpfs goes with the namespace)."""
     unshare = ["unshare", "-m", "--propagation", "private"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
     mount_point.mkdir(parents=True, exist_ok=True)
     try:
@@ -369,14 +375,17 @@ def small_disk(mount_point: Path, size_kib: int, filler_kib: int, free_flag: Pat
     # $$ is the shell that becomes the collector at `exec`; the watcher ends with it.
     script = (
         'set -e; mount -t tmpfs -o "size=${SIZE}k" tmpfs "$DISK"; '
+        'if [ -n "$SEED" ]; then cp -a "$SEED" "$DISK/store"; fi; '
         'dd if=/dev/zero of="$DISK/filler" bs=1024 count="$FILLER" status=none; '
-        '( while [ ! -e "$FREE" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; rm -f "$DISK/filler"; '
+        'if [ -n "$TOPUP" ]; then ( while [ ! -e "$TOPUP" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; '
+        '  dd if=/dev/zero of="$DISK/top-up" bs=4096 status=none 2>/dev/null || true; touch "$TOPUP.done" ) & fi; '
+        '( while [ ! -e "$FREE" ] && kill -0 $$ 2>/dev/null; do sleep 0.1; done; rm -f "$DISK/filler" "$DISK/top-up"; '
         '  if [ -n "$COPY" ]; then while kill -0 $$ 2>/dev/null; do sleep 0.1; done; '
         '    cp -a "$DISK/store" "$COPY.part" && mv "$COPY.part" "$COPY"; fi ) & '
         'exec "$@"'
     )
     return ["env", f"SIZE={size_kib}", f"DISK={mount_point}", f"FILLER={filler_kib}", f"FREE={free_flag}",
-            f"COPY={copy_out or ''}", *unshare, "sh", "-c", script, "sh"]
+            f"COPY={copy_out or ''}", f"SEED={seed or ''}", f"TOPUP={top_up_flag or ''}", *unshare, "sh", "-c", script, "sh"]
 
 
 def wait_for_refusals(c: Collector, loaders: List[Loader], status: int) -> None:
@@ -385,12 +394,15 @@ def wait_for_refusals(c: Collector, loaders: List[Loader], status: int) -> None:
 
 
 def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib: int, filler_kib: int,
-                         copy_out: Optional[Path] = None) -> Tuple[Collector, List[Loader], Path]:
+                         copy_out: Optional[Path] = None,
+                         seed: Optional[Path] = None,
+                         top_up_flag: Optional[Path] = None) -> Tuple[Collector, List[Loader], Path]:
     """A collector whose WAL (and whatever else `sets` puts under `tmp_path/disk`) is on a small tmpfs that
     is nearly full, with two loaders sending to it; and the file whose creation frees the disk. Skips the
     test where no tmpfs can be mounted."""
     disk, free = tmp_path / "disk", tmp_path / "free-the-disk"
-    wrap = small_disk(disk, size_kib=size_kib, filler_kib=filler_kib, free_flag=free, copy_out=copy_out)
+    wrap = small_disk(disk, size_kib=size_kib, filler_kib=filler_kib, free_flag=free, copy_out=copy_out,
+                      seed=seed, top_up_flag=top_up_flag)
     if wrap is None:
         pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
     sets = [f"wal.dir={disk / 'wal'}", "wal.max_segment_bytes=262144", "wal.max_queue_bytes=262144", *sets]
@@ -451,4 +463,49 @@ def test_shared_disk_full_store_and_wal_recover_without_restart(tmp_path):
     acked = [i for l in loaders for i in l.acked]
     assert acked
     assert_exactly_once(acked, stored_span_ids(copied, "shareddisk"))
+    assert_intact(copied)
+
+
+def test_retention_frees_a_full_shared_disk_by_itself(tmp_path):
+    """Store and WAL on one disk that fills up to its last page, with expired files in the store and
+    retention on. The retention run must record its tombstones in the WAL before it deletes anything, and
+    the disk has no room for them: they go into the WAL's reserve. The expired files are deleted, and
+    requests succeed again without anyone freeing space; the reserve is allocated again once there is
+    room."""
+    seed, copied, top_up = tmp_path / "seed", tmp_path / "store-copy", tmp_path / "top-up"
+    # Received in 2020, so long expired under a 30-day rule: 12 files, one per hour, whose 12 tombstones
+    # (about 9 KB) cannot fit in the slack of the WAL segment's last page.
+    generate(seed, events=20000, tenants=1, start="2020-01-01T00:00:00Z", hours=12)
+    seed_kib = sum(-(-p.stat().st_size // 4096) * 4 for p in seed.rglob("*") if p.is_file())
+    size_kib = 8192
+    sets = [f"storage.url={tmp_path / 'disk' / 'store'}", "storage.flush_interval_secs=1",
+            "wal.reserve_bytes=262144", "collector.instance_id=retention-test",
+            "retention.enabled=true", "retention.interval_secs=10", "retention.rules=[{days: 30}]"]
+    # About 1.5 MiB free at start: room for the reserve (twice its size), then the loaders fill it.
+    c, loaders, free = loaded_on_small_disk(tmp_path, "retentionfull", sets, size_kib=size_kib,
+                                            filler_kib=size_kib - seed_kib - 1536, copy_out=copied, seed=seed,
+                                            top_up_flag=top_up)
+    with stopping(c, loaders):
+        assert "the WAL's reserve" not in c.log_text()  # it was allocated at start, quietly
+        wait_for_refusals(c, loaders, 503)
+        top_up.touch()  # not a page left
+        wait_until(Path(f"{top_up}.done").exists, 30, lambda: "the disk was not topped up")
+        assert c.metric_sum("otel_audit_retention_deletions_total") == 0, "retention ran before the disk was full"
+        # The first run (10 s after start) deletes the expired files through the reserve...
+        wait_until(lambda: c.metric_sum("otel_audit_retention_deletions_total") >= 12, 60,
+                   lambda: c.log_text()[-3000:])
+        log = c.log_text()
+        assert "its reserve was deleted to record the collector's own events" in log, log[-3000:]
+        assert "retention run failed" not in log, log[-3000:]
+        # ... which makes room: requests succeed again, with the filler still there.
+        wait_for_successes(loaders, 20)
+        assert not free.exists()
+        wait_until(lambda: "the WAL's reserve is in place" in c.log_text(), 30, lambda: c.log_text()[-3000:])
+        free.touch()  # let the collector store everything and stop cleanly
+    wait_until(copied.exists, 60, lambda: "the store was not copied out of the collector's mount namespace")
+    assert not [p for p in copied.rglob("*.parquet") if "date=2020-" in str(p)]
+    acked = [i for l in loaders for i in l.acked]
+    assert acked
+    assert_exactly_once(acked, stored_span_ids(copied, "retentionfull"))
+    # The deleted files are accounted for by their tombstones: the store verifies intact.
     assert_intact(copied)

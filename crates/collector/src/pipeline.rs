@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use crate::ingest::{Ingest, IngestAck, IngestError, Principal, Rejection};
 use crate::metrics::Metrics;
 use crate::sink::{FeedMsg, approx_record_bytes};
-use crate::wal::{Appending, ChainHead, Entries, Wal, WalError};
+use crate::wal::{Appending, ChainHead, Entries, ReserveState, Wal, WalError};
 
 /// How long clients are told to wait when the collector is at a limit.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -289,13 +289,15 @@ impl Pipeline {
     }
 
     /// Chains, makes durable and feeds the sink; the core of [`Ingest`].
-    /// Events must already have been through the policy.
+    /// Events must already have been through the policy. `own`: the
+    /// collector's records about itself, which may use the WAL's reserve.
     async fn commit(
         &self,
         by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
         rejected: &mut Vec<Rejection>,
-    ) -> Result<usize, IngestError> {
-        let Some((appending, records)) = self.chain_and_submit(by_tenant, rejected)? else {
+        own: bool,
+    ) -> Result<usize, WalError> {
+        let Some((appending, records)) = self.chain_and_submit(by_tenant, rejected, own)? else {
             return Ok(0);
         };
         let waiting = std::time::Instant::now();
@@ -309,6 +311,10 @@ impl Pipeline {
                     && self.disk_full.swap(false, Ordering::AcqRel)
                 {
                     tracing::info!("the WAL's file system has room again: accepting data");
+                    // In the background: a client's answer does not wait
+                    // for the allocation.
+                    let wal = self.wal.clone();
+                    tokio::task::spawn_blocking(move || restore_reserve(&wal));
                 }
                 let n = records.len();
                 let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
@@ -324,7 +330,7 @@ impl Pipeline {
                 self.metrics.feed_wait_seconds.observe(waited);
                 Ok(n)
             }
-            Err(e) => Err(self.wal_error(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -334,7 +340,8 @@ impl Pipeline {
         &self,
         by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
         rejected: &mut Vec<Rejection>,
-    ) -> Result<Option<(Appending, Vec<Record>)>, IngestError> {
+        own: bool,
+    ) -> Result<Option<(Appending, Vec<Record>)>, WalError> {
         let mut slots = Vec::with_capacity(by_tenant.len());
         let mut batches = Vec::with_capacity(by_tenant.len());
         for (tenant, events) in by_tenant {
@@ -379,6 +386,9 @@ impl Pipeline {
         let mut entries = Entries::with_capacity(total);
         // Refused if the chains are rewound between here and the submit.
         entries.expect_rewinds(rewinds);
+        if own {
+            entries.may_use_reserve();
+        }
         let mut received = Vec::with_capacity(guards.len());
         for (guard, events) in guards.iter_mut().zip(batches) {
             let now = Utc::now().max(guard.last_received);
@@ -412,7 +422,7 @@ impl Pipeline {
                     g.chain = Chain::resume(id, tenant, seq, head)
                         .expect("the chain was valid a moment ago");
                 }
-                return Err(self.wal_error(e));
+                return Err(e);
             }
         };
         drop(guards);
@@ -478,14 +488,66 @@ impl Pipeline {
         let mut event = event;
         self.redactor.redact_event(&mut event);
         by_tenant.insert(event.tenant.clone(), vec![(0, event)]);
-        let mut rejected = Vec::new();
-        self.commit(by_tenant, &mut rejected).await?;
-        match rejected.pop() {
-            None => Ok(()),
-            Some(r) => Err(IngestError::Internal { reason: r.message }),
+        self.commit_own(by_tenant).await
+    }
+
+    /// Commits records the collector makes about itself: they may use the
+    /// WAL's reserve, and when they are refused for lack of space (queued
+    /// behind clients' data that found none, and refused with it) they are
+    /// chained and submitted again, in a group of their own that gets the
+    /// reserve.
+    async fn commit_own(
+        &self,
+        by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
+    ) -> Result<(), IngestError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut rejected = Vec::new();
+            match self.commit(by_tenant.clone(), &mut rejected, true).await {
+                Ok(_) => {
+                    return match rejected.pop() {
+                        None => Ok(()),
+                        Some(r) => Err(IngestError::Internal { reason: r.message }),
+                    };
+                }
+                Err(WalError::NoSpace { .. } | WalError::Rewound { .. })
+                    if attempts < OWN_COMMIT_ATTEMPTS =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10 * attempts)).await;
+                }
+                Err(e) => return Err(self.wal_error(e)),
+            }
         }
     }
 }
+
+/// Allocates the WAL's reserve again if it was used, when there is room for
+/// it ([`Wal::restore_reserve`]), and says so in the log. Blocks on file
+/// system I/O.
+pub(crate) fn restore_reserve(wal: &Wal) {
+    let was_held = wal.reserve_bytes() > 0;
+    match wal.restore_reserve() {
+        Ok(ReserveState::Held { bytes }) if !was_held => {
+            tracing::info!(bytes, "the WAL's reserve is in place");
+        }
+        Ok(ReserveState::Held { .. } | ReserveState::Disabled) => {}
+        Ok(ReserveState::NoRoom {
+            bytes,
+            available_bytes,
+        }) => tracing::warn!(
+            bytes,
+            available_bytes,
+            "no room for the WAL's reserve (it needs twice its size free); trying again after the next retention run or when a full disk has room again"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not allocate the WAL's reserve"),
+    }
+}
+
+/// How often the collector's own records are tried when the WAL finds no
+/// space: clients' groups refused ahead of them take them along, a group
+/// of their own gets the reserve.
+const OWN_COMMIT_ATTEMPTS: u64 = 5;
 
 impl Pipeline {
     /// Appends records the collector makes about its own store (retention
@@ -497,12 +559,7 @@ impl Pipeline {
         for (i, e) in events.into_iter().enumerate() {
             by_tenant.entry(e.tenant.clone()).or_default().push((i, e));
         }
-        let mut rejected = Vec::new();
-        self.commit(by_tenant, &mut rejected).await?;
-        match rejected.pop() {
-            None => Ok(()),
-            Some(r) => Err(IngestError::Internal { reason: r.message }),
-        }
+        self.commit_own(by_tenant).await
     }
 }
 
@@ -563,7 +620,10 @@ impl Ingest for Pipeline {
                 }
             }
         }
-        let accepted = self.commit(by_tenant, &mut rejected).await?;
+        let accepted = self
+            .commit(by_tenant, &mut rejected, false)
+            .await
+            .map_err(|e| self.wal_error(e))?;
         for r in &rejected {
             self.metrics
                 .records_rejected

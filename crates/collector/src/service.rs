@@ -177,8 +177,16 @@ impl Collector {
         tracing::info!(
             records = replay.record_count(),
             chains = replay.heads().len(),
+            reserve_bytes = wal.reserve_bytes(),
             "WAL opened"
         );
+        let reserve = config.wal.effective_reserve_bytes();
+        if reserve > 0 && wal.reserve_bytes() == 0 {
+            tracing::warn!(
+                bytes = reserve,
+                "no room for the WAL's reserve (it needs twice its size free): on a full disk, retention could not make room; trying again after each retention run"
+            );
+        }
         let mut heads: HashMap<String, ChainHead> = replay
             .heads()
             .iter()
@@ -379,9 +387,15 @@ impl Collector {
             "# HELP otel_audit_wal_bytes Bytes of WAL segment files.\n# TYPE otel_audit_wal_bytes gauge\notel_audit_wal_bytes {}\n\
              # HELP otel_audit_wal_max_bytes The configured wal.max_wal_bytes.\n# TYPE otel_audit_wal_max_bytes gauge\notel_audit_wal_max_bytes {}\n\
              # HELP otel_audit_wal_queued_bytes Record bytes waiting for a WAL write.\n# TYPE otel_audit_wal_queued_bytes gauge\notel_audit_wal_queued_bytes {}\n\
+             # HELP otel_audit_wal_reserve_bytes Disk space the WAL holds back for its own records on a full disk (0 once used, until restored).\n# TYPE otel_audit_wal_reserve_bytes gauge\notel_audit_wal_reserve_bytes {}\n\
              # HELP otel_audit_wal_segments WAL segment files.\n# TYPE otel_audit_wal_segments gauge\notel_audit_wal_segments {}\n\
              # HELP otel_audit_wal_group_commits_total Group commits (one fsync each).\n# TYPE otel_audit_wal_group_commits_total counter\notel_audit_wal_group_commits_total {}\n",
-            st.disk_bytes, st.max_wal_bytes, st.queued_bytes, st.segments, st.groups_written
+            st.disk_bytes,
+            st.max_wal_bytes,
+            st.queued_bytes,
+            self.wal.reserve_bytes(),
+            st.segments,
+            st.groups_written
         );
         self.wal.sync_seconds().render(
             &mut out,
@@ -590,6 +604,11 @@ impl RetentionJob {
         // deletion without a record.
         self.pipeline.record_store_events(events).await?;
         retention::execute(&self.store, &plan).await?;
+        // Deleting made room: the reserve, if a full disk used it, first.
+        let wal = self.pipeline.wal().clone();
+        tokio::task::spawn_blocking(move || crate::pipeline::restore_reserve(&wal))
+            .await
+            .expect("reserve task panicked");
         let run = RetentionRun {
             files_deleted: plan.files.len(),
             digests_deleted: plan.digests.len(),

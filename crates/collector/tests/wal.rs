@@ -23,6 +23,7 @@ fn options(dir: &Path) -> WalOptions {
         max_wal_bytes: 64 * MIB,
         max_queue_bytes: 256 * KIB,
         verify_hashes_on_append: true,
+        reserve_bytes: None,
     }
 }
 
@@ -799,6 +800,13 @@ fn options_are_validated_by_field_and_unknown_keys_refused() {
         }),
         "max_wal_bytes"
     );
+    assert_eq!(
+        field(WalOptions {
+            reserve_bytes: Some(4095),
+            ..base.clone()
+        }),
+        "reserve_bytes"
+    );
     let err = Wal::open(WalOptions {
         max_wal_bytes: 1,
         ..base
@@ -833,6 +841,8 @@ fn crash_options(dir: &Path) -> WalOptions {
         max_wal_bytes: 256 * MIB,
         max_queue_bytes: 256 * KIB,
         verify_hashes_on_append: true,
+        // Allocated at every open, so kills land in its allocation too.
+        reserve_bytes: None,
     }
 }
 

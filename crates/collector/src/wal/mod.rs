@@ -62,6 +62,8 @@
 //!   `"OTAUDREL" | version u32 | next_segment u64 | count u32 | count ×
 //!   (len u16 | chain_id | seq u64 | hash[32]) | crc32c u32`. It is replaced
 //!   atomically (write `released.tmp`, fsync, rename, fsync the directory).
+//! - **`reserve`**: `reserve_bytes` of allocated disk and nothing else (see
+//!   "Failure"); allocated as `reserve.tmp`, synced, then renamed.
 //! - **`LOCK`**: locked (`flock`) while a process has the WAL open, until the
 //!   last clone of the [`Wal`] is dropped. `open` waits up to a second for a
 //!   held lock (a child process being spawned holds it for a moment) before
@@ -122,6 +124,16 @@
 //! accepted again at once and succeed as soon as space is freed: a full disk
 //! pushes back on clients and recovers without a restart.
 //!
+//! Two writes must get through on a full disk, because they are how it is
+//! freed: the collector's records about itself ([`Entries::may_use_reserve`]:
+//! retention records each deletion before deleting), and the `released`
+//! marker a release writes before it deletes segments. For them the WAL
+//! keeps a reserve, a file of [`WalOptions::reserve_bytes`] allocated while
+//! there is room; when one of them finds no space the reserve is deleted and
+//! the write tried again in its room (a group holding such records is
+//! written whole, clients' records included, so the reserve is sized for the
+//! largest group). [`Wal::restore_reserve`] allocates it again.
+//!
 //! Any other failed write, and any failed fsync, makes the WAL refuse every
 //! later append with [`WalError::Failed`]: after a failed fsync the kernel's
 //! page cache cannot be trusted to hold what was written, so the process
@@ -130,6 +142,7 @@
 
 mod format;
 mod replay;
+mod reserve;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -146,6 +159,7 @@ use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
 use tokio::sync::oneshot;
 
 pub use replay::{Replay, TruncatedTail};
+pub use reserve::ReserveState;
 
 use format::{ENTRY_HEADER_BYTES, GROUP_OVERHEAD_BYTES, Marker, finish_entry};
 
@@ -180,6 +194,15 @@ pub struct WalOptions {
     /// chained need no check: their hash is computed over the very bytes
     /// written. Default true.
     pub verify_hashes_on_append: bool,
+    /// Disk space, in bytes, held back in `<dir>/reserve` for the WAL's own
+    /// bookkeeping when its file system is full: the collector's own records
+    /// (retention's tombstones, which must be durable before expired files
+    /// are deleted to make room) and the marker a release writes before it
+    /// deletes segments. Clients' data never uses it. Allocated at open and
+    /// again whenever there is room for it twice over; not counted in
+    /// `max_wal_bytes`. Default `max_queue_bytes` + 1 MiB (the largest group
+    /// commit fits in it); 0 turns it off.
+    pub reserve_bytes: Option<u64>,
 }
 
 impl Default for WalOptions {
@@ -190,11 +213,18 @@ impl Default for WalOptions {
             max_wal_bytes: 2048 * MIB,
             max_queue_bytes: 32 * MIB,
             verify_hashes_on_append: true,
+            reserve_bytes: None,
         }
     }
 }
 
 impl WalOptions {
+    /// The reserve's size: `reserve_bytes`, or its default.
+    pub fn effective_reserve_bytes(&self) -> u64 {
+        self.reserve_bytes
+            .unwrap_or(self.max_queue_bytes.saturating_add(MIB))
+    }
+
     /// Checks the options; the error names the offending field.
     pub fn validate(&self) -> Result<(), WalError> {
         let bad =
@@ -216,6 +246,12 @@ impl WalOptions {
                     self.max_queue_bytes,
                     1024 * MIB
                 ),
+            );
+        }
+        if let Some(n @ 1..4096) = self.reserve_bytes {
+            return bad(
+                "reserve_bytes",
+                format!("{n} is below the minimum of 4096 (0 turns the reserve off)"),
             );
         }
         let least = self
@@ -550,6 +586,8 @@ struct Pending {
     entries: Vec<u8>,
     count: u32,
     chains: Vec<(String, ChainHead)>,
+    /// May be written into the reserve ([`Entries::may_use_reserve`]).
+    system: bool,
     tx: oneshot::Sender<Result<Appended, WalError>>,
 }
 
@@ -597,6 +635,9 @@ struct State {
     /// a part of the frame reached the file.
     #[cfg(test)]
     no_space_writes: u32,
+    /// Tests make this many next marker writes fail for lack of space.
+    #[cfg(test)]
+    no_space_markers: u32,
 }
 
 impl State {
@@ -621,6 +662,8 @@ struct Shared {
     /// Changed only while holding `state`, so a check under the lock is
     /// exact; read without it by the pipeline once per request.
     rewinds: AtomicU64,
+    /// Space held back for the WAL's own bookkeeping on a full disk.
+    reserve: reserve::Reserve,
 }
 
 impl Shared {
@@ -678,6 +721,8 @@ pub struct Entries {
     /// The [`Wal::rewinds`] count the records were chained under, if the
     /// caller asked for the check.
     rewinds: Option<u64>,
+    /// See [`Entries::may_use_reserve`].
+    system: bool,
 }
 
 /// Where the canonical bytes of the entry being built begin.
@@ -699,6 +744,17 @@ impl Entries {
     /// [`WalError::Rewound`] if the chains have been rewound since.
     pub fn expect_rewinds(&mut self, rewinds: u64) {
         self.rewinds = Some(rewinds);
+    }
+
+    /// Lets these records be written into the WAL's reserve
+    /// ([`WalOptions::reserve_bytes`]) when the file system has no room for
+    /// them: for the few records the collector makes about itself that must
+    /// be durable for it to free space (retention's tombstones) or that
+    /// record its own lifecycle. Never for clients' data, which the reserve
+    /// exists to be kept apart from. A group commit holding such records
+    /// is written whole, and the reserve is sized for the largest group.
+    pub fn may_use_reserve(&mut self) {
+        self.system = true;
     }
 
     /// Adds one record: `append` writes the record's canonical bytes at the
@@ -834,6 +890,7 @@ impl Wal {
             count,
             chains,
             rewinds,
+            system,
             ..
         } = entries;
         let bytes = entries.len() as u64;
@@ -902,6 +959,7 @@ impl Wal {
             entries,
             count,
             chains: chains.into_iter().map(|(c, _, _, h)| (c, h)).collect(),
+            system,
             tx,
         });
         let wake = st.writer_waiting;
@@ -977,7 +1035,36 @@ impl Wal {
                 released,
             }
         };
-        marker.store(&shared.dir)?;
+        #[cfg(test)]
+        let stored = {
+            let mut st = shared.lock();
+            let n = st.no_space_markers;
+            st.no_space_markers = n.saturating_sub(1);
+            if n > 0 {
+                Err(format::io_err("write marker", &shared.dir)(
+                    std::io::ErrorKind::StorageFull.into(),
+                ))
+            } else {
+                marker.store(&shared.dir)
+            }
+        };
+        #[cfg(not(test))]
+        let stored = marker.store(&shared.dir);
+        match stored {
+            Ok(()) => {}
+            // Without room for the marker no segment could ever be deleted:
+            // the reserve is there for this.
+            Err(WalError::Io { ref source, .. })
+                if writer::no_space(source) && shared.reserve.release()? =>
+            {
+                tracing::warn!(
+                    dir = %shared.dir.display(),
+                    "the WAL's file system is full: its reserve was deleted to record what the store holds, so that segments can be deleted"
+                );
+                marker.store(&shared.dir)?;
+            }
+            Err(e) => return Err(e),
+        }
 
         let doomed: Vec<(u64, PathBuf, u64)> = {
             let mut st = shared.lock();
@@ -1016,6 +1103,22 @@ impl Wal {
             segments: st.segments.len(),
             ..st.stats
         }
+    }
+
+    /// Allocates the reserve ([`WalOptions::reserve_bytes`]) if it is not in
+    /// place and the file system has room for it twice over. The WAL does
+    /// this at open; call it again once space has been freed after the
+    /// reserve was used (the collector does after each retention run and
+    /// when a full disk has room again).
+    ///
+    /// Blocks on file system I/O: call it from a blocking thread.
+    pub fn restore_reserve(&self) -> Result<ReserveState, WalError> {
+        self.inner.shared.reserve.restore()
+    }
+
+    /// Bytes the reserve holds now (0 after it was used, until restored).
+    pub fn reserve_bytes(&self) -> u64 {
+        self.inner.shared.reserve.held_bytes()
     }
 
     /// The end of the last durable (fsynced) group commit.
@@ -1198,6 +1301,7 @@ mod tests {
             max_wal_bytes: 64 * MIB,
             max_queue_bytes: 64 * 1024,
             verify_hashes_on_append: true,
+            reserve_bytes: None,
         }
     }
 
@@ -1325,6 +1429,9 @@ mod tests {
         assert_eq!(wal.rewinds(), 1);
         assert_eq!(wal.stats().queued_bytes, 0);
         assert_eq!(wal.durable_position(), durable);
+        // Clients' data never takes the reserve.
+        assert_eq!(wal.reserve_bytes(), 64 * 1024 + MIB);
+        assert!(dir.path().join("reserve").exists());
         // The chain is back at its last durable record.
         let head = wal.head("c1.acme").unwrap();
         assert_eq!((head.seq, head.hash), (0, first.hash));
@@ -1361,6 +1468,140 @@ mod tests {
         let mut e = AuditEvent::new("acme", "svc", Category::Inference, "llm.chat");
         e.attributes.insert("i".into(), i.to_string());
         e
+    }
+
+    /// Bytes of disk a file holds.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn the_reserve_is_allocated_at_open_and_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        assert_eq!(wal.reserve_bytes(), 64 * 1024 + MIB);
+        assert!(allocated(&dir.path().join("reserve")) >= 64 * 1024 + MIB);
+        assert_eq!(
+            wal.restore_reserve().unwrap(),
+            ReserveState::Held {
+                bytes: 64 * 1024 + MIB
+            }
+        );
+        drop(wal);
+
+        let off = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(WalOptions {
+            reserve_bytes: Some(0),
+            ..options(off.path())
+        })
+        .unwrap();
+        assert_eq!(wal.reserve_bytes(), 0);
+        assert_eq!(wal.restore_reserve().unwrap(), ReserveState::Disabled);
+        assert!(!off.path().join("reserve").exists());
+
+        let e = WalOptions {
+            reserve_bytes: Some(100),
+            ..options(off.path())
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("reserve_bytes"), "{e}");
+        assert!(e.to_string().contains("below the minimum"), "{e}");
+    }
+
+    #[test]
+    fn the_collectors_own_records_get_the_reserve_on_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, mut chain, _) = open_with_one_durable(dir.path());
+        let reserve = dir.path().join("reserve");
+        assert!(reserve.exists());
+
+        // A client's append and the collector's own, chained on it, in one
+        // group whose first write finds the file system full.
+        set_paused(&wal, true);
+        wal.inner.shared.lock().no_space_writes = 1;
+        let client = wal.submit(&[record(&mut chain, 1)]).unwrap();
+        let mut own = Entries::default();
+        own.may_use_reserve();
+        let tombstone = own
+            .push(|out| chain.append_into(chrono::Utc::now(), event(2), out))
+            .unwrap();
+        let own = wal.submit_entries(own).unwrap();
+        set_paused(&wal, false);
+        client.wait().unwrap();
+        own.wait().unwrap();
+        assert_eq!(wal.rewinds(), 0);
+        assert_eq!(wal.head("c1.acme").unwrap().hash, tombstone.hash);
+        // The reserve made the room, and is gone until restored.
+        assert!(!reserve.exists());
+        assert_eq!(wal.reserve_bytes(), 0);
+        assert_eq!(
+            wal.restore_reserve().unwrap(),
+            ReserveState::Held {
+                bytes: 64 * 1024 + MIB
+            }
+        );
+        assert!(allocated(&reserve) >= 64 * 1024 + MIB);
+        assert_eq!(wal.reserve_bytes(), 64 * 1024 + MIB);
+
+        // With the reserve used, the same write is refused as any other.
+        wal.inner.shared.lock().no_space_writes = 1;
+        assert!(wal.inner.shared.reserve.release().unwrap());
+        let mut own = Entries::default();
+        own.may_use_reserve();
+        own.push(|out| chain.append_into(chrono::Utc::now(), event(3), out))
+            .unwrap();
+        let e = wal.submit_entries(own).unwrap().wait().unwrap_err();
+        assert!(matches!(e, WalError::NoSpace { .. }), "{e}");
+        assert_eq!(wal.rewinds(), 1);
+        drop(wal);
+
+        let (_, replay) = Wal::open(options(dir.path())).unwrap();
+        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_release_without_room_for_its_marker_takes_the_reserve() {
+        for reserve_bytes in [None, Some(0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (wal, _) = Wal::open(WalOptions {
+                reserve_bytes,
+                ..options(dir.path())
+            })
+            .unwrap();
+            let mut chain = Chain::new("c1.acme", "acme").unwrap();
+            // Enough records for several segments.
+            let records: Vec<Record> = (0..400).map(|i| record(&mut chain, i)).collect();
+            for r in records.chunks(20) {
+                wal.submit(r).unwrap().wait().unwrap();
+            }
+            let segments = wal.stats().segments;
+            assert!(segments > 2, "{segments}");
+            let last = records.last().unwrap();
+            let upto = ChainHead {
+                seq: last.seq,
+                hash: last.hash,
+            };
+            wal.inner.shared.lock().no_space_markers = 1;
+            match reserve_bytes {
+                None => {
+                    wal.release("c1.acme", upto).unwrap();
+                    assert_eq!(wal.stats().segments, 1);
+                    assert_eq!(wal.reserve_bytes(), 0);
+                    assert!(!dir.path().join("reserve").exists());
+                }
+                _ => {
+                    let e = wal.release("c1.acme", upto).unwrap_err();
+                    assert!(e.to_string().contains("marker"), "{e}");
+                    assert_eq!(wal.stats().segments, segments);
+                    // Once there is room, the same release goes through.
+                    wal.release("c1.acme", upto).unwrap();
+                    assert_eq!(wal.stats().segments, 1);
+                }
+            }
+        }
     }
 
     #[test]

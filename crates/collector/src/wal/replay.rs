@@ -12,6 +12,7 @@ use super::format::{
     SEGMENT_HEADER_BYTES, check_entry_hash, create_segment, decode_entry, find_valid_frame_after,
     io_err, parse_segment_file_name, split_entries,
 };
+use super::reserve::Reserve;
 use super::writer::{self, ActiveSegment};
 use super::{ChainHead, Inner, SegmentInfo, Shared, State, Wal, WalError, WalOptions, WalStats};
 
@@ -516,7 +517,12 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         paused: false,
         #[cfg(test)]
         no_space_writes: 0,
+        #[cfg(test)]
+        no_space_markers: 0,
     };
+    let reserve = Reserve::new(&dir, options.effective_reserve_bytes());
+    reserve.clean_up()?;
+    reserve.restore()?;
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         wake: Condvar::new(),
@@ -524,6 +530,7 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
         options,
         sync_seconds: Default::default(),
         rewinds: Default::default(),
+        reserve,
     });
     let active = ActiveSegment {
         number: next,

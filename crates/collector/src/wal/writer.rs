@@ -46,7 +46,7 @@ impl From<WalError> for GroupError {
 }
 
 /// Whether an I/O error means the file system has no room for the write.
-fn no_space(e: &std::io::Error) -> bool {
+pub(crate) fn no_space(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
@@ -70,7 +70,26 @@ pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
             }
             std::mem::swap(&mut group, &mut st.queue);
         }
-        match write_group(&shared, &mut segment, &group) {
+        let mut written = write_group(&shared, &mut segment, &group);
+        if matches!(written, Err(GroupError::NoSpace { .. })) && group.iter().any(|p| p.system) {
+            // The collector's own records (retention's tombstones, which
+            // must be durable before expired files are deleted to make
+            // room) get the reserve's space; without it a full disk could
+            // never be freed from inside.
+            match shared.reserve.release() {
+                Ok(true) => {
+                    tracing::warn!(
+                        dir = %shared.dir.display(),
+                        "the WAL's file system is full: its reserve was deleted to record the collector's own events"
+                    );
+                    written = write_group(&shared, &mut segment, &group);
+                }
+                Ok(false) => {}
+                // Refused for lack of space as it would have been anyway.
+                Err(e) => tracing::error!(error = %e, "could not delete the WAL's reserve"),
+            }
+        }
+        match written {
             Ok(position) => complete(&shared, &segment, &mut group, position),
             Err(GroupError::NoSpace { op, path, reason }) => {
                 rewind(&shared, &mut group, op, &path, &reason)
