@@ -11,7 +11,8 @@
   layout), whose failed puts are retried and leave no staging file behind;
 - that shared disk full to its last page, with expired files in the store: the retention run records its
   tombstones in the WAL's reserve and deletes the files, and requests succeed again with nothing freed by
-  hand.
+  hand; and the WAL's own disk full to its last page while S3 is down: once S3 is back, the releases
+  record what the store holds in the reserve's room and delete the segments.
 
 Load comes from plain OTLP/HTTP JSON requests (GenAI spans with unique span ids); a request counts as
 acknowledged only when the collector answered 200.
@@ -396,7 +397,8 @@ def wait_for_refusals(c: Collector, loaders: List[Loader], status: int) -> None:
 def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib: int, filler_kib: int,
                          copy_out: Optional[Path] = None,
                          seed: Optional[Path] = None,
-                         top_up_flag: Optional[Path] = None) -> Tuple[Collector, List[Loader], Path]:
+                         top_up_flag: Optional[Path] = None,
+                         env: Optional[Dict[str, str]] = None) -> Tuple[Collector, List[Loader], Path]:
     """A collector whose WAL (and whatever else `sets` puts under `tmp_path/disk`) is on a small tmpfs that
     is nearly full, with two loaders sending to it; and the file whose creation frees the disk. Skips the
     test where no tmpfs can be mounted."""
@@ -406,7 +408,7 @@ def loaded_on_small_disk(tmp_path: Path, service: str, sets: List[str], size_kib
     if wrap is None:
         pytest.skip("cannot mount a small tmpfs here (needs unshare with root or user namespaces)")
     sets = [f"wal.dir={disk / 'wal'}", "wal.max_segment_bytes=262144", "wal.max_queue_bytes=262144", *sets]
-    c = Collector(tmp_path, sets=sets, wrap=wrap).start()
+    c = Collector(tmp_path, sets=sets, wrap=wrap, env=env).start()
     loaders = [Loader(c.http + "/v1/traces", service, first=i * 10_000_000).start() for i in range(2)]
     return c, loaders, free
 
@@ -509,3 +511,31 @@ def test_retention_frees_a_full_shared_disk_by_itself(tmp_path):
     assert_exactly_once(acked, stored_span_ids(copied, "retentionfull"))
     # The deleted files are accounted for by their tombstones: the store verifies intact.
     assert_intact(copied)
+
+
+def test_wal_disk_full_to_the_last_page_frees_itself_once_the_store_returns(tmp_path, moto_s3):
+    """S3 down, and the WAL's own disk (smaller than wal.max_wal_bytes) full to its last page. When S3
+    returns, the sink stores what the WAL holds; before deleting segments it must record durably what the
+    store holds, and the disk has no room even for that: the release takes the WAL's reserve, the segments
+    go, and requests succeed again with nothing freed by hand."""
+    proxy = Proxy(moto_s3.port)
+    prefix, top_up = "walfull", tmp_path / "top-up"
+    sets = s3_sets(moto_s3, prefix, f"http://127.0.0.1:{proxy.port}") + ["wal.reserve_bytes=262144"]
+    c, loaders, free = loaded_on_small_disk(tmp_path, "walfull", sets, size_kib=6144, filler_kib=4608,
+                                            top_up_flag=top_up, env=FAKE_AWS_ENV)
+    proxy.cut()  # once started: the collector reads the store at start
+    with stopping(c, loaders):
+        wait_for_refusals(c, loaders, 503)
+        top_up.touch()  # not a page left
+        wait_until(Path(f"{top_up}.done").exists, 30, lambda: "the disk was not topped up")
+        proxy.restore()
+        wait_until(lambda: "to record what the store holds" in c.log_text(), 60, lambda: c.log_text()[-3000:])
+        wait_for_successes(loaders, 20)
+        assert not free.exists()
+        assert "WAL release failed" not in c.log_text(), c.log_text()[-3000:]
+        free.touch()  # the loaders fill it again meanwhile: let the collector stop cleanly
+    acked = [i for l in loaders for i in l.acked]
+    assert acked
+    local = download(moto_s3, prefix, tmp_path / "downloaded")
+    assert_exactly_once(acked, stored_span_ids(local, "walfull"))
+    assert_intact(local)
