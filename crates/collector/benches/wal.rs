@@ -1,6 +1,8 @@
 //! WAL throughput: durable appends per second with 1, 8 and 64 concurrent
 //! appenders of ~600-byte records (each append waits for its fsync), against
-//! raw `write_all` + `sync_data` on the same disk in the same run.
+//! raw `write_all` + `sync_data` on the same disk in the same run; and a
+//! restart's recovery: `Wal::open` (the scan that checks every record) and
+//! the replay of every record after it, over a WAL of 100,000 records.
 //!
 //! `cargo bench -p otel-audit-collector --bench wal`
 //!
@@ -173,6 +175,56 @@ fn bench(c: &mut Criterion) {
         BenchmarkId::new("wal_append_100_records", "8_appenders"),
         |b| b.iter_custom(|iters| setup.run(iters, 100)),
     );
+    g.finish();
+
+    recovery(c, &root.path().join("wal-recovery"));
+}
+
+/// Records in the WAL the recovery benches open.
+const RECOVERY_RECORDS: u64 = 100_000;
+
+/// A restart after a crash: everything the WAL holds is scanned, then replayed.
+fn recovery(c: &mut Criterion, dir: &Path) {
+    let options = WalOptions {
+        dir: dir.to_owned(),
+        max_wal_bytes: 16 << 30,
+        reserve_bytes: Some(0),
+        ..WalOptions::default()
+    };
+    {
+        let (wal, _) = Wal::open(options.clone()).unwrap();
+        // Four tenants' chains, appended in batches of 500 as requests are.
+        let mut chains: Vec<Chain> = (0..4)
+            .map(|t| Chain::new(format!("bench.t{t}"), format!("t{t}")).unwrap())
+            .collect();
+        for batch in 0..RECOVERY_RECORDS / 500 {
+            let chain = &mut chains[batch as usize % 4];
+            let records: Vec<Record> = (0..500).map(|_| record(chain)).collect();
+            wal.submit(&records).unwrap().wait().unwrap();
+        }
+    }
+    let mut g = c.benchmark_group("wal_recovery");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements(RECOVERY_RECORDS));
+    g.bench_function("open", |b| {
+        b.iter(|| {
+            let (_, replay) = Wal::open(options.clone()).unwrap();
+            assert_eq!(replay.record_count(), RECOVERY_RECORDS);
+        })
+    });
+    g.bench_function("open_and_replay", |b| {
+        b.iter(|| {
+            let (_, replay) = Wal::open(options.clone()).unwrap();
+            let mut replayed = 0u64;
+            for r in replay {
+                r.unwrap();
+                replayed += 1;
+            }
+            assert_eq!(replayed, RECOVERY_RECORDS);
+        })
+    });
     g.finish();
 }
 

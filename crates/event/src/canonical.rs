@@ -552,6 +552,56 @@ pub fn seq_of_chain(canonical: &[u8], chain_id: &str) -> Option<u64> {
     u64::try_from(i64::from_be_bytes(seq[1..].try_into().expect("8 bytes"))).ok()
 }
 
+/// The `chain_id` and `seq` of a row, read from the end of its canonical
+/// bytes (`1 | len u32 | chain_id | 1 | seq i64`, big-endian) without
+/// decoding the rest; `None` unless they end that way with a chain id that
+/// is a path token (`[A-Za-z0-9._-]`, at most
+/// [`MAX_CHAIN_ID_BYTES`](crate::validate::MAX_CHAIN_ID_BYTES) bytes), as
+/// every [`Chain`](crate::Chain)'s is. Nothing else is checked.
+///
+/// Exact for such ids: the id's length field and presence byte hold bytes
+/// (`0`, `1`) that no path token does, so no shorter or longer reading of
+/// the tail is a path token behind a matching length.
+///
+/// ```
+/// use otel_audit_event::{AuditEvent, Category, Chain, chain_and_seq};
+/// let mut chain = Chain::new("c1.acme", "acme").unwrap();
+/// let event = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+/// let record = chain.append(chrono::Utc::now(), event).unwrap();
+/// let mut bytes = Vec::new();
+/// record.canonical_bytes(&mut bytes);
+/// assert_eq!(chain_and_seq(&bytes), Some(("c1.acme", 0)));
+/// assert_eq!(chain_and_seq(&bytes[..bytes.len() - 1]), None);
+/// ```
+pub fn chain_and_seq(canonical: &[u8]) -> Option<(&str, u64)> {
+    let (rest, seq) = canonical.split_last_chunk::<9>()?;
+    if seq[0] != 1 {
+        return None;
+    }
+    let seq = u64::try_from(i64::from_be_bytes(seq[1..].try_into().expect("8 bytes"))).ok()?;
+    // The id is the run of token bytes before `seq`, or that run but its
+    // first byte: the low byte of the id's length field can be a token
+    // byte itself ('0' is 48); the three before it are zero and end the run.
+    let max = crate::validate::MAX_CHAIN_ID_BYTES.min(rest.len().saturating_sub(5));
+    let run = rest
+        .iter()
+        .rev()
+        .take(max + 1)
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        .count();
+    [run, run.saturating_sub(1)]
+        .into_iter()
+        .filter(|len| (1..=max).contains(len))
+        .find_map(|len| {
+            let (before, id) = rest.split_at(rest.len() - len);
+            let head = before.last_chunk::<5>()?;
+            let ok = head[0] == 1
+                && head[1..] == (len as u32).to_be_bytes()
+                && !matches!(id[0], b'.' | b'-');
+            ok.then(|| Some((std::str::from_utf8(id).ok()?, seq)))?
+        })
+}
+
 /// Decodes the canonical bytes of a row (the output of
 /// [`Record::canonical_bytes`]) back into the [`Record`], given the row's
 /// stored `prev_hash` and `hash` (which are not part of the canonical bytes).

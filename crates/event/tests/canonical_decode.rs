@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use otel_audit_event::{
     Actor, ActorType, AuditEvent, Category, ContentDigest, DecodeCanonicalError, DigestAlgorithm,
     ErrorInfo, GenAi, Outcome, Record, Redaction, RedactionMethod, Safety, SealedContent, Service,
-    Severity, Target, TraceContext, decode_canonical, row_hash,
+    Severity, Target, TraceContext, chain_and_seq, decode_canonical, row_hash,
 };
 use uuid::Uuid;
 
@@ -648,4 +648,43 @@ fn mutated_bytes_either_fail_or_are_canonical() {
     }
     // Some mutations (inside text) keep the bytes valid: the check above ran.
     assert!(decoded > 0);
+}
+
+#[test]
+fn chain_and_seq_reads_the_tail_exactly_for_every_id_length() {
+    let mut rng = Rng(7);
+    const TOKEN: &[u8] = b"abcXYZ0189._-";
+    for len in 1..=otel_audit_event::MAX_CHAIN_ID_BYTES {
+        // Every length, so the length field's low byte is a token byte
+        // ('-', '.', digits, letters) for some of them.
+        for _ in 0..4 {
+            let mut r = random_record(&mut rng);
+            let mut id: Vec<u8> = (0..len).map(|_| rng.pick(TOKEN)).collect();
+            id[0] = b'c';
+            r.chain_id = String::from_utf8(id).unwrap();
+            r.seq = rng.next() >> 1;
+            let bytes = encode(&r);
+            assert_eq!(
+                chain_and_seq(&bytes),
+                Some((r.chain_id.as_str(), r.seq)),
+                "len {len}"
+            );
+            // A length field or presence byte that does not fit is no reading.
+            let n = bytes.len();
+            for at in [n - 9, n - 9 - len - 5, n - 9 - len - 1] {
+                let mut bad = bytes.clone();
+                bad[at] ^= 0x40;
+                assert_eq!(chain_and_seq(&bad), None, "len {len}, byte {at} changed");
+            }
+        }
+    }
+    // Ids that are not path tokens are not read from the tail.
+    for id in ["a b", ".hidden", "-x", "é", "c1\u{1}"] {
+        let mut r = minimal_record();
+        r.chain_id = id.into();
+        assert_eq!(chain_and_seq(&encode(&r)), None, "{id:?}");
+    }
+    let mut r = minimal_record();
+    r.chain_id = "x".repeat(otel_audit_event::MAX_CHAIN_ID_BYTES + 1);
+    assert_eq!(chain_and_seq(&encode(&r)), None);
 }

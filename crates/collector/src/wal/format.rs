@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use otel_audit_event::{Record, decode_canonical, row_hash};
+use otel_audit_event::{Record, decode_canonical};
 
 use super::{ChainHead, WalError};
 
@@ -383,8 +383,8 @@ pub(crate) fn split_entries<'a>(
     Ok(())
 }
 
-/// Decodes an entry. Its hash is checked once, by the open scan
-/// ([`check_entry_hash`]); replay re-reads the same CRC-checked frames.
+/// Decodes an entry. Its hash is checked once, by the open scan; replay
+/// re-reads the same CRC-checked frames.
 pub(crate) fn decode_entry(
     entry: &Entry<'_>,
     path: &Path,
@@ -399,24 +399,6 @@ pub(crate) fn decode_entry(
             source,
         }
     })
-}
-
-/// Checks that an entry's hash is the hash of its content.
-pub(crate) fn check_entry_hash(
-    entry: &Entry<'_>,
-    record: &Record,
-    path: &Path,
-    offset: u64,
-) -> Result<(), WalError> {
-    if row_hash(&entry.prev_hash, entry.canonical) != entry.hash {
-        return Err(WalError::HashMismatch {
-            path: path.to_owned(),
-            offset,
-            chain_id: record.chain_id.clone(),
-            seq: record.seq,
-        });
-    }
-    Ok(())
 }
 
 /// What the marker file records: per chain, the last row the store holds,

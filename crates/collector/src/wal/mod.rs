@@ -72,16 +72,21 @@
 //! # Crash recovery
 //!
 //! [`Wal::open`] reads every segment in order and checks each frame's length,
-//! checksum and position, decodes every record and recomputes its hash
-//! (`row_hash(prev_hash, canonical) == hash`), and checks that each chain's
-//! records link (consecutive `seq`, `prev_hash` = previous `hash`). Only the
+//! checksum and position, recomputes every record's hash
+//! (`row_hash(prev_hash, canonical) == hash`, two records at a time), and
+//! checks that each chain's records link (consecutive `seq`, `prev_hash` =
+//! previous `hash`), reading a record's chain and seq from the end of its
+//! canonical bytes (`otel_audit_event::chain_and_seq`); the records replayed
+//! are decoded by the replay, once. Only the
 //! last frame of the last segment can be incomplete after a crash, because
 //! each frame is synced before the next is written and a new segment is
 //! synced (header and directory entry) before its first frame; such a torn
 //! tail was never acknowledged, and is truncated away. A bad frame anywhere
 //! else — or in the last segment with a valid frame after it — is damage to
 //! acknowledged data and an error naming the file and offset, as is any
-//! record that fails to decode or to verify.
+//! record whose hash does not verify (at open; named a decode error, with
+//! the field, when its bytes are no canonical encoding at all) or that
+//! fails to decode (when replayed).
 //!
 //! # No duplicates after a restart
 //!
