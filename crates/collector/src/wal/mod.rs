@@ -206,7 +206,8 @@ pub struct WalOptions {
     /// deletes segments. Clients' data never uses it. Allocated at open and
     /// again whenever there is room for it twice over; not counted in
     /// `max_wal_bytes`. Default `max_queue_bytes` + 1 MiB (the largest group
-    /// commit fits in it); 0 turns it off.
+    /// commit fits in it); 0 turns it off (and deletes a reserve left from
+    /// before).
     pub reserve_bytes: Option<u64>,
 }
 
@@ -1504,6 +1505,35 @@ mod tests {
         assert_eq!(wal.reserve_bytes(), 0);
         assert_eq!(wal.restore_reserve().unwrap(), ReserveState::Disabled);
         assert!(!off.path().join("reserve").exists());
+        drop(wal);
+
+        // A changed size takes effect at the next open; turned off, the
+        // reserve left from before is deleted.
+        let (wal, _) = Wal::open(WalOptions {
+            reserve_bytes: Some(64 * 1024),
+            ..options(dir.path())
+        })
+        .unwrap();
+        assert_eq!(wal.reserve_bytes(), 64 * 1024);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("reserve")).unwrap().len(),
+            64 * 1024
+        );
+        drop(wal);
+        let (wal, _) = Wal::open(WalOptions {
+            reserve_bytes: Some(2 * MIB),
+            ..options(dir.path())
+        })
+        .unwrap();
+        assert!(allocated(&dir.path().join("reserve")) >= 2 * MIB);
+        drop(wal);
+        let (wal, _) = Wal::open(WalOptions {
+            reserve_bytes: Some(0),
+            ..options(dir.path())
+        })
+        .unwrap();
+        assert_eq!(wal.reserve_bytes(), 0);
+        assert!(!dir.path().join("reserve").exists());
 
         let e = WalOptions {
             reserve_bytes: Some(100),

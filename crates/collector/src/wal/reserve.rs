@@ -93,14 +93,28 @@ impl Reserve {
     /// has room for it twice over: a reserve that filled the disk would
     /// refuse the clients it is meant to keep the way open for.
     pub(crate) fn restore(&self) -> Result<ReserveState, WalError> {
-        if self.bytes == 0 {
-            return Ok(ReserveState::Disabled);
-        }
         let _serial = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bytes == 0 {
+            // Turned off: a reserve left from before would hold its disk
+            // for ever.
+            return match fs::remove_file(&self.path) {
+                Ok(()) => Ok(ReserveState::Disabled),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(ReserveState::Disabled),
+                Err(e) => Err(io_err("delete reserve", &self.path)(e)),
+            };
+        }
         let held = ReserveState::Held { bytes: self.bytes };
         if let Ok(meta) = fs::metadata(&self.path)
             && allocated_bytes(&meta) >= self.bytes
         {
+            if meta.len() > self.bytes {
+                // A smaller `reserve_bytes` than when it was allocated.
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .and_then(|f| f.set_len(self.bytes))
+                    .map_err(io_err("shrink reserve", &self.path))?;
+            }
             self.held.store(self.bytes, Ordering::Release);
             return Ok(held);
         }
