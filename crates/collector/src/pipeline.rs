@@ -303,35 +303,28 @@ impl Pipeline {
         let waiting = std::time::Instant::now();
         let appended = appending.await;
         self.metrics.wal_wait_seconds.observe(waiting.elapsed());
-        match appended {
-            Ok(_) => {
-                // A load first: every acknowledged request passes here, and
-                // only the first after a full disk needs to write the flag.
-                if self.disk_full.load(Ordering::Acquire)
-                    && self.disk_full.swap(false, Ordering::AcqRel)
-                {
-                    tracing::info!("the WAL's file system has room again: accepting data");
-                    // In the background: a client's answer does not wait
-                    // for the allocation.
-                    let wal = self.wal.clone();
-                    tokio::task::spawn_blocking(move || restore_reserve(&wal));
-                }
-                let n = records.len();
-                let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
-                for r in &records {
-                    *per_tenant.entry(r.event.tenant.as_str()).or_default() += 1;
-                }
-                for (tenant, count) in per_tenant {
-                    self.metrics
-                        .events_accepted
-                        .add(&[("tenant", tenant)], count);
-                }
-                let waited = self.feed.records(records).await;
-                self.metrics.feed_wait_seconds.observe(waited);
-                Ok(n)
-            }
-            Err(e) => Err(e),
+        appended?;
+        // A load first: every acknowledged request passes here, and
+        // only the first after a full disk needs to write the flag.
+        if self.disk_full.load(Ordering::Acquire) && self.disk_full.swap(false, Ordering::AcqRel) {
+            tracing::info!("the WAL's file system has room again: accepting data");
+            // In the background: a client's answer does not wait
+            // for the allocation.
+            tokio::spawn(restore_reserve(self.wal.clone()));
         }
+        let n = records.len();
+        let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &records {
+            *per_tenant.entry(r.event.tenant.as_str()).or_default() += 1;
+        }
+        for (tenant, count) in per_tenant {
+            self.metrics
+                .events_accepted
+                .add(&[("tenant", tenant)], count);
+        }
+        let waited = self.feed.records(records).await;
+        self.metrics.feed_wait_seconds.observe(waited);
+        Ok(n)
     }
 
     /// The synchronous half of `commit`: chain locks are never held across
@@ -523,11 +516,14 @@ impl Pipeline {
 }
 
 /// Allocates the WAL's reserve again if it was used, when there is room for
-/// it ([`Wal::restore_reserve`]), and says so in the log. Blocks on file
-/// system I/O.
-pub(crate) fn restore_reserve(wal: &Wal) {
+/// it ([`Wal::restore_reserve`], on a blocking thread), and says so in the
+/// log.
+pub(crate) async fn restore_reserve(wal: Wal) {
     let was_held = wal.reserve_bytes() > 0;
-    match wal.restore_reserve() {
+    let restored = tokio::task::spawn_blocking(move || wal.restore_reserve())
+        .await
+        .expect("reserve task panicked");
+    match restored {
         Ok(ReserveState::Held { bytes }) if !was_held => {
             tracing::info!(bytes, "the WAL's reserve is in place");
         }

@@ -180,12 +180,9 @@ impl Collector {
             reserve_bytes = wal.reserve_bytes(),
             "WAL opened"
         );
-        let reserve = config.wal.effective_reserve_bytes();
-        if reserve > 0 && wal.reserve_bytes() == 0 {
-            tracing::warn!(
-                bytes = reserve,
-                "no room for the WAL's reserve (it needs twice its size free): on a full disk, retention could not make room; trying again after each retention run"
-            );
+        if wal.reserve_bytes() == 0 {
+            // Open found no room for it: warns (nothing when it is off).
+            crate::pipeline::restore_reserve(wal.clone()).await;
         }
         let mut heads: HashMap<String, ChainHead> = replay
             .heads()
@@ -605,10 +602,7 @@ impl RetentionJob {
         self.pipeline.record_store_events(events).await?;
         retention::execute(&self.store, &plan).await?;
         // Deleting made room: the reserve, if a full disk used it, first.
-        let wal = self.pipeline.wal().clone();
-        tokio::task::spawn_blocking(move || crate::pipeline::restore_reserve(&wal))
-            .await
-            .expect("reserve task panicked");
+        crate::pipeline::restore_reserve(self.pipeline.wal().clone()).await;
         let run = RetentionRun {
             files_deleted: plan.files.len(),
             digests_deleted: plan.digests.len(),

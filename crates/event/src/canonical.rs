@@ -520,38 +520,6 @@ impl<'a> Dec<'a> {
     }
 }
 
-/// The `seq` of a row of chain `chain_id`, read from the end of its
-/// canonical bytes, where the encoding puts `chain_id` and then `seq`
-/// (`1 | len u32 | chain_id | 1 | seq i64`, big-endian); `None` when the
-/// bytes do not end that way. Nothing else is decoded or checked.
-///
-/// The answer is exact when neither this id nor the row's holds the bytes
-/// `0` or `1` (those of a presence byte or a length), as ids made of
-/// printable text never do: another chain's row could otherwise end the same.
-///
-/// ```
-/// use otel_audit_event::{AuditEvent, Category, Chain, seq_of_chain};
-/// let mut chain = Chain::new("c1.acme", "acme").unwrap();
-/// let record = chain
-///     .append(chrono::Utc::now(), AuditEvent::new("acme", "svc", Category::Admin, "user.create"))
-///     .unwrap();
-/// let mut bytes = Vec::new();
-/// record.canonical_bytes(&mut bytes);
-/// assert_eq!(seq_of_chain(&bytes, "c1.acme"), Some(0));
-/// assert_eq!(seq_of_chain(&bytes, "1.acme"), None);
-/// ```
-pub fn seq_of_chain(canonical: &[u8], chain_id: &str) -> Option<u64> {
-    let id = chain_id.as_bytes();
-    let (rest, seq) = canonical.split_last_chunk::<9>()?;
-    let id_field = &rest[rest.len().checked_sub(id.len() + 5)?..];
-    let (head, text) = id_field.split_first_chunk::<5>()?;
-    let len = u32::try_from(id.len()).ok()?.to_be_bytes();
-    if seq[0] != 1 || head[0] != 1 || head[1..] != len || text != id {
-        return None;
-    }
-    u64::try_from(i64::from_be_bytes(seq[1..].try_into().expect("8 bytes"))).ok()
-}
-
 /// The `chain_id` and `seq` of a row, read from the end of its canonical
 /// bytes (`1 | len u32 | chain_id | 1 | seq i64`, big-endian) without
 /// decoding the rest; `None` unless they end that way with a chain id that

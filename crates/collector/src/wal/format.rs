@@ -62,6 +62,15 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+/// Deletes `path` if it is there; whether it was.
+pub(crate) fn remove_if_present(path: &Path, op: &'static str) -> Result<bool, WalError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(op, path)(e)),
+    }
+}
+
 /// Makes a directory's entries (created, renamed, removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)

@@ -646,6 +646,14 @@ struct State {
     no_space_markers: u32,
 }
 
+/// Counts down one of the tests' injected failures; whether there was one.
+#[cfg(test)]
+fn take_one(injected: &mut u32) -> bool {
+    let had = *injected > 0;
+    *injected = injected.saturating_sub(1);
+    had
+}
+
 impl State {
     /// Whether the writer has nothing (it may take) to write.
     fn idle(&self) -> bool {
@@ -1042,17 +1050,12 @@ impl Wal {
             }
         };
         #[cfg(test)]
-        let stored = {
-            let mut st = shared.lock();
-            let n = st.no_space_markers;
-            st.no_space_markers = n.saturating_sub(1);
-            if n > 0 {
-                Err(format::io_err("write marker", &shared.dir)(
-                    std::io::ErrorKind::StorageFull.into(),
-                ))
-            } else {
-                marker.store(&shared.dir)
-            }
+        let stored = if take_one(&mut shared.lock().no_space_markers) {
+            Err(format::io_err("write marker", &shared.dir)(
+                std::io::ErrorKind::StorageFull.into(),
+            ))
+        } else {
+            marker.store(&shared.dir)
         };
         #[cfg(not(test))]
         let stored = marker.store(&shared.dir);
@@ -1061,12 +1064,11 @@ impl Wal {
             // Without room for the marker no segment could ever be deleted:
             // the reserve is there for this.
             Err(WalError::Io { ref source, .. })
-                if writer::no_space(source) && shared.reserve.release()? =>
+                if writer::no_space(source)
+                    && shared
+                        .reserve
+                        .release("what the store holds, so that segments can be deleted")? =>
             {
-                tracing::warn!(
-                    dir = %shared.dir.display(),
-                    "the WAL's file system is full: its reserve was deleted to record what the store holds, so that segments can be deleted"
-                );
                 marker.store(&shared.dir)?;
             }
             Err(e) => return Err(e),
@@ -1232,20 +1234,13 @@ fn delete_segments(
     let mut out = Released::default();
     let mut result = Ok(());
     for (_, path, bytes) in &doomed {
-        match std::fs::remove_file(path) {
-            Ok(()) => {
-                out.deleted_segments += 1;
+        match format::remove_if_present(path, "delete segment") {
+            Ok(deleted) => {
+                out.deleted_segments += usize::from(deleted);
                 out.freed_bytes += bytes;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.freed_bytes += bytes;
-            }
-            Err(source) => {
-                result = Err(WalError::Io {
-                    op: "delete segment",
-                    path: path.clone(),
-                    source,
-                });
+            Err(e) => {
+                result = Err(e);
                 break;
             }
         }
@@ -1582,7 +1577,7 @@ mod tests {
 
         // With the reserve used, the same write is refused as any other.
         wal.inner.shared.lock().no_space_writes = 1;
-        assert!(wal.inner.shared.reserve.release().unwrap());
+        assert!(wal.inner.shared.reserve.release("a test").unwrap());
         let mut own = Entries::default();
         own.may_use_reserve();
         own.push(|out| chain.append_into(chrono::Utc::now(), event(3), out))

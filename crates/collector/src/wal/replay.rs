@@ -5,14 +5,12 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use otel_audit_event::{
-    Record, begin_row_hash, chain_and_seq, check_path_token, finish_row_hashes, seq_of_chain,
-};
+use otel_audit_event::{Record, begin_row_hash, chain_and_seq, finish_row_hashes};
 
 use super::format::{
     self, Entry, FrameReader, LOCK_FILE, MARKER_FILE, MARKER_TMP_FILE, Marker, Next,
     SEGMENT_HEADER_BYTES, create_segment, decode_entry, find_valid_frame_after, io_err,
-    parse_segment_file_name, split_entries,
+    parse_segment_file_name, remove_if_present, split_entries,
 };
 use super::reserve::Reserve;
 use super::writer::{self, ActiveSegment};
@@ -194,20 +192,15 @@ impl Iterator for Replay {
 }
 
 /// Whether the record of these canonical bytes is at or below its chain's
-/// head in `released`, told from the end of the bytes ([`seq_of_chain`])
+/// head in `released`, told from the end of the bytes ([`chain_and_seq`])
 /// without decoding the rest: a catch-up reads every unreleased record of
 /// the WAL to find the few the sink missed (at shutdown, all the rows of the
-/// open files), and decoding each one was most of its cost.
-///
-/// Only chain ids that are path tokens are used (the collector's
-/// `<instance_id>.<tenant>` always is, both parts being checked): then no
-/// other chain's record can end the same. `false` leaves the record to be
-/// decoded and checked as before.
+/// open files), and decoding each one was most of its cost. `false` (also
+/// for a chain id that is not a path token, which the tail does not tell)
+/// leaves the record to be decoded and checked as before.
 fn released_by_tail(released: &BTreeMap<String, ChainHead>, canonical: &[u8]) -> bool {
-    released.iter().any(|(id, head)| {
-        seq_of_chain(canonical, id).is_some_and(|seq| seq <= head.seq)
-            && check_path_token(id, id.len()).is_ok()
-    })
+    chain_and_seq(canonical)
+        .is_some_and(|(id, seq)| released.get(id).is_some_and(|head| seq <= head.seq))
 }
 
 /// Per-chain checks across all segments during the open scan.
@@ -468,18 +461,7 @@ pub(crate) fn open(options: WalOptions) -> Result<(Wal, Replay), WalError> {
     let lock_file = lock_dir(&dir)?;
 
     // A marker write that a crash interrupted before its rename.
-    let tmp = dir.join(MARKER_TMP_FILE);
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(WalError::Io {
-                op: "delete",
-                path: tmp,
-                source,
-            });
-        }
-    }
+    remove_if_present(&dir.join(MARKER_TMP_FILE), "delete")?;
     let marker = Marker::load(&dir)?;
 
     let mut numbers = Vec::new();
@@ -674,7 +656,7 @@ mod tests {
         odd.chain_id = "i t".into();
         bytes.clear();
         odd.canonical_bytes(&mut bytes);
-        assert_eq!(seq_of_chain(&bytes, "i t"), Some(0));
+        assert_eq!(chain_and_seq(&bytes), None);
         let released = BTreeMap::from([(
             "i t".to_string(),
             ChainHead {

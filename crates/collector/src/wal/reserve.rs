@@ -13,13 +13,13 @@
 //! the collector makes about itself (see `Entries::may_use_reserve`).
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::WalError;
-use super::format::{io_err, sync_dir};
+use super::format::{io_err, remove_if_present, sync_dir};
 
 /// The reserve file in the WAL directory.
 pub(crate) const RESERVE_FILE: &str = "reserve";
@@ -76,17 +76,21 @@ impl Reserve {
         self.held.load(Ordering::Acquire)
     }
 
-    /// Deletes the reserve, so that the write that found no space can be
-    /// tried again in its room. Whether there was one to delete.
-    pub(crate) fn release(&self) -> Result<bool, WalError> {
+    /// Deletes the reserve, so that the write that found no space (`to`
+    /// says what it records, for the log) can be tried again in its room.
+    /// Whether there was one to delete.
+    pub(crate) fn release(&self, to: &str) -> Result<bool, WalError> {
         if self.held.swap(0, Ordering::AcqRel) == 0 {
             return Ok(false);
         }
-        match fs::remove_file(&self.path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_err("delete reserve", &self.path)(e)),
+        let deleted = remove_if_present(&self.path, "delete reserve")?;
+        if deleted {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "the WAL's file system is full: its reserve was deleted to record {to}"
+            );
         }
+        Ok(deleted)
     }
 
     /// Allocates the reserve unless it is in place. Only when the file system
@@ -97,11 +101,8 @@ impl Reserve {
         if self.bytes == 0 {
             // Turned off: a reserve left from before would hold its disk
             // for ever.
-            return match fs::remove_file(&self.path) {
-                Ok(()) => Ok(ReserveState::Disabled),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(ReserveState::Disabled),
-                Err(e) => Err(io_err("delete reserve", &self.path)(e)),
-            };
+            remove_if_present(&self.path, "delete reserve")?;
+            return Ok(ReserveState::Disabled);
         }
         let held = ReserveState::Held { bytes: self.bytes };
         if let Ok(meta) = fs::metadata(&self.path)
@@ -173,11 +174,7 @@ impl Reserve {
 
     /// Removes a reserve left half-allocated by a crash.
     pub(crate) fn clean_up(&self) -> Result<(), WalError> {
-        match fs::remove_file(&self.tmp) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("delete", &self.tmp)(e)),
-        }
+        remove_if_present(&self.tmp, "delete").map(drop)
     }
 }
 

@@ -76,14 +76,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut segment: ActiveSegment) {
             // must be durable before expired files are deleted to make
             // room) get the reserve's space; without it a full disk could
             // never be freed from inside.
-            match shared.reserve.release() {
-                Ok(true) => {
-                    tracing::warn!(
-                        dir = %shared.dir.display(),
-                        "the WAL's file system is full: its reserve was deleted to record the collector's own events"
-                    );
-                    written = write_group(&shared, &mut segment, &group);
-                }
+            match shared.reserve.release("the collector's own events") {
+                Ok(true) => written = write_group(&shared, &mut segment, &group),
                 Ok(false) => {}
                 // Refused for lack of space as it would have been anyway.
                 Err(e) => tracing::error!(error = %e, "could not delete the WAL's reserve"),
@@ -129,12 +123,7 @@ fn write_group(
     let path = &segment.path;
     let started = std::time::Instant::now();
     #[cfg(test)]
-    let injected = {
-        let mut st = shared.lock();
-        let n = st.no_space_writes;
-        st.no_space_writes = n.saturating_sub(1);
-        n > 0
-    };
+    let injected = super::take_one(&mut shared.lock().no_space_writes);
     #[cfg(not(test))]
     let injected = false;
     let written = if injected {
