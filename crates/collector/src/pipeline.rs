@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use otel_audit_event::redact::Redactor;
-use otel_audit_event::{AuditEvent, Chain, Record};
+use otel_audit_event::{AuditEvent, Chain};
+use otel_audit_storage::CanonicalRow;
 use tokio::sync::mpsc;
 
 use crate::ingest::{Ingest, IngestAck, IngestError, Principal, Rejection};
@@ -55,10 +56,9 @@ pub(crate) struct Feed {
     taken_ms: Arc<AtomicU64>,
     /// tokio's clock, so that tests can pause it.
     epoch: tokio::time::Instant,
-    /// Record lists the sink has emptied, for the next requests. A list of
-    /// 512 records is half a megabyte: allocated afresh per request, its
-    /// pages were faulted in (and zeroed by the kernel) every time.
-    spare: Arc<Mutex<Vec<Vec<Record>>>>,
+    /// Row lists the sink has emptied, for the next requests (a list of
+    /// 512 rows is 64 KB).
+    spare: Arc<Mutex<Vec<Vec<CanonicalRow>>>>,
 }
 
 /// Emptied record lists kept for reuse, at most.
@@ -96,7 +96,7 @@ impl Feed {
 
     /// An empty record list with room for `n` records, reused when one is
     /// spare.
-    fn list(&self, n: usize) -> Vec<Record> {
+    fn list(&self, n: usize) -> Vec<CanonicalRow> {
         let spare = lock(&self.spare).pop();
         let mut list = spare.unwrap_or_default();
         list.reserve(n);
@@ -104,7 +104,7 @@ impl Feed {
     }
 
     /// Gives an emptied list back for [`Feed::list`].
-    pub(crate) fn give_back(&self, mut list: Vec<Record>) {
+    pub(crate) fn give_back(&self, mut list: Vec<CanonicalRow>) {
         list.clear();
         let mut spare = lock(&self.spare);
         if spare.len() < SPARE_LISTS {
@@ -132,7 +132,7 @@ impl Feed {
     /// Queues durable records for the sink. When they do not fit, waits for
     /// room while the sink is moving (at most `max_wait`), then spills
     /// them: the sink reads them back from the WAL.
-    async fn records(&self, records: Vec<Record>) -> Duration {
+    async fn records(&self, records: Vec<CanonicalRow>) -> Duration {
         let bytes: u64 = records.iter().map(approx_record_bytes).sum();
         let started = tokio::time::Instant::now();
         loop {
@@ -315,7 +315,7 @@ impl Pipeline {
         let n = records.len();
         let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
         for r in &records {
-            *per_tenant.entry(r.event.tenant.as_str()).or_default() += 1;
+            *per_tenant.entry(r.tenant()).or_default() += 1;
         }
         for (tenant, count) in per_tenant {
             self.metrics
@@ -334,7 +334,7 @@ impl Pipeline {
         by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
         rejected: &mut Vec<Rejection>,
         own: bool,
-    ) -> Result<Option<(Appending, Vec<Record>)>, WalError> {
+    ) -> Result<Option<(Appending, Vec<CanonicalRow>)>, WalError> {
         let mut slots = Vec::with_capacity(by_tenant.len());
         let mut batches = Vec::with_capacity(by_tenant.len());
         for (tenant, events) in by_tenant {
@@ -372,10 +372,6 @@ impl Pipeline {
             .map(|g| (g.chain.next_seq(), g.chain.head()))
             .collect();
         let total: usize = batches.iter().map(Vec::len).sum();
-        // Sized once: a record is nearly 1 KB, and growing a list of 512 of
-        // them touched fresh memory (a page fault per huge page) five times
-        // per request; a list the sink emptied has room already.
-        let mut records = self.feed.list(total);
         let mut entries = Entries::with_capacity(total);
         // Refused if the chains are rewound between here and the submit.
         entries.expect_rewinds(rewinds);
@@ -383,14 +379,17 @@ impl Pipeline {
             entries.may_use_reserve();
         }
         let mut received = Vec::with_capacity(guards.len());
+        let mut chained = 0usize;
         for (guard, events) in guards.iter_mut().zip(batches) {
             let now = Utc::now().max(guard.last_received);
             received.push(now);
             for (index, event) in events {
                 // The canonical bytes are encoded once: the chain hashes them
-                // where the WAL entry holds them.
+                // where the WAL entry holds them, and the sink takes them
+                // from there. The event is dropped here, on the thread that
+                // made it.
                 match entries.push(|out| guard.chain.append_into(now, event, out)) {
-                    Ok(r) => records.push(r),
+                    Ok(_) => chained += 1,
                     Err(e) => rejected.push(Rejection {
                         index,
                         reason: "validation",
@@ -399,10 +398,12 @@ impl Pipeline {
                 }
             }
         }
-        if records.is_empty() {
+        if chained == 0 {
             return Ok(None);
         }
-        let appending = match self.wal.submit_entries(entries) {
+        // A list the sink emptied has room already.
+        let mut records = self.feed.list(chained);
+        let appending = match self.wal.submit_rows(entries, &mut records) {
             Ok(a) => {
                 for (g, t) in guards.iter_mut().zip(received) {
                     g.last_received = t;
@@ -447,6 +448,11 @@ impl Pipeline {
                     retry_after: RETRY_AFTER,
                 }
             }
+            // Records the chain encoded that do not read back: a bug, but
+            // one request's, not the WAL's.
+            WalError::NotCanonical { .. } => IngestError::Internal {
+                reason: e.to_string(),
+            },
             WalError::Closed => IngestError::Unavailable {
                 reason: "shutting down".into(),
                 retry_after: RETRY_AFTER,
@@ -634,16 +640,18 @@ impl Ingest for Pipeline {
 mod tests {
     use super::*;
 
-    fn list(n: usize) -> Vec<Record> {
+    fn list(n: usize) -> Vec<CanonicalRow> {
         let event = AuditEvent::new("acme", "svc", otel_audit_event::Category::Admin, "x");
         (0..n)
-            .map(|i| Record {
-                received_at: Utc::now(),
-                event: event.clone(),
-                chain_id: "c.acme".into(),
-                seq: i as u64,
-                prev_hash: [0; 32],
-                hash: [0; 32],
+            .map(|i| {
+                CanonicalRow::from_record(&otel_audit_event::Record {
+                    received_at: Utc::now(),
+                    event: event.clone(),
+                    chain_id: "c.acme".into(),
+                    seq: i as u64,
+                    prev_hash: [0; 32],
+                    hash: [0; 32],
+                })
             })
             .collect()
     }

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use otel_audit_event::Record;
+use otel_audit_storage::CanonicalRow;
 use otel_audit_storage::digest::{
     DigestChain, DigestFile, SealedDigest, list_digests, period_boundary_after, put_digest,
 };
@@ -49,29 +49,15 @@ pub(crate) enum FeedMsg {
         next_seq: u64,
     },
     /// Durable records (in seq order per chain), and their approximate size.
-    Records(Vec<Record>, u64),
+    Records(Vec<CanonicalRow>, u64),
     /// Records were spilled: look at the WAL.
     Wake,
 }
 
-/// An estimate of a record's memory, for the feed's and runs' byte limits.
-pub(crate) fn approx_record_bytes(r: &Record) -> u64 {
-    let e = &r.event;
-    let strings: usize = e
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 48)
-        .sum::<usize>()
-        + e.action.len()
-        + e.tenant.len()
-        + r.chain_id.len()
-        + e.sealed_content
-            .iter()
-            .map(|s| s.ciphertext.len() + 64)
-            .sum::<usize>()
-        + e.content_digests.len() * 96
-        + e.redactions.len() * 64;
-    (std::mem::size_of::<Record>() + strings) as u64
+/// A row's memory, for the feed's and runs' byte limits: its canonical
+/// bytes (shared with the rest of its request's rows) and itself.
+pub(crate) fn approx_record_bytes(r: &CanonicalRow) -> u64 {
+    (std::mem::size_of::<CanonicalRow>() + r.canonical().len()) as u64
 }
 
 /// Settings of the sink (from `storage.*`).
@@ -121,9 +107,9 @@ struct OpenFile {
     started: Instant,
     /// Rows not yet handed to the encoder: at most `ENCODER_CHUNK_ROWS`, so not
     /// counted against `max_file_bytes`.
-    pending: Vec<Record>,
+    pending: Vec<CanonicalRow>,
     /// An emptied chunk list, for the next chunk.
-    spare: Vec<Record>,
+    spare: Vec<CanonicalRow>,
     /// The hash of every row (row `i` has seq `first_seq + i`), to compare
     /// with a file found under the same name after a restart.
     hashes: Vec<[u8; 32]>,
@@ -135,7 +121,7 @@ struct OpenFile {
 }
 
 /// What encoding a chunk gives back.
-type Encoded = (FileEncoder, Vec<Record>, Result<(), SinkError>);
+type Encoded = (FileEncoder, Vec<CanonicalRow>, Result<(), SinkError>);
 
 impl OpenFile {
     fn partition(&self) -> &Partition {
@@ -147,8 +133,8 @@ impl OpenFile {
     }
 
     /// Adds the chain's next row; [`Sink::after_push`] does what it calls for.
-    fn push(&mut self, r: Record) {
-        self.hashes.push(r.hash);
+    fn push(&mut self, r: CanonicalRow) {
+        self.hashes.push(*r.hash());
         self.pending.push(r);
     }
 
@@ -176,7 +162,7 @@ struct ChainState {
     /// list, the records are moved once on the way in and once on the way
     /// out (a map of single records shifted up to ten of them, about 1 KB
     /// each, whenever its smallest was taken).
-    ahead: BTreeMap<u64, Vec<Record>>,
+    ahead: BTreeMap<u64, Vec<CanonicalRow>>,
     /// Records in `ahead`.
     ahead_rows: usize,
     /// Size of the chain's last file: the next one reserves about as much
@@ -197,8 +183,8 @@ impl ChainState {
     }
 
     /// Keeps a record that came before its turn.
-    fn hold_ahead(&mut self, r: Record) {
-        let seq = r.seq;
+    fn hold_ahead(&mut self, r: CanonicalRow) {
+        let seq = r.seq();
         if let Some((&first, run)) = self.ahead.range_mut(..=seq).next_back() {
             let end = first + run.len() as u64;
             if seq < end {
@@ -225,7 +211,7 @@ impl ChainState {
 
     /// The held run that holds `next`, without the records before `next`
     /// (taken meanwhile); runs wholly before `next` are dropped.
-    fn take_ahead(&mut self) -> Option<Vec<Record>> {
+    fn take_ahead(&mut self) -> Option<Vec<CanonicalRow>> {
         loop {
             let entry = self.ahead.first_entry()?;
             let first = *entry.key();
@@ -442,17 +428,17 @@ impl Sink {
     // The record comes back by value on purpose: boxing it would allocate
     // for every record of the slow path.
     #[allow(clippy::result_large_err)]
-    fn take_in_order(&mut self, r: Record) -> Result<Option<String>, Record> {
-        let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
+    fn take_in_order(&mut self, r: CanonicalRow) -> Result<Option<String>, CanonicalRow> {
+        let Some(state) = self.chains.get_mut(r.chain_id()) else {
             return Err(r);
         };
-        if r.seq != state.next || state.held_upto.is_some() {
+        if r.seq() != state.next || state.held_upto.is_some() {
             return Err(r);
         }
         let Some(file) = state.open.as_mut().filter(|f| f.partition().holds(&r)) else {
             return Err(r);
         };
-        state.next = r.seq + 1;
+        state.next = r.seq() + 1;
         file.push(r);
         let due = file.chunk_full()
             || file.full(&self.options)
@@ -460,7 +446,7 @@ impl Sink {
                 .ahead
                 .first_key_value()
                 .is_some_and(|(&first, _)| first <= state.next);
-        Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id.clone()))
+        Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id().to_owned()))
     }
 
     /// A record of a known chain that is not its next, done without
@@ -470,11 +456,11 @@ impl Sink {
     /// (the sink reads them from the WAL). The record back when it is its
     /// chain's next or its chain is not known yet.
     #[allow(clippy::result_large_err)]
-    fn hold_or_drop(&mut self, r: Record) -> Result<(), Record> {
-        let Some(state) = self.chains.get_mut(r.chain_id.as_str()) else {
+    fn hold_or_drop(&mut self, r: CanonicalRow) -> Result<(), CanonicalRow> {
+        let Some(state) = self.chains.get_mut(r.chain_id()) else {
             return Err(r);
         };
-        match r.seq.cmp(&state.next) {
+        match r.seq().cmp(&state.next) {
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => return Err(r),
             std::cmp::Ordering::Greater if state.ahead_rows >= MAX_AHEAD => {
@@ -518,41 +504,41 @@ impl Sink {
     /// Any record: dropped as a copy, held until its turn, or taken
     /// (its chain's next, or the first of a chain not known yet) with what
     /// was held behind it.
-    async fn accept(&mut self, r: Record) -> Result<(), SinkStopError> {
+    async fn accept(&mut self, r: CanonicalRow) -> Result<(), SinkStopError> {
         let Err(r) = self.hold_or_drop(r) else {
             return Ok(());
         };
         // A chain announces itself (`Start`) before its records reach the
         // feed; one first met in the WAL starts at its first unreleased record.
-        if !self.chains.contains_key(r.chain_id.as_str()) {
+        if !self.chains.contains_key(r.chain_id()) {
             self.chains
-                .insert(r.chain_id.clone(), ChainState::new(r.seq));
+                .insert(r.chain_id().to_owned(), ChainState::new(r.seq()));
         }
-        let id = r.chain_id.clone();
+        let id = r.chain_id().to_owned();
         self.take(&id, r).await?;
         self.drain_ahead(&id).await
     }
 
     /// Adds the chain's next record to its open file, closing files as
     /// needed.
-    async fn take(&mut self, id: &str, r: Record) -> Result<(), SinkStopError> {
+    async fn take(&mut self, id: &str, r: CanonicalRow) -> Result<(), SinkStopError> {
         let state = self.chains.get_mut(id).expect("chain present");
-        state.next = r.seq + 1;
+        state.next = r.seq() + 1;
         if let Some(held) = state.held_upto
-            && r.seq <= held.seq
+            && r.seq() <= held.seq
         {
             // Already in the store: release instead of writing it again.
-            if r.seq == held.seq {
-                if r.hash != held.hash {
+            if r.seq() == held.seq {
+                if *r.hash() != held.hash {
                     tracing::error!(
                         chain = id,
-                        seq = r.seq,
+                        seq = r.seq(),
                         "a stored file's last hash differs from the WAL's record"
                     );
                 }
                 let head = ChainHead {
-                    seq: r.seq,
-                    hash: r.hash,
+                    seq: r.seq(),
+                    hash: *r.hash(),
                 };
                 state.held_upto = None;
                 self.release(id, head).await;
@@ -1035,12 +1021,12 @@ mod tests {
 
     use super::*;
 
-    fn records(n: usize) -> Vec<Record> {
+    fn records(n: usize) -> Vec<CanonicalRow> {
         let mut chain = Chain::new("c-1.acme", "acme").expect("chain id");
         (0..n)
             .map(|_| {
                 let e = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
-                chain.append(chrono::Utc::now(), e).expect("append")
+                CanonicalRow::from_record(&chain.append(chrono::Utc::now(), e).expect("append"))
             })
             .collect()
     }
@@ -1050,9 +1036,9 @@ mod tests {
         let mut taken = Vec::new();
         while let Some(run) = state.take_ahead() {
             for r in run {
-                assert_eq!(r.seq, state.next, "runs give records in seq order");
+                assert_eq!(r.seq(), state.next, "runs give records in seq order");
                 state.next += 1;
-                taken.push(r.seq);
+                taken.push(r.seq());
             }
         }
         taken

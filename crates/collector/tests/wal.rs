@@ -58,7 +58,16 @@ fn records(chain: &mut Chain, n: u64) -> Vec<Record> {
 }
 
 fn replay_all(replay: otel_audit_collector::wal::Replay) -> Vec<Record> {
-    replay.collect::<Result<Vec<_>, _>>().unwrap()
+    records_of(replay).unwrap()
+}
+
+/// The replay's rows, decoded.
+fn records_of(
+    replay: otel_audit_collector::wal::Replay,
+) -> Result<Vec<Record>, otel_audit_collector::wal::WalError> {
+    replay
+        .map(|row| Ok(row?.to_record().expect("a replayed row decodes")))
+        .collect()
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -568,7 +577,7 @@ fn replay_skips_segments_released_while_it_runs() {
         .release("c1.acme", head_of(all.last().unwrap()))
         .unwrap();
     assert!(out.deleted_segments >= 3);
-    let rest: Vec<Record> = replay.collect::<Result<_, _>>().unwrap();
+    let rest: Vec<Record> = records_of(replay).unwrap();
     assert!(rest.len() < all.len());
     assert_eq!(rest[..], all[all.len() - rest.len()..]);
 }
@@ -1041,9 +1050,8 @@ fn crash_test_kill_9_loses_nothing_acknowledged() {
             released.insert(chain.clone(), h.seq);
             releases += 1;
         }
-        let got: Vec<Record> = replay
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("round {round}: replay failed: {e}"));
+        let got: Vec<Record> =
+            records_of(replay).unwrap_or_else(|e| panic!("round {round}: replay failed: {e}"));
         assert_linked(&got);
         let mut seen: BTreeMap<&str, BTreeMap<u64, &Record>> = BTreeMap::new();
         for r in &got {

@@ -334,13 +334,147 @@ pub enum DecodeCanonicalError {
 
 type DecodeResult<T> = Result<T, DecodeCanonicalError>;
 
-/// Reads values in the canonical encoding; the inverse of [`Enc`].
-struct Dec<'a> {
+/// Reads a row's canonical bytes field by field, in column order (the
+/// inverse of the encoder), borrowing texts and byte strings from the input:
+/// for a program that wants the stored values of a row without building a
+/// [`Record`] (the collector's sink writes Parquet columns straight from the
+/// bytes the WAL holds). Every method names the field it reads, for its
+/// error; nothing beyond the encoding's own rules is checked (enumeration
+/// texts and timestamps are returned as they are: [`decode_canonical`]
+/// checks them).
+///
+/// ```
+/// use otel_audit_event::{AuditEvent, CanonicalReader, Category, Chain};
+/// let mut chain = Chain::new("c1.acme", "acme").unwrap();
+/// let event = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
+/// let record = chain.append(chrono::Utc::now(), event).unwrap();
+/// let mut bytes = Vec::new();
+/// record.canonical_bytes(&mut bytes);
+/// let mut r = CanonicalReader::new(&bytes);
+/// assert_eq!(r.text("event_id").unwrap(), record.event.event_id.to_string());
+/// assert_eq!(r.integer("time").unwrap(), record.event.time.timestamp_micros());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CanonicalReader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Dec<'a> {
+type Dec<'a> = CanonicalReader<'a>;
+
+impl<'a> CanonicalReader<'a> {
+    /// A reader at the start of `canonical`.
+    pub fn new(canonical: &'a [u8]) -> Self {
+        CanonicalReader {
+            buf: canonical,
+            pos: 0,
+        }
+    }
+
+    /// How many bytes were read.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
+    /// Fails unless every byte was read (`seq` is the last field).
+    pub fn finish(&self) -> Result<(), DecodeCanonicalError> {
+        if self.pos != self.buf.len() {
+            return Err(DecodeCanonicalError::Trailing {
+                offset: self.pos,
+                count: self.buf.len() - self.pos,
+            });
+        }
+        Ok(())
+    }
+
+    /// A text that is never null.
+    #[inline]
+    pub fn text(&mut self, field: &'static str) -> Result<&'a str, DecodeCanonicalError> {
+        self.required(field)?;
+        self.raw_str(field)
+    }
+
+    /// A text that may be null.
+    #[inline]
+    pub fn opt_text(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<&'a str>, DecodeCanonicalError> {
+        if self.presence(field)? {
+            self.raw_str(field).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The bytes of a text that is never null, not checked as UTF-8: for a
+    /// caller that checks many texts at once (a whole column).
+    #[inline]
+    pub fn text_bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeCanonicalError> {
+        self.required(field)?;
+        self.raw_bytes(field)
+    }
+
+    /// The bytes of a text that may be null, not checked as UTF-8.
+    #[inline]
+    pub fn opt_text_bytes(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<&'a [u8]>, DecodeCanonicalError> {
+        if self.presence(field)? {
+            self.raw_bytes(field).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// An integer (or timestamp, in microseconds) that is never null.
+    #[inline]
+    pub fn integer(&mut self, field: &'static str) -> Result<i64, DecodeCanonicalError> {
+        self.i64(field)
+    }
+
+    /// An integer that may be null.
+    #[inline]
+    pub fn opt_integer(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<i64>, DecodeCanonicalError> {
+        self.opt_i64(field)
+    }
+
+    /// A float that may be null.
+    #[inline]
+    pub fn opt_float(&mut self, field: &'static str) -> Result<Option<f64>, DecodeCanonicalError> {
+        self.opt_f64(field)
+    }
+
+    /// A boolean that may be null.
+    #[inline]
+    pub fn opt_boolean(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<bool>, DecodeCanonicalError> {
+        self.opt_bool(field)
+    }
+
+    /// A byte string that is never null.
+    #[inline]
+    pub fn byte_string(&mut self, field: &'static str) -> Result<&'a [u8], DecodeCanonicalError> {
+        self.bytes(field)
+    }
+
+    /// A list's element count; every element takes at least
+    /// `min_element_bytes`, which bounds the count by what is left.
+    #[inline]
+    pub fn list_len(
+        &mut self,
+        field: &'static str,
+        min_element_bytes: usize,
+    ) -> Result<usize, DecodeCanonicalError> {
+        self.list(field, min_element_bytes)
+    }
+
     fn take(&mut self, field: &'static str, n: usize) -> DecodeResult<&'a [u8]> {
         let rest = self.buf.len() - self.pos;
         if rest < n {
@@ -402,16 +536,11 @@ impl<'a> Dec<'a> {
     }
 
     fn str(&mut self, field: &'static str) -> DecodeResult<String> {
-        self.required(field)?;
-        Ok(self.raw_str(field)?.to_owned())
+        Ok(self.text(field)?.to_owned())
     }
 
     fn opt_str(&mut self, field: &'static str) -> DecodeResult<Option<String>> {
-        if self.presence(field)? {
-            Ok(Some(self.raw_str(field)?.to_owned()))
-        } else {
-            Ok(None)
-        }
+        Ok(self.opt_text(field)?.map(str::to_owned))
     }
 
     fn parse<T: std::str::FromStr<Err = crate::error::ParseEnumError>>(
@@ -602,7 +731,7 @@ pub fn decode_canonical(
     };
     use std::collections::BTreeMap;
 
-    let mut d = Dec { buf: bytes, pos: 0 };
+    let mut d = Dec::new(bytes);
     d.required("event_id")?;
     let id_offset = d.pos;
     let id_text = d.raw_str("event_id")?;
@@ -743,12 +872,7 @@ pub fn decode_canonical(
         offset: d.pos - 8,
         reason: "seq is negative",
     })?;
-    if d.pos != bytes.len() {
-        return Err(DecodeCanonicalError::Trailing {
-            offset: d.pos,
-            count: bytes.len() - d.pos,
-        });
-    }
+    d.finish()?;
     Ok(Record {
         received_at,
         event: AuditEvent {

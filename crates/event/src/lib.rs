@@ -31,8 +31,8 @@ pub mod redact;
 mod validate;
 
 pub use canonical::{
-    DecodeCanonicalError, FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record, begin_row_hash,
-    chain_and_seq, decode_canonical, finish_row_hashes, row_hash,
+    CanonicalReader, DecodeCanonicalError, FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record,
+    begin_row_hash, chain_and_seq, decode_canonical, finish_row_hashes, row_hash,
 };
 pub use chain::{Chain, validate_chain_id};
 pub use error::{ChainError, ParseEnumError, ValidationError};

@@ -17,8 +17,10 @@
 //! 3. `+ chain`: each event validated, encoded canonically and hashed into
 //!    its tenant's chain (`Chain::append_into`), the bytes left where the
 //!    WAL would take them.
-//! 4. `+ encode`: the records as Parquet, a chunk of `ENCODER_CHUNK_ROWS`
-//!    at a time (`FileEncoder`), as the sink does: files of the default
+//! 4. `+ encode`: the rows as Parquet, from their canonical bytes (the
+//!    events dropped where they were chained, as the pipeline does), a
+//!    chunk of `ENCODER_CHUNK_ROWS` at a time (`FileEncoder`), as the sink
+//!    does: files of the default
 //!    `storage.max_file_rows`, each given room for about its predecessor's
 //!    size.
 //!
@@ -29,13 +31,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use chrono::Utc;
 use otel_audit_collector::config::{Config, Unmapped};
 use otel_audit_collector::convert::{ConvertOptions, logs_from_wire};
 use otel_audit_collector::ingest::Principal;
+use otel_audit_event::Chain;
 use otel_audit_event::redact::{Keyring, Keys, Redactor};
-use otel_audit_event::{Chain, Record};
-use otel_audit_storage::{ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions};
+use otel_audit_storage::{CanonicalRow, ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions};
 
 use crate::baseline::{prost_decode, thread_cpu};
 use crate::workload::Request;
@@ -175,6 +178,8 @@ fn run(
                 continue;
             }
             canonical.clear();
+            // Each record's hashes and where its bytes are in `canonical`.
+            let mut chained = Vec::new();
             for (_, mut event) in converted.events {
                 redactor.redact_event(&mut event);
                 if stage == Stage::Policy {
@@ -188,21 +193,32 @@ fn run(
                         event.tenant.clone(),
                     )?),
                 };
+                let start = canonical.len();
                 let record = chain.append_into(received_at, event, &mut canonical)?;
                 if stage == Stage::Chain {
                     std::hint::black_box(record);
                     continue;
                 }
-                let file = match files.get_mut(&record.event.tenant) {
+                // As the pipeline does: the event is dropped where it was
+                // made, and the sink takes the bytes the WAL wrote.
+                chained.push((start..canonical.len(), record.prev_hash, record.hash));
+            }
+            if stage != Stage::Encode {
+                std::hint::black_box(&canonical);
+                continue;
+            }
+            let shared = Bytes::from(std::mem::take(&mut canonical));
+            for (range, prev_hash, hash) in chained {
+                let row = CanonicalRow::new(shared.slice(range), prev_hash, hash)?;
+                let file = match files.get_mut(row.tenant()) {
                     Some(f) => f,
-                    None => files.entry(record.event.tenant.clone()).or_default(),
+                    None => files.entry(row.tenant().to_owned()).or_default(),
                 };
-                file.pending.push(record);
+                file.pending.push(row);
                 if file.pending.len() == ENCODER_CHUNK_ROWS {
                     file.push(max_file_rows)?;
                 }
             }
-            std::hint::black_box(&canonical);
         }
         for file in files.values_mut() {
             file.push(max_file_rows)?;
@@ -218,8 +234,8 @@ fn run(
 /// A chain's file being encoded, rolled as the sink rolls its files.
 #[derive(Default)]
 struct File {
-    /// Records waiting for a full chunk.
-    pending: Vec<Record>,
+    /// Rows waiting for a full chunk.
+    pending: Vec<CanonicalRow>,
     encoder: Option<FileEncoder>,
     rows: usize,
     last_bytes: usize,

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
-use otel_audit_event::{MAX_CHAIN_ID_BYTES, MAX_TENANT_BYTES, Record, check_path_token};
+use otel_audit_event::{MAX_CHAIN_ID_BYTES, MAX_TENANT_BYTES, check_path_token};
+
+use crate::row::StoredRow;
 
 /// Digits of the zero-padded first seq in a file name, so names sort by seq.
 pub const SEQ_DIGITS: usize = 20;
@@ -22,15 +24,15 @@ pub struct Partition {
 
 impl Partition {
     /// The partition of `record`.
-    pub fn of(record: &Record) -> Self {
-        Self::at(&record.event.tenant, record.received_at)
+    pub fn of<R: StoredRow + ?Sized>(record: &R) -> Self {
+        Self::at(record.tenant(), record.received_at())
     }
 
     /// Whether `record` belongs to this partition (as `Partition::of(record)
     /// == *self`, without building one: this runs for every row written).
-    pub fn holds(&self, record: &Record) -> bool {
-        let t = record.received_at;
-        self.tenant == record.event.tenant && self.hour == t.hour() && self.date == t.date_naive()
+    pub fn holds<R: StoredRow + ?Sized>(&self, record: &R) -> bool {
+        let t = record.received_at();
+        self.tenant == record.tenant() && self.hour == t.hour() && self.date == t.date_naive()
     }
 
     /// The partition of `tenant` at instant `t`.
@@ -211,7 +213,7 @@ mod tests {
                 "x",
             );
             event.time = t;
-            Record {
+            otel_audit_event::Record {
                 received_at: t,
                 event,
                 chain_id: format!("c.{tenant}"),

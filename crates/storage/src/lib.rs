@@ -38,6 +38,7 @@ mod pages;
 pub mod proof;
 pub mod reader;
 pub mod retention;
+mod row;
 mod rowhash;
 pub mod schema;
 mod stats;
@@ -45,7 +46,7 @@ mod store;
 pub mod verify;
 mod writer;
 
-pub use batch::{batch_to_records, records_to_batch};
+pub use batch::{BatchBuilder, batch_to_records, records_to_batch, rows_to_batch};
 pub use digest::{DigestChain, DigestFile, SealedDigest, StoredDigest};
 pub use error::{DecodeError, ReadError, SinkError, StoreError};
 pub use keys::{DigestSigner, KeyError, PublicKeys, SignatureCheck};
@@ -53,6 +54,7 @@ pub use layout::{DataFile, LayoutError, Partition};
 pub use reader::{
     FoundEvent, ListedFile, Listing, TimeRange, find_event, list_files, read_file, read_records,
 };
+pub use row::{CanonicalRow, StoredRow};
 pub use rowhash::{RowLink, canonical_from_batch, scan_batch};
 pub use store::{Store, StoreOptions, store_error_hint};
 pub use verify::{

@@ -15,9 +15,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
-use crate::batch::records_to_batch;
+use crate::batch::rows_to_batch;
 use crate::error::SinkError;
 use crate::layout::{DataFile, Partition};
+use crate::row::StoredRow;
 use crate::schema::meta;
 use crate::store::Store;
 
@@ -361,7 +362,7 @@ impl FileEncoder {
     /// Starts the file whose first row will be `first` (its chain, seq and
     /// partition name the file). Nothing is written yet: the first
     /// [`push`](Self::push) must start with that row.
-    pub fn new(first: &Record, opts: &WriterOptions) -> Result<FileEncoder, SinkError> {
+    pub fn new<R: StoredRow>(first: &R, opts: &WriterOptions) -> Result<FileEncoder, SinkError> {
         Self::with_capacity(first, opts, 0)
     }
 
@@ -369,12 +370,12 @@ impl FileEncoder {
     /// at once. The output grows by doubling otherwise: a 14 MB file is
     /// copied about 20 times on the way and touches twice its size in fresh
     /// memory. The room counts in [`memory_bytes`](Self::memory_bytes).
-    pub fn with_capacity(
-        first: &Record,
+    pub fn with_capacity<R: StoredRow>(
+        first: &R,
         opts: &WriterOptions,
         capacity: usize,
     ) -> Result<Self, SinkError> {
-        let file = DataFile::new(Partition::of(first), &first.chain_id, first.seq);
+        let file = DataFile::new(Partition::of(first), first.chain_id(), first.seq());
         let path = file.path();
         let props = writer_properties(opts, &path)?;
         // The Arrow schema entry is appended by `finish`, after the footer keys.
@@ -395,7 +396,7 @@ impl FileEncoder {
             path,
             writer,
             rows: 0,
-            prev_hash: first.prev_hash,
+            prev_hash: *first.prev_hash(),
             last: None,
             merkle: MerkleAccumulator::default(),
             broken: false,
@@ -420,50 +421,49 @@ impl FileEncoder {
 
     /// Checks that `records` continue the file's run: same chain, next seq,
     /// `prev_hash` = the previous row's hash, same partition.
-    fn check_links(&self, records: &[Record]) -> Result<(), SinkError> {
+    fn check_links<R: StoredRow>(&self, records: &[R]) -> Result<(), SinkError> {
         let fail = |reason: String| SinkError::NotContiguous {
             path: self.path.clone(),
             reason,
         };
         let mut prev = self.last;
         for r in records {
-            if r.chain_id != self.file.chain_id {
+            let seq_r = r.seq();
+            if r.chain_id() != self.file.chain_id {
                 return Err(fail(format!(
-                    "seq {} of chain {} follows chain {}",
-                    r.seq, r.chain_id, self.file.chain_id
+                    "seq {seq_r} of chain {} follows chain {}",
+                    r.chain_id(),
+                    self.file.chain_id
                 )));
             }
             match prev {
-                None if r.seq != self.file.first_seq => {
+                None if seq_r != self.file.first_seq => {
                     return Err(fail(format!(
-                        "seq {} is not the file's first seq {}",
-                        r.seq, self.file.first_seq
+                        "seq {seq_r} is not the file's first seq {}",
+                        self.file.first_seq
                     )));
                 }
-                Some((seq, _)) if seq.checked_add(1) != Some(r.seq) => {
+                Some((seq, _)) if seq.checked_add(1) != Some(seq_r) => {
                     return Err(fail(format!(
-                        "seq {} follows seq {seq} (expected seq {})",
-                        r.seq,
+                        "seq {seq_r} follows seq {seq} (expected seq {})",
                         seq.wrapping_add(1)
                     )));
                 }
-                Some((seq, hash)) if r.prev_hash != hash => {
+                Some((seq, hash)) if *r.prev_hash() != hash => {
                     return Err(fail(format!(
-                        "seq {} does not link to seq {seq}: its prev_hash is not that row's hash",
-                        r.seq
+                        "seq {seq_r} does not link to seq {seq}: its prev_hash is not that row's hash"
                     )));
                 }
                 _ => {}
             }
             if !self.file.partition.holds(r) {
                 return Err(fail(format!(
-                    "seq {} belongs to partition {}, not {}",
-                    r.seq,
+                    "seq {seq_r} belongs to partition {}, not {}",
                     Partition::of(r).dir(),
                     self.file.partition.dir()
                 )));
             }
-            prev = Some((r.seq, r.hash));
+            prev = Some((seq_r, *r.hash()));
         }
         Ok(())
     }
@@ -474,25 +474,25 @@ impl FileEncoder {
     /// nothing of the chunk is written (the encoder stays usable with the
     /// earlier rows). After a [`SinkError::Encode`] the file may hold part of
     /// the chunk, and every later call fails: discard the encoder.
-    pub fn push(&mut self, records: &[Record]) -> Result<(), SinkError> {
+    pub fn push<R: StoredRow>(&mut self, records: &[R]) -> Result<(), SinkError> {
         self.check_usable()?;
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
         self.check_links(records)?;
-        let batch = records_to_batch(records).map_err(|e| self.encode_error(e.into()))?;
+        let batch = rows_to_batch(records).map_err(|e| self.encode_error(e.into()))?;
         if let Err(e) = self.writer.write(&batch) {
             self.broken = true;
             return Err(self.encode_error(e));
         }
         if self.last.is_none() {
-            self.prev_hash = first.prev_hash;
+            self.prev_hash = *first.prev_hash();
         }
         for r in records {
-            self.merkle.push(&r.hash);
+            self.merkle.push(r.hash());
         }
         self.rows += records.len() as u64;
-        self.last = Some((last.seq, last.hash));
+        self.last = Some((last.seq(), *last.hash()));
         Ok(())
     }
 
@@ -665,6 +665,7 @@ mod tests {
     use otel_audit_event::{AuditEvent, Category, Chain};
 
     use super::*;
+    use crate::batch::records_to_batch;
 
     fn run(n: u64) -> Vec<Record> {
         let t = Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap();
@@ -814,7 +815,7 @@ mod tests {
         let before = enc.memory_bytes();
         assert!(before > 0);
         enc.push(&records[4..10]).unwrap();
-        enc.push(&[]).unwrap();
+        enc.push::<Record>(&[]).unwrap();
         assert_eq!(enc.rows(), 7);
         assert_eq!(enc.last(), Some((9, records[9].hash)));
         assert!(enc.memory_bytes() >= before);

@@ -7,7 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use otel_audit_event::{Record, decode_canonical};
+use bytes::Bytes;
+use otel_audit_event::Record;
+use otel_audit_storage::CanonicalRow;
 
 use super::{ChainHead, WalError};
 
@@ -358,31 +360,18 @@ pub(crate) struct Entry<'a> {
     pub(crate) prev_hash: [u8; 32],
     pub(crate) hash: [u8; 32],
     pub(crate) canonical: &'a [u8],
+    /// Where `canonical` starts in the bytes the entry was read from.
+    pub(crate) start: usize,
 }
 
-/// Splits a frame payload (already checksummed) into its record entries.
+/// Splits a frame payload (already checksummed) into its record entries;
+/// each entry's `start` is within the payload.
 pub(crate) fn split_entries<'a>(
     payload: &'a [u8],
     out: &mut Vec<Entry<'a>>,
 ) -> Result<(), &'static str> {
-    out.clear();
     let count = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
-    let mut rest = &payload[GROUP_HEADER_BYTES..];
-    while !rest.is_empty() {
-        if rest.len() < ENTRY_HEADER_BYTES {
-            return Err("record entry header is incomplete");
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        if rest.len() - ENTRY_HEADER_BYTES < len {
-            return Err("record entry extends past the end of its frame");
-        }
-        out.push(Entry {
-            prev_hash: rest[4..36].try_into().expect("32 bytes"),
-            hash: rest[36..68].try_into().expect("32 bytes"),
-            canonical: &rest[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + len],
-        });
-        rest = &rest[ENTRY_HEADER_BYTES + len..];
-    }
+    parse_entries(payload, GROUP_HEADER_BYTES, out)?;
     if out.len() != count {
         return Err("frame's record count does not match its entries");
     }
@@ -392,21 +381,70 @@ pub(crate) fn split_entries<'a>(
     Ok(())
 }
 
-/// Decodes an entry. Its hash is checked once, by the open scan; replay
-/// re-reads the same CRC-checked frames.
+/// The entries (`len | prev_hash | hash | canonical`, one after another)
+/// of `bytes[from..]`, into `out` (cleared first).
+pub(crate) fn parse_entries<'a>(
+    bytes: &'a [u8],
+    from: usize,
+    out: &mut Vec<Entry<'a>>,
+) -> Result<(), &'static str> {
+    out.clear();
+    let mut pos = from;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        if rest.len() < ENTRY_HEADER_BYTES {
+            return Err("record entry header is incomplete");
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if rest.len() - ENTRY_HEADER_BYTES < len {
+            return Err("record entry extends past the end of its frame");
+        }
+        let start = pos + ENTRY_HEADER_BYTES;
+        out.push(Entry {
+            prev_hash: rest[4..36].try_into().expect("32 bytes"),
+            hash: rest[36..68].try_into().expect("32 bytes"),
+            canonical: &bytes[start..start + len],
+            start,
+        });
+        pos = start + len;
+    }
+    Ok(())
+}
+
+/// Decodes an entry in full (the open scan, for a record whose hash does
+/// not match or whose chain the end of its bytes does not tell).
 pub(crate) fn decode_entry(
     entry: &Entry<'_>,
     path: &Path,
     offset: u64,
     index: usize,
 ) -> Result<Record, WalError> {
-    decode_canonical(entry.canonical, entry.prev_hash, entry.hash).map_err(|source| {
-        WalError::Decode {
+    otel_audit_event::decode_canonical(entry.canonical, entry.prev_hash, entry.hash).map_err(
+        |source| WalError::Decode {
             path: path.to_owned(),
             offset,
             index,
             source,
-        }
+        },
+    )
+}
+
+/// The row of `entry`, read from `shared` (the bytes the entry was split
+/// from), sharing them. Its hash is checked once, by the open scan; replay
+/// re-reads the same CRC-checked frames.
+pub(crate) fn entry_row(
+    shared: &Bytes,
+    entry: &Entry<'_>,
+    path: &Path,
+    offset: u64,
+    index: usize,
+) -> Result<CanonicalRow, WalError> {
+    let bytes = shared.slice(entry.start..entry.start + entry.canonical.len());
+    CanonicalRow::new(bytes, entry.prev_hash, entry.hash).map_err(|source| WalError::Decode {
+        path: path.to_owned(),
+        offset,
+        index,
+        source,
     })
 }
 

@@ -25,11 +25,12 @@
 //! let (wal, replay) = Wal::open(options)?;
 //! let head = replay.heads()["c1.acme"];
 //! let chain = Chain::resume("c1.acme", "acme", head.seq + 1, head.hash)?;
-//! let records: Vec<_> = replay.collect::<Result<_, _>>()?;
-//! // Records come back as stored: times at microsecond precision, same hash.
-//! assert_eq!(records.len(), 1);
-//! assert_eq!(records[0].hash, record.hash);
-//! assert_eq!(records[0].event.event_id, record.event.event_id);
+//! let rows: Vec<_> = replay.collect::<Result<_, _>>()?;
+//! // Records come back as stored (their canonical bytes): same hash, times
+//! // at microsecond precision once decoded.
+//! assert_eq!(rows.len(), 1);
+//! assert_eq!(rows[0].hash(), &record.hash);
+//! assert_eq!(rows[0].to_record()?.event.event_id, record.event.event_id);
 //! // Once the store holds seq 0 of the chain, the WAL may forget it.
 //! wal.release("c1.acme", head)?;
 //! # drop(chain);
@@ -160,7 +161,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
+use otel_audit_storage::CanonicalRow;
 use tokio::sync::oneshot;
 
 pub use replay::{Replay, TruncatedTail};
@@ -459,6 +462,16 @@ pub enum WalError {
         /// damage (which is why it is not a torn tail).
         valid_frame_after: Option<u64>,
     },
+    /// A record submitted through [`Entries::push`] whose bytes are not a
+    /// canonical encoding (its `append` wrote something else).
+    #[error("submitted record {index} is not a canonical encoding: {source}")]
+    NotCanonical {
+        /// The record's index among those submitted.
+        index: usize,
+        /// Why it does not decode.
+        #[source]
+        source: DecodeCanonicalError,
+    },
     /// A record in a frame with a valid checksum does not decode.
     #[error("{} frame at offset {offset}, record {index}: {source}", path.display())]
     Decode {
@@ -589,7 +602,8 @@ impl Future for Appending {
 
 /// One queued append.
 struct Pending {
-    entries: Vec<u8>,
+    /// Shared with the rows handed to the caller ([`Wal::submit_rows`]).
+    entries: Bytes,
     count: u32,
     chains: Vec<(String, ChainHead)>,
     /// May be written into the reserve ([`Entries::may_use_reserve`]).
@@ -894,6 +908,28 @@ impl Wal {
     /// the records' canonical bytes were encoded (and hashed) once, where
     /// they were chained, and are written as they are.
     pub fn submit_entries(&self, entries: Entries) -> Result<Appending, WalError> {
+        self.submit_with(entries, None)
+    }
+
+    /// [`submit_entries`](Self::submit_entries), and the records as rows in
+    /// their canonical bytes, appended to `rows` in order (on an error,
+    /// `rows` may hold some of them: discard it). They share the one buffer
+    /// the WAL writes, so a
+    /// caller that passes the records on once durable (the collector's
+    /// sink) need not keep anything else of them.
+    pub fn submit_rows(
+        &self,
+        entries: Entries,
+        rows: &mut Vec<CanonicalRow>,
+    ) -> Result<Appending, WalError> {
+        self.submit_with(entries, Some(rows))
+    }
+
+    fn submit_with(
+        &self,
+        entries: Entries,
+        rows: Option<&mut Vec<CanonicalRow>>,
+    ) -> Result<Appending, WalError> {
         if let Some(e) = entries.error {
             return Err(e);
         }
@@ -907,6 +943,19 @@ impl Wal {
             system,
             ..
         } = entries;
+        let entries = Bytes::from(entries);
+        if let Some(rows) = rows {
+            let mut parsed = Vec::with_capacity(count as usize);
+            format::parse_entries(&entries, 0, &mut parsed)
+                .expect("Entries holds whole entries, as it built them");
+            rows.reserve(parsed.len());
+            for (index, entry) in parsed.iter().enumerate() {
+                let canonical = entries.slice(entry.start..entry.start + entry.canonical.len());
+                let row = CanonicalRow::new(canonical, entry.prev_hash, entry.hash)
+                    .map_err(|source| WalError::NotCanonical { index, source })?;
+                rows.push(row);
+            }
+        }
         let bytes = entries.len() as u64;
         let max_queue = shared.options.max_queue_bytes;
         if bytes + GROUP_OVERHEAD_BYTES > max_queue {
@@ -1461,7 +1510,7 @@ mod tests {
         // where the partial frame was.
         let (_, replay) = Wal::open(options(dir.path())).unwrap();
         assert_eq!(replay.record_count(), 2);
-        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq).collect();
+        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq()).collect();
         assert_eq!(seqs, [0, 1]);
     }
 
@@ -1588,7 +1637,7 @@ mod tests {
         drop(wal);
 
         let (_, replay) = Wal::open(options(dir.path())).unwrap();
-        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq).collect();
+        let seqs: Vec<u64> = replay.map(|r| r.unwrap().seq()).collect();
         assert_eq!(seqs, [0, 1, 2]);
     }
 

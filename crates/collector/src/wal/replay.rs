@@ -5,11 +5,13 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use otel_audit_event::{Record, begin_row_hash, chain_and_seq, finish_row_hashes};
+use bytes::Bytes;
+use otel_audit_event::{begin_row_hash, chain_and_seq, finish_row_hashes};
+use otel_audit_storage::CanonicalRow;
 
 use super::format::{
     self, Entry, FrameReader, LOCK_FILE, MARKER_FILE, MARKER_TMP_FILE, Marker, Next,
-    SEGMENT_HEADER_BYTES, create_segment, decode_entry, find_valid_frame_after, io_err,
+    SEGMENT_HEADER_BYTES, create_segment, decode_entry, entry_row, find_valid_frame_after, io_err,
     parse_segment_file_name, remove_if_present, split_entries,
 };
 use super::reserve::Reserve;
@@ -32,7 +34,8 @@ pub struct TruncatedTail {
 
 /// The records to replay after [`Wal::open`]: every record not yet released,
 /// in append order (so each chain's in seq order), read lazily from the
-/// segments one frame at a time. Also the heads of all chains, for
+/// segments one frame at a time, as rows in their canonical bytes (each
+/// frame's rows share one buffer; [`CanonicalRow::to_record`] decodes one). Also the heads of all chains, for
 /// `Chain::resume`.
 ///
 /// Records come back as stored: `time` and `received_at` at microsecond
@@ -46,7 +49,7 @@ pub struct Replay {
     released: BTreeMap<String, ChainHead>,
     reader: Option<FrameReader>,
     payload: Vec<u8>,
-    ready: VecDeque<Record>,
+    ready: VecDeque<CanonicalRow>,
     done: bool,
 }
 
@@ -142,8 +145,11 @@ impl Replay {
                 valid_frame_after: None,
             }),
             Next::Frame { offset } => {
+                // The frame's rows share its bytes: the next frame is read
+                // into a buffer of its own.
+                let shared = Bytes::from(std::mem::take(&mut self.payload));
                 let mut entries = Vec::new();
-                split_entries(&self.payload, &mut entries).map_err(|reason| WalError::Corrupt {
+                split_entries(&shared, &mut entries).map_err(|reason| WalError::Corrupt {
                     path: reader.path.clone(),
                     offset,
                     reason,
@@ -153,11 +159,11 @@ impl Replay {
                     if released_by_tail(&self.released, entry.canonical) {
                         continue;
                     }
-                    let r = decode_entry(entry, &reader.path, offset, index)?;
+                    let r = entry_row(&shared, entry, &reader.path, offset, index)?;
                     let released = self
                         .released
-                        .get(&r.chain_id)
-                        .is_some_and(|rel| r.seq <= rel.seq);
+                        .get(r.chain_id())
+                        .is_some_and(|rel| r.seq() <= rel.seq);
                     if !released {
                         self.ready.push_back(r);
                     }
@@ -169,7 +175,7 @@ impl Replay {
 }
 
 impl Iterator for Replay {
-    type Item = Result<Record, WalError>;
+    type Item = Result<CanonicalRow, WalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {

@@ -112,7 +112,7 @@ fn write_group(
         roll(shared, segment)?;
     }
     let count: u32 = group.iter().map(|p| p.count).sum();
-    let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_slice()).collect();
+    let parts: Vec<&[u8]> = group.iter().map(|p| p.entries.as_ref()).collect();
     let prefix = frame_prefix(segment.number, segment.len, count, &parts);
     // The requests' entries go to the kernel from where they are, in one
     // system call: copying them into one buffer first was 2% of the
