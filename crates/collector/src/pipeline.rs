@@ -11,8 +11,13 @@
 //! bounded however far the store falls behind. While the sink is only busy
 //! (it took records lately), a request whose records do not fit waits for
 //! room first (`storage.max_buffer_wait_ms`): reading records back from the
-//! WAL costs more than the sink's whole encoding, so a sink that is merely
-//! slower than the receivers slows their answers instead.
+//! WAL costs disk reads and CPU the feed saves (a catch-up reads every
+//! record still in the WAL to find the few it missed), so a sink that is
+//! merely slower than the receivers slows their answers instead.
+//!
+//! What the feed carries is each record's canonical bytes, in the buffer
+//! the WAL wrote ([`Wal::submit_rows`]): the events are dropped where they
+//! were chained.
 //!
 //! A program can embed just this stage ("plugin" use): see
 //! `examples/embedded_pipeline.rs`.
