@@ -164,6 +164,14 @@ impl Feed {
     }
 }
 
+/// What `chain_and_submit` queued: the WAL's answer to come, the rows to
+/// feed the sink once durable, and per tenant how many events it chained.
+struct Submitted {
+    appending: Appending,
+    rows: Vec<CanonicalRow>,
+    accepted: Vec<(String, u64)>,
+}
+
 /// One tenant's chain and the last receive time given to it (receive times
 /// never go backwards within a chain, so its files' hours only move forward).
 #[derive(Debug)]
@@ -302,7 +310,12 @@ impl Pipeline {
         rejected: &mut Vec<Rejection>,
         own: bool,
     ) -> Result<usize, WalError> {
-        let Some((appending, records)) = self.chain_and_submit(by_tenant, rejected, own)? else {
+        let Some(Submitted {
+            appending,
+            rows,
+            accepted,
+        }) = self.chain_and_submit(by_tenant, rejected, own)?
+        else {
             return Ok(0);
         };
         let waiting = std::time::Instant::now();
@@ -317,17 +330,13 @@ impl Pipeline {
             // for the allocation.
             tokio::spawn(restore_reserve(self.wal.clone()));
         }
-        let n = records.len();
-        let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in &records {
-            *per_tenant.entry(r.tenant()).or_default() += 1;
-        }
-        for (tenant, count) in per_tenant {
+        let n = rows.len();
+        for (tenant, count) in accepted.iter().filter(|(_, n)| *n > 0) {
             self.metrics
                 .events_accepted
-                .add(&[("tenant", tenant)], count);
+                .add(&[("tenant", tenant.as_str())], *count);
         }
-        let waited = self.feed.records(records).await;
+        let waited = self.feed.records(rows).await;
         self.metrics.feed_wait_seconds.observe(waited);
         Ok(n)
     }
@@ -339,7 +348,7 @@ impl Pipeline {
         by_tenant: BTreeMap<String, Vec<(usize, AuditEvent)>>,
         rejected: &mut Vec<Rejection>,
         own: bool,
-    ) -> Result<Option<(Appending, Vec<CanonicalRow>)>, WalError> {
+    ) -> Result<Option<Submitted>, WalError> {
         let mut slots = Vec::with_capacity(by_tenant.len());
         let mut batches = Vec::with_capacity(by_tenant.len());
         for (tenant, events) in by_tenant {
@@ -384,10 +393,12 @@ impl Pipeline {
             entries.may_use_reserve();
         }
         let mut received = Vec::with_capacity(guards.len());
-        let mut chained = 0usize;
+        // Per tenant, the events chained (the metric counts them once durable).
+        let mut accepted = Vec::with_capacity(guards.len());
         for (guard, events) in guards.iter_mut().zip(batches) {
             let now = Utc::now().max(guard.last_received);
             received.push(now);
+            let mut chained = 0u64;
             for (index, event) in events {
                 // The canonical bytes are encoded once: the chain hashes them
                 // where the WAL entry holds them, and the sink takes them
@@ -402,12 +413,14 @@ impl Pipeline {
                     }),
                 }
             }
+            accepted.push((guard.chain.tenant().to_owned(), chained));
         }
+        let chained: u64 = accepted.iter().map(|(_, n)| n).sum();
         if chained == 0 {
             return Ok(None);
         }
         // A list the sink emptied has room already.
-        let mut records = self.feed.list(chained);
+        let mut records = self.feed.list(chained as usize);
         let appending = match self.wal.submit_rows(entries, &mut records) {
             Ok(a) => {
                 for (g, t) in guards.iter_mut().zip(received) {
@@ -425,7 +438,11 @@ impl Pipeline {
             }
         };
         drop(guards);
-        Ok(Some((appending, records)))
+        Ok(Some(Submitted {
+            appending,
+            rows: records,
+            accepted,
+        }))
     }
 
     fn wal_error(&self, e: WalError) -> IngestError {

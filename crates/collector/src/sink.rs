@@ -24,10 +24,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use otel_audit_storage::CanonicalRow;
 use otel_audit_storage::digest::{
     DigestChain, DigestFile, SealedDigest, list_digests, period_boundary_after, put_digest,
 };
+use otel_audit_storage::{CanonicalRow, StoredRow};
 use otel_audit_storage::{
     DigestSigner, ENCODER_CHUNK_ROWS, EncodedFile, FileEncoder, Partition, SinkError, Store,
     TimeRange, WriteOutcome, WriterOptions, batch_to_records, list_files, put_file,
@@ -160,8 +160,8 @@ struct ChainState {
     /// any order), drained as the gap fills: runs of consecutive seqs by
     /// their first seq. A request brings one run per chain; kept in one
     /// list, the records are moved once on the way in and once on the way
-    /// out (a map of single records shifted up to ten of them, about 1 KB
-    /// each, whenever its smallest was taken).
+    /// out (a map of single records shifted up to ten of them whenever its
+    /// smallest was taken).
     ahead: BTreeMap<u64, Vec<CanonicalRow>>,
     /// Records in `ahead`.
     ahead_rows: usize,
@@ -421,8 +421,7 @@ impl Sink {
 
     /// [`accept`](Self::accept) for the usual record, its chain's next going
     /// into the open file, done without `await`: through `accept` and `take`
-    /// a record (almost 1 KB) was copied into each one's future on its way
-    /// to the file. `Ok(Some(chain))` when the chain now needs
+    /// a record was copied into each one's future on its way to the file. `Ok(Some(chain))` when the chain now needs
     /// [`follow_up`](Self::follow_up) (a full chunk or file, or held records
     /// that are now next); the record back when it is not such a record.
     // The record comes back by value on purpose: boxing it would allocate

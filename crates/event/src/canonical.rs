@@ -360,8 +360,6 @@ pub struct CanonicalReader<'a> {
     pos: usize,
 }
 
-type Dec<'a> = CanonicalReader<'a>;
-
 impl<'a> CanonicalReader<'a> {
     /// A reader at the start of `canonical`.
     pub fn new(canonical: &'a [u8]) -> Self {
@@ -426,53 +424,6 @@ impl<'a> CanonicalReader<'a> {
         } else {
             Ok(None)
         }
-    }
-
-    /// An integer (or timestamp, in microseconds) that is never null.
-    #[inline]
-    pub fn integer(&mut self, field: &'static str) -> Result<i64, DecodeCanonicalError> {
-        self.i64(field)
-    }
-
-    /// An integer that may be null.
-    #[inline]
-    pub fn opt_integer(
-        &mut self,
-        field: &'static str,
-    ) -> Result<Option<i64>, DecodeCanonicalError> {
-        self.opt_i64(field)
-    }
-
-    /// A float that may be null.
-    #[inline]
-    pub fn opt_float(&mut self, field: &'static str) -> Result<Option<f64>, DecodeCanonicalError> {
-        self.opt_f64(field)
-    }
-
-    /// A boolean that may be null.
-    #[inline]
-    pub fn opt_boolean(
-        &mut self,
-        field: &'static str,
-    ) -> Result<Option<bool>, DecodeCanonicalError> {
-        self.opt_bool(field)
-    }
-
-    /// A byte string that is never null.
-    #[inline]
-    pub fn byte_string(&mut self, field: &'static str) -> Result<&'a [u8], DecodeCanonicalError> {
-        self.bytes(field)
-    }
-
-    /// A list's element count; every element takes at least
-    /// `min_element_bytes`, which bounds the count by what is left.
-    #[inline]
-    pub fn list_len(
-        &mut self,
-        field: &'static str,
-        min_element_bytes: usize,
-    ) -> Result<usize, DecodeCanonicalError> {
-        self.list(field, min_element_bytes)
     }
 
     fn take(&mut self, field: &'static str, n: usize) -> DecodeResult<&'a [u8]> {
@@ -576,7 +527,8 @@ impl<'a> CanonicalReader<'a> {
         }
     }
 
-    fn bytes(&mut self, field: &'static str) -> DecodeResult<&'a [u8]> {
+    /// A byte string that is never null.
+    pub fn byte_string(&mut self, field: &'static str) -> Result<&'a [u8], DecodeCanonicalError> {
         self.required(field)?;
         self.raw_bytes(field)
     }
@@ -585,12 +537,31 @@ impl<'a> CanonicalReader<'a> {
         Ok(i64::from_be_bytes(self.array(field)?))
     }
 
-    fn i64(&mut self, field: &'static str) -> DecodeResult<i64> {
+    /// A byte string of exactly 32 bytes (a digest) that is never null.
+    pub fn digest(&mut self, field: &'static str) -> Result<[u8; 32], DecodeCanonicalError> {
+        let offset = self.pos;
+        self.byte_string(field)?
+            .try_into()
+            .map_err(|_| DecodeCanonicalError::Invalid {
+                field,
+                offset,
+                reason: "a digest must be 32 bytes",
+            })
+    }
+
+    /// An integer (or timestamp, in microseconds) that is never null.
+    #[inline]
+    pub fn integer(&mut self, field: &'static str) -> Result<i64, DecodeCanonicalError> {
         self.required(field)?;
         self.raw_i64(field)
     }
 
-    fn opt_i64(&mut self, field: &'static str) -> DecodeResult<Option<i64>> {
+    /// An integer that may be null.
+    #[inline]
+    pub fn opt_integer(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<i64>, DecodeCanonicalError> {
         if self.presence(field)? {
             self.raw_i64(field).map(Some)
         } else {
@@ -598,7 +569,8 @@ impl<'a> CanonicalReader<'a> {
         }
     }
 
-    fn opt_f64(&mut self, field: &'static str) -> DecodeResult<Option<f64>> {
+    /// A float that may be null.
+    pub fn opt_float(&mut self, field: &'static str) -> Result<Option<f64>, DecodeCanonicalError> {
         if self.presence(field)? {
             Ok(Some(f64::from_bits(u64::from_be_bytes(self.array(field)?))))
         } else {
@@ -606,7 +578,11 @@ impl<'a> CanonicalReader<'a> {
         }
     }
 
-    fn opt_bool(&mut self, field: &'static str) -> DecodeResult<Option<bool>> {
+    /// A boolean that may be null.
+    pub fn opt_boolean(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<bool>, DecodeCanonicalError> {
         if !self.presence(field)? {
             return Ok(None);
         }
@@ -623,7 +599,7 @@ impl<'a> CanonicalReader<'a> {
     }
 
     fn time(&mut self, field: &'static str) -> DecodeResult<DateTime<Utc>> {
-        let micros = self.i64(field)?;
+        let micros = self.integer(field)?;
         DateTime::from_timestamp_micros(micros).ok_or(DecodeCanonicalError::Invalid {
             field,
             offset: self.pos - 8,
@@ -631,13 +607,14 @@ impl<'a> CanonicalReader<'a> {
         })
     }
 
-    /// Reads a list header. The count is not trusted for allocation: every
-    /// element takes at least `min_element_bytes`, which bounds it by the input.
-    fn list(&mut self, field: &'static str, min_element_bytes: usize) -> DecodeResult<usize> {
+    /// A list's element count. The count is not trusted (for allocation, or
+    /// a loop): every element of each list takes at least a known number of
+    /// bytes, which bounds it by what is left.
+    pub fn list_len(&mut self, field: &'static str) -> Result<usize, DecodeCanonicalError> {
         self.required(field)?;
         let n = u32::from_be_bytes(self.array(field)?) as usize;
         let rest = self.buf.len() - self.pos;
-        let least = n.saturating_mul(min_element_bytes);
+        let least = n.saturating_mul(min_element_bytes(field));
         if least > rest {
             return Err(DecodeCanonicalError::Truncated {
                 field,
@@ -646,6 +623,20 @@ impl<'a> CanonicalReader<'a> {
             });
         }
         Ok(n)
+    }
+}
+
+/// The fewest bytes an element of the list `field` takes: a present text is
+/// at least its presence byte and length (5), a null one or a bool's
+/// presence byte 1.
+fn min_element_bytes(field: &str) -> usize {
+    match field {
+        "safety_detectors" => 5,
+        "content_digests" => 5 + 5 + 1 + 5,
+        "sealed_content" => 5 * 5,
+        "attributes" => 5 + 5,
+        "redactions" => 5 + 5 + 1 + 1,
+        _ => 1,
     }
 }
 
@@ -731,7 +722,7 @@ pub fn decode_canonical(
     };
     use std::collections::BTreeMap;
 
-    let mut d = Dec::new(bytes);
+    let mut d = CanonicalReader::new(bytes);
     d.required("event_id")?;
     let id_offset = d.pos;
     let id_text = d.raw_str("event_id")?;
@@ -748,7 +739,7 @@ pub fn decode_canonical(
         })?;
     let time = d.time("time")?;
     let received_at = d.time("received_at")?;
-    let duration_ns = d.opt_i64("duration_ns")?;
+    let duration_ns = d.opt_integer("duration_ns")?;
     let severity = d.enum_("severity")?;
     let tenant = d.str("tenant")?;
     let service = Service {
@@ -780,16 +771,15 @@ pub fn decode_canonical(
         operation: d.opt_str("gen_ai_operation")?,
         request_model: d.opt_str("gen_ai_request_model")?,
         response_model: d.opt_str("gen_ai_response_model")?,
-        input_tokens: d.opt_i64("gen_ai_input_tokens")?,
-        output_tokens: d.opt_i64("gen_ai_output_tokens")?,
+        input_tokens: d.opt_integer("gen_ai_input_tokens")?,
+        output_tokens: d.opt_integer("gen_ai_output_tokens")?,
         conversation_id: d.opt_str("gen_ai_conversation_id")?,
         agent_name: d.opt_str("gen_ai_agent_name")?,
         tool_name: d.opt_str("gen_ai_tool_name")?,
-        temperature: d.opt_f64("gen_ai_temperature")?,
+        temperature: d.opt_float("gen_ai_temperature")?,
     };
-    let passed = d.opt_bool("safety_passed")?;
-    // A present utf8 is at least 5 bytes (presence byte + u32 length).
-    let n = d.list("safety_detectors", 5)?;
+    let passed = d.opt_boolean("safety_passed")?;
+    let n = d.list_len("safety_detectors")?;
     let mut detectors = Vec::with_capacity(n);
     for _ in 0..n {
         detectors.push(d.str("safety_detectors")?);
@@ -799,20 +789,13 @@ pub fn decode_canonical(
         detectors,
         block_reason: d.opt_str("safety_block_reason")?,
     };
-    let n = d.list("content_digests", 5 + 5 + 1 + 5)?;
+    let n = d.list_len("content_digests")?;
     let mut content_digests = Vec::with_capacity(n);
     for _ in 0..n {
         let field = d.str("content_digests.field")?;
         let algorithm = d.enum_("content_digests.algorithm")?;
         let key_id = d.opt_str("content_digests.key_id")?;
-        let digest_offset = d.pos;
-        let digest = d.bytes("content_digests.digest")?.try_into().map_err(|_| {
-            DecodeCanonicalError::Invalid {
-                field: "content_digests.digest",
-                offset: digest_offset,
-                reason: "a digest must be 32 bytes",
-            }
-        })?;
+        let digest = d.digest("content_digests.digest")?;
         content_digests.push(ContentDigest {
             field,
             algorithm,
@@ -820,15 +803,15 @@ pub fn decode_canonical(
             digest,
         });
     }
-    let n = d.list("sealed_content", 5 * 5)?;
+    let n = d.list_len("sealed_content")?;
     let mut sealed_content = Vec::with_capacity(n);
     for _ in 0..n {
         sealed_content.push(SealedContent {
             field: d.str("sealed_content.field")?,
             algorithm: d.str("sealed_content.algorithm")?,
             key_id: d.str("sealed_content.key_id")?,
-            nonce: d.bytes("sealed_content.nonce")?.to_vec(),
-            ciphertext: d.bytes("sealed_content.ciphertext")?.to_vec(),
+            nonce: d.byte_string("sealed_content.nonce")?.to_vec(),
+            ciphertext: d.byte_string("sealed_content.ciphertext")?.to_vec(),
         });
     }
     let trace = TraceContext {
@@ -836,7 +819,7 @@ pub fn decode_canonical(
         span_id: d.opt_str("span_id")?,
         parent_span_id: d.opt_str("parent_span_id")?,
     };
-    let n = d.list("attributes", 5 + 5)?;
+    let n = d.list_len("attributes")?;
     let mut attributes = BTreeMap::new();
     let mut last_key: Option<&str> = None;
     for _ in 0..n {
@@ -855,7 +838,7 @@ pub fn decode_canonical(
         let value = d.str("attributes.value")?;
         attributes.insert(key.to_owned(), value);
     }
-    let n = d.list("redactions", 5 + 5 + 1 + 1)?;
+    let n = d.list_len("redactions")?;
     let mut redactions = Vec::with_capacity(n);
     for _ in 0..n {
         redactions.push(Redaction {
@@ -866,7 +849,7 @@ pub fn decode_canonical(
         });
     }
     let chain_id = d.str("chain_id")?;
-    let seq = d.i64("seq")?;
+    let seq = d.integer("seq")?;
     let seq = u64::try_from(seq).map_err(|_| DecodeCanonicalError::Invalid {
         field: "seq",
         offset: d.pos - 8,

@@ -38,7 +38,7 @@ use otel_audit_collector::convert::{ConvertOptions, logs_from_wire};
 use otel_audit_collector::ingest::Principal;
 use otel_audit_event::Chain;
 use otel_audit_event::redact::{Keyring, Keys, Redactor};
-use otel_audit_storage::{CanonicalRow, ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions};
+use otel_audit_storage::{CanonicalRow, ENCODER_CHUNK_ROWS, FileEncoder, StoredRow, WriterOptions};
 
 use crate::baseline::{prost_decode, thread_cpu};
 use crate::workload::Request;

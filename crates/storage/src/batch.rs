@@ -241,17 +241,15 @@ impl BatchBuilder {
         hash: &[u8; 32],
     ) -> Result<(), arrow_schema::ArrowError> {
         self.read_canonical(canonical)
-            .map_err(|e| arrow_schema::ArrowError::ExternalError(Box::new(e)))??;
+            .map_err(|e| arrow_schema::ArrowError::ExternalError(Box::new(e)))?;
         self.prev_hash.append_value(prev_hash)?;
         self.hash.append_value(hash)
     }
 
-    /// The canonical fields of [`push_canonical`](Self::push_canonical):
-    /// decoding errors outside, the builders' own inside.
-    fn read_canonical(
-        &mut self,
-        canonical: &[u8],
-    ) -> Result<Result<(), arrow_schema::ArrowError>, DecodeCanonicalError> {
+    /// The canonical fields of [`push_canonical`](Self::push_canonical).
+    /// What a builder could refuse (a digest of another size) the reader
+    /// refuses first.
+    fn read_canonical(&mut self, canonical: &[u8]) -> Result<(), DecodeCanonicalError> {
         let mut d = CanonicalReader::new(canonical);
         self.event_id.append_value(d.text_bytes("event_id")?);
         self.time.append_value(d.integer("time")?);
@@ -295,9 +293,7 @@ impl BatchBuilder {
             .append_option(d.opt_float("gen_ai_temperature")?);
         self.safety_passed
             .append_option(d.opt_boolean("safety_passed")?);
-        // Minimum element sizes as `decode_canonical` has them: a present
-        // text is at least its presence byte and length.
-        for _ in 0..d.list_len("safety_detectors", 5)? {
+        for _ in 0..d.list_len("safety_detectors")? {
             self.detectors
                 .values()
                 .append_value(d.text("safety_detectors")?);
@@ -305,23 +301,20 @@ impl BatchBuilder {
         self.detectors.append(true);
         self.block_reason
             .append_option(d.opt_text_bytes("safety_block_reason")?);
-        for _ in 0..d.list_len("content_digests", 5 + 5 + 1 + 5)? {
+        for _ in 0..d.list_len("content_digests")? {
             let b = self.digests.values();
             str_field(b, 0).append_value(d.text("content_digests.field")?);
             str_field(b, 1).append_value(d.text("content_digests.algorithm")?);
             str_field(b, 2).append_option(d.opt_text("content_digests.key_id")?);
-            let digest = d.byte_string("content_digests.digest")?;
-            if let Err(e) = b
-                .field_builder::<FixedSizeBinaryBuilder>(3)
+            let digest = d.digest("content_digests.digest")?;
+            b.field_builder::<FixedSizeBinaryBuilder>(3)
                 .expect("digest builder")
                 .append_value(digest)
-            {
-                return Ok(Err(e));
-            }
+                .expect("32 bytes, the column's width");
             b.append(true);
         }
         self.digests.append(true);
-        for _ in 0..d.list_len("sealed_content", 5 * 5)? {
+        for _ in 0..d.list_len("sealed_content")? {
             let b = self.sealed.values();
             str_field(b, 0).append_value(d.text("sealed_content.field")?);
             str_field(b, 1).append_value(d.text("sealed_content.algorithm")?);
@@ -334,7 +327,7 @@ impl BatchBuilder {
         self.trace[0].append_option(d.opt_text_bytes("trace_id")?);
         self.trace[1].append_option(d.opt_text_bytes("span_id")?);
         self.trace[2].append_option(d.opt_text_bytes("parent_span_id")?);
-        for _ in 0..d.list_len("attributes", 5 + 5)? {
+        for _ in 0..d.list_len("attributes")? {
             self.attributes
                 .keys()
                 .append_value(d.text_bytes("attributes.key")?);
@@ -342,10 +335,10 @@ impl BatchBuilder {
                 .values()
                 .append_value(d.text_bytes("attributes.value")?);
         }
-        if let Err(e) = self.attributes.append(true) {
-            return Ok(Err(e));
-        }
-        for _ in 0..d.list_len("redactions", 5 + 5 + 1 + 1)? {
+        self.attributes
+            .append(true)
+            .expect("a value was appended for every key");
+        for _ in 0..d.list_len("redactions")? {
             let b = self.redactions.values();
             str_field(b, 0).append_value(d.text("redactions.field")?);
             str_field(b, 1).append_value(d.text("redactions.method")?);
@@ -356,8 +349,7 @@ impl BatchBuilder {
         self.redactions.append(true);
         self.chain_id.append_value(d.text_bytes("chain_id")?);
         self.seq.append_value(d.integer("seq")?);
-        d.finish()?;
-        Ok(Ok(()))
+        d.finish()
     }
 
     /// The batch of every row appended.

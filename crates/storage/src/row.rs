@@ -54,7 +54,7 @@ impl StoredRow for Record {
 /// A chained row held as its canonical bytes (the bytes its hash covers, as
 /// the collector's WAL holds them), with its stored `prev_hash` and `hash`.
 ///
-/// About 130 bytes beside the shared bytes, against about 1 KB and some 25
+/// 136 bytes beside the shared bytes, against about 1 KB and some 25
 /// separate allocations for a [`Record`]: the collector's sink holds and
 /// writes rows in this form, straight from the buffer they were chained
 /// and made durable in ([`BatchBuilder::push_canonical`]), and never builds
@@ -62,7 +62,7 @@ impl StoredRow for Record {
 ///
 /// ```
 /// use otel_audit_event::{AuditEvent, Category, Chain};
-/// use otel_audit_storage::CanonicalRow;
+/// use otel_audit_storage::{CanonicalRow, StoredRow};
 /// let mut chain = Chain::new("c1.acme", "acme").unwrap();
 /// let event = AuditEvent::new("acme", "svc", Category::Admin, "user.create");
 /// let record = chain.append(chrono::Utc::now(), event).unwrap();
@@ -77,7 +77,7 @@ pub struct CanonicalRow {
     prev_hash: [u8; 32],
     hash: [u8; 32],
     seq: u64,
-    received_at_micros: i64,
+    received_at: DateTime<Utc>,
     /// Where the tenant's and the chain id's texts are in `canonical`.
     tenant: (u32, u32),
     chain_id: (u32, u32),
@@ -114,8 +114,7 @@ impl CanonicalRow {
         let mut d = CanonicalReader::new(&canonical);
         d.text("event_id")?;
         d.integer("time")?;
-        let received_at_micros = d.integer("received_at")?;
-        DateTime::from_timestamp_micros(received_at_micros).ok_or(
+        let received_at = DateTime::from_timestamp_micros(d.integer("received_at")?).ok_or(
             DecodeCanonicalError::Invalid {
                 field: "received_at",
                 offset: d.offset() - 8,
@@ -141,7 +140,7 @@ impl CanonicalRow {
             prev_hash,
             hash,
             seq,
-            received_at_micros,
+            received_at,
             tenant,
             chain_id,
         })
@@ -165,37 +164,6 @@ impl CanonicalRow {
         otel_audit_event::decode_canonical(&self.canonical, self.prev_hash, self.hash)
     }
 
-    /// The chain the row belongs to.
-    pub fn chain_id(&self) -> &str {
-        self.text(self.chain_id)
-    }
-
-    /// Its position in the chain.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// The hash of the row before it.
-    pub fn prev_hash(&self) -> &[u8; 32] {
-        &self.prev_hash
-    }
-
-    /// Its own hash.
-    pub fn hash(&self) -> &[u8; 32] {
-        &self.hash
-    }
-
-    /// The event's tenant.
-    pub fn tenant(&self) -> &str {
-        self.text(self.tenant)
-    }
-
-    /// When the collector received it.
-    pub fn received_at(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.received_at_micros)
-            .expect("checked when the row was made")
-    }
-
     fn text(&self, (start, end): (u32, u32)) -> &str {
         std::str::from_utf8(&self.canonical[start as usize..end as usize])
             .expect("checked as UTF-8 when the row was made")
@@ -204,7 +172,7 @@ impl CanonicalRow {
 
 impl StoredRow for CanonicalRow {
     fn chain_id(&self) -> &str {
-        CanonicalRow::chain_id(self)
+        self.text(self.chain_id)
     }
     fn seq(&self) -> u64 {
         self.seq
@@ -216,10 +184,10 @@ impl StoredRow for CanonicalRow {
         &self.hash
     }
     fn tenant(&self) -> &str {
-        CanonicalRow::tenant(self)
+        self.text(self.tenant)
     }
     fn received_at(&self) -> DateTime<Utc> {
-        CanonicalRow::received_at(self)
+        self.received_at
     }
     fn append_to(&self, b: &mut BatchBuilder) -> Result<(), arrow_schema::ArrowError> {
         b.push_canonical(&self.canonical, &self.prev_hash, &self.hash)

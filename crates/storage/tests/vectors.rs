@@ -11,8 +11,8 @@ use arrow_schema::DataType;
 use otel_audit_event::{Chain, row_hash};
 use otel_audit_storage::reader::{TextColumns, open_decoder};
 use otel_audit_storage::{
-    BatchBuilder, CanonicalRow, FileEncoder, WriterOptions, batch_to_records, canonical_from_batch,
-    encode_file, records_to_batch, rows_to_batch, scan_batch,
+    BatchBuilder, CanonicalRow, FileEncoder, StoredRow, WriterOptions, batch_to_records,
+    canonical_from_batch, encode_file, records_to_batch, rows_to_batch, scan_batch,
 };
 
 use common::{event, t0};

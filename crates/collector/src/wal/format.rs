@@ -370,28 +370,11 @@ pub(crate) fn split_entries<'a>(
     payload: &'a [u8],
     out: &mut Vec<Entry<'a>>,
 ) -> Result<(), &'static str> {
-    let count = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
-    parse_entries(payload, GROUP_HEADER_BYTES, out)?;
-    if out.len() != count {
-        return Err("frame's record count does not match its entries");
-    }
-    if count == 0 {
-        return Err("frame holds no records");
-    }
-    Ok(())
-}
-
-/// The entries (`len | prev_hash | hash | canonical`, one after another)
-/// of `bytes[from..]`, into `out` (cleared first).
-pub(crate) fn parse_entries<'a>(
-    bytes: &'a [u8],
-    from: usize,
-    out: &mut Vec<Entry<'a>>,
-) -> Result<(), &'static str> {
     out.clear();
-    let mut pos = from;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
+    let count = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
+    let mut pos = GROUP_HEADER_BYTES;
+    while pos < payload.len() {
+        let rest = &payload[pos..];
         if rest.len() < ENTRY_HEADER_BYTES {
             return Err("record entry header is incomplete");
         }
@@ -403,10 +386,16 @@ pub(crate) fn parse_entries<'a>(
         out.push(Entry {
             prev_hash: rest[4..36].try_into().expect("32 bytes"),
             hash: rest[36..68].try_into().expect("32 bytes"),
-            canonical: &bytes[start..start + len],
+            canonical: &payload[start..start + len],
             start,
         });
         pos = start + len;
+    }
+    if out.len() != count {
+        return Err("frame's record count does not match its entries");
+    }
+    if count == 0 {
+        return Err("frame holds no records");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! ```
 //! use otel_audit_collector::wal::{Wal, WalOptions};
 //! use otel_audit_event::{AuditEvent, Category, Chain};
+//! use otel_audit_storage::StoredRow;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let options = WalOptions { dir: dir.path().into(), ..WalOptions::default() };
@@ -740,7 +741,8 @@ impl Drop for Inner {
 #[derive(Debug, Default)]
 pub struct Entries {
     bytes: Vec<u8>,
-    count: u32,
+    /// Each record's canonical bytes in `bytes`, with its hashes, in order.
+    records: Vec<(std::ops::Range<usize>, [u8; 32], [u8; 32])>,
     /// Per chain: (chain, first seq, first prev_hash, last head).
     chains: Vec<(String, u64, [u8; 32], ChainHead)>,
     /// The first record that could not be taken (unlinked, too large):
@@ -824,7 +826,8 @@ impl Entries {
     /// record in these entries.
     fn end(&mut self, open: Open, r: &Record) -> Result<(), WalError> {
         finish_entry(&mut self.bytes, open.0, r)?;
-        self.count += 1;
+        self.records
+            .push((open.0..self.bytes.len(), r.prev_hash, r.hash));
         let head = ChainHead {
             seq: r.seq,
             hash: r.hash,
@@ -937,21 +940,20 @@ impl Wal {
         let (tx, rx) = oneshot::channel();
         let Entries {
             bytes: entries,
-            count,
+            records,
             chains,
             rewinds,
             system,
             ..
         } = entries;
+        // Far below u32::MAX: every entry takes at least its 68-byte header,
+        // and a group over `max_queue_bytes` (at most 1 GiB) is refused below.
+        let count = records.len() as u32;
         let entries = Bytes::from(entries);
         if let Some(rows) = rows {
-            let mut parsed = Vec::with_capacity(count as usize);
-            format::parse_entries(&entries, 0, &mut parsed)
-                .expect("Entries holds whole entries, as it built them");
-            rows.reserve(parsed.len());
-            for (index, entry) in parsed.iter().enumerate() {
-                let canonical = entries.slice(entry.start..entry.start + entry.canonical.len());
-                let row = CanonicalRow::new(canonical, entry.prev_hash, entry.hash)
+            rows.reserve(records.len());
+            for (index, (span, prev_hash, hash)) in records.into_iter().enumerate() {
+                let row = CanonicalRow::new(entries.slice(span), prev_hash, hash)
                     .map_err(|source| WalError::NotCanonical { index, source })?;
                 rows.push(row);
             }
@@ -1343,6 +1345,7 @@ fn stop_writer(shared: &Shared, writer: &Mutex<Option<JoinHandle<()>>>) -> Resul
 mod tests {
     use super::*;
     use otel_audit_event::{AuditEvent, Category, Chain};
+    use otel_audit_storage::StoredRow;
 
     fn options(dir: &Path) -> WalOptions {
         WalOptions {
