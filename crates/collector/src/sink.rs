@@ -242,6 +242,8 @@ pub(crate) struct Sink {
     rx: mpsc::UnboundedReceiver<FeedMsg>,
     feed: Feed,
     chains: HashMap<String, ChainState>,
+    /// The chain of the row looked up last (see [`state_of`]).
+    recent_chain: String,
     /// Set by `shutdown` → drain everything, then return.
     shutdown: watch::Receiver<bool>,
     /// When shutting down, give up retrying the store at this instant.
@@ -251,6 +253,21 @@ pub(crate) struct Sink {
     digests: BTreeMap<String, DigestChain>,
     /// When the current digest period ends.
     next_digest_at: Option<DateTime<Utc>>,
+}
+
+/// The state of `r`'s chain, if known. Rows come in runs of one chain: the
+/// id looked up last (`recent`) is compared with the row's as bytes, which
+/// spares reading every row's id as text.
+fn state_of<'a>(
+    chains: &'a mut HashMap<String, ChainState>,
+    recent: &mut String,
+    r: &CanonicalRow,
+) -> Option<&'a mut ChainState> {
+    if !r.is_of_chain(recent) {
+        recent.clear();
+        recent.push_str(r.chain_id());
+    }
+    chains.get_mut(recent.as_str())
 }
 
 /// Why the sink stopped without storing everything.
@@ -288,6 +305,7 @@ impl Sink {
             rx,
             feed,
             chains: HashMap::new(),
+            recent_chain: String::new(),
             shutdown,
             give_up_at: None,
             shutdown_timeout,
@@ -428,7 +446,7 @@ impl Sink {
     // for every record of the slow path.
     #[allow(clippy::result_large_err)]
     fn take_in_order(&mut self, r: CanonicalRow) -> Result<Option<String>, CanonicalRow> {
-        let Some(state) = self.chains.get_mut(r.chain_id()) else {
+        let Some(state) = state_of(&mut self.chains, &mut self.recent_chain, &r) else {
             return Err(r);
         };
         if r.seq() != state.next || state.held_upto.is_some() {
@@ -445,7 +463,7 @@ impl Sink {
                 .ahead
                 .first_key_value()
                 .is_some_and(|(&first, _)| first <= state.next);
-        Ok(due.then(|| file.pending[file.pending.len() - 1].chain_id().to_owned()))
+        Ok(due.then(|| self.recent_chain.clone()))
     }
 
     /// A record of a known chain that is not its next, done without
@@ -456,7 +474,7 @@ impl Sink {
     /// chain's next or its chain is not known yet.
     #[allow(clippy::result_large_err)]
     fn hold_or_drop(&mut self, r: CanonicalRow) -> Result<(), CanonicalRow> {
-        let Some(state) = self.chains.get_mut(r.chain_id()) else {
+        let Some(state) = state_of(&mut self.chains, &mut self.recent_chain, &r) else {
             return Err(r);
         };
         match r.seq().cmp(&state.next) {

@@ -1221,6 +1221,13 @@ fn audit_requests() -> Vec<ExportLogsServiceRequest> {
         kvs("é", ""),
         kvi("delta", -1),
         kvs("ascii", "plain"),
+        // Lengths on either side of a one-byte varint, and ints of one
+        // and ten bytes.
+        kvs("len127", &"x".repeat(127)),
+        kvs("len128", &"y".repeat(128)),
+        kvs(&"k".repeat(128), "long key"),
+        kvi("zero", 0),
+        kvi("min", i64::MIN),
         kv(
             "nested",
             kvlist(vec![kvs("ключ", "значение"), kvd("x", -0.5)]),
@@ -1338,6 +1345,19 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         "a key ending in half a character",
         request_of_record(&rec_bytes),
     ));
+    // A value whose oneof is set twice (protobuf keeps the last): an int
+    // then a string, a string then a string.
+    for (what, value) in [
+        ("an int then a string", &[0x18, 0x01, 0x0a, 0x01, b'x'][..]),
+        ("two strings", &[0x0a, 0x01, b'x', 0x0a, 0x01, b'y'][..]),
+    ] {
+        let mut kv_bytes = Vec::new();
+        prost::encoding::bytes::encode(1, &b"twice".to_vec(), &mut kv_bytes);
+        prost::encoding::bytes::encode(2, &value.to_vec(), &mut kv_bytes);
+        let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
+        prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
+        cases.push((what, request_of_record(&rec_bytes)));
+    }
     cases.push(("truncated", one[..one.len() - 3].to_vec()));
     for (what, bytes) in cases {
         let (in_place, got) = convert_bytes(&bytes, &principal, &options);

@@ -32,7 +32,7 @@ impl Partition {
     /// == *self`, without building one: this runs for every row written).
     pub fn holds<R: StoredRow + ?Sized>(&self, record: &R) -> bool {
         let t = record.received_at();
-        self.tenant == record.tenant() && self.hour == t.hour() && self.date == t.date_naive()
+        record.is_of_tenant(&self.tenant) && self.hour == t.hour() && self.date == t.date_naive()
     }
 
     /// The partition of `tenant` at instant `t`.

@@ -21,6 +21,17 @@ pub trait StoredRow {
     fn hash(&self) -> &[u8; 32];
     /// The event's tenant.
     fn tenant(&self) -> &str;
+    /// Whether the row is of chain `id` (`chain_id() == id`, which a row
+    /// held as bytes answers without reading its id as text: the writer and
+    /// the collector's sink ask for every row).
+    fn is_of_chain(&self, id: &str) -> bool {
+        self.chain_id() == id
+    }
+    /// Whether the row's tenant is `tenant` (see
+    /// [`is_of_chain`](Self::is_of_chain)).
+    fn is_of_tenant(&self, tenant: &str) -> bool {
+        self.tenant() == tenant
+    }
     /// When the collector received it (decides the partition).
     fn received_at(&self) -> DateTime<Utc>;
     /// Appends the row's columns to `b`.
@@ -164,9 +175,12 @@ impl CanonicalRow {
         otel_audit_event::decode_canonical(&self.canonical, self.prev_hash, self.hash)
     }
 
-    fn text(&self, (start, end): (u32, u32)) -> &str {
-        std::str::from_utf8(&self.canonical[start as usize..end as usize])
-            .expect("checked as UTF-8 when the row was made")
+    fn bytes(&self, (start, end): (u32, u32)) -> &[u8] {
+        &self.canonical[start as usize..end as usize]
+    }
+
+    fn text(&self, range: (u32, u32)) -> &str {
+        std::str::from_utf8(self.bytes(range)).expect("checked as UTF-8 when the row was made")
     }
 }
 
@@ -185,6 +199,12 @@ impl StoredRow for CanonicalRow {
     }
     fn tenant(&self) -> &str {
         self.text(self.tenant)
+    }
+    fn is_of_chain(&self, id: &str) -> bool {
+        self.bytes(self.chain_id) == id.as_bytes()
+    }
+    fn is_of_tenant(&self, tenant: &str) -> bool {
+        self.bytes(self.tenant) == tenant.as_bytes()
     }
     fn received_at(&self) -> DateTime<Utc> {
         self.received_at

@@ -429,7 +429,7 @@ impl FileEncoder {
         let mut prev = self.last;
         for r in records {
             let seq_r = r.seq();
-            if r.chain_id() != self.file.chain_id {
+            if !r.is_of_chain(&self.file.chain_id) {
                 return Err(fail(format!(
                     "seq {seq_r} of chain {} follows chain {}",
                     r.chain_id(),

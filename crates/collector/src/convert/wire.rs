@@ -246,7 +246,27 @@ fn record<'a>(
 
 /// A `KeyValue`: its key, and its value unless that is empty (or a
 /// profiling string index), which the conversion treats as absent.
+#[inline]
 fn key_value(message: &[u8], depth: u32) -> Option<(&str, Option<OtlpValueRef<'_>>)> {
+    // Nearly every attribute is a short key then a short value, in that
+    // order: read without the general loop (whose per-field bookkeeping was
+    // most of the reader's time).
+    if let [0x0a, key_len, rest @ ..] = message
+        && *key_len < 0x80
+        && let Some((key, [0x12, value_len, value @ ..])) = rest.split_at_checked(*key_len as usize)
+        && *value_len < 0x80
+        && value.len() == *value_len as usize
+    {
+        return Some((std::str::from_utf8(key).ok()?, any_value(value, depth)?));
+    }
+    key_value_in_general(message, depth)
+}
+
+/// [`key_value`] for any field order, repeated fields and long varints;
+/// out of line so that the usual case stays small enough to inline (its
+/// result then stays in registers instead of going through memory).
+#[inline(never)]
+fn key_value_in_general(message: &[u8], depth: u32) -> Option<(&str, Option<OtlpValueRef<'_>>)> {
     let (mut key, mut value, mut strindex) = (None, None, None);
     let mut r = Reader::new(message);
     while let Some((field, wire)) = r.key()? {
@@ -265,10 +285,32 @@ fn key_value(message: &[u8], depth: u32) -> Option<(&str, Option<OtlpValueRef<'_
 }
 
 /// An `AnyValue`; `Some(None)` when it holds no value (or a string index).
+#[inline]
 fn any_value(message: &[u8], depth: u32) -> Option<Option<OtlpValueRef<'_>>> {
     if depth > MAX_VALUE_DEPTH {
         return None;
     }
+    // The usual values, one scalar field filling the message, without the
+    // general loop.
+    match message {
+        [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => {
+            return Some(Some(OtlpValueRef::Str(std::str::from_utf8(text).ok()?)));
+        }
+        [0x18, int @ ..] if int.len() <= 10 && int.last().is_some_and(|b| b & 0x80 == 0) => {
+            let mut r = Reader::new(int);
+            let v = r.raw_varint()?;
+            if r.buf.is_empty() {
+                return Some(Some(OtlpValueRef::Int(v as i64)));
+            }
+        }
+        _ => {}
+    }
+    any_value_in_general(message, depth)
+}
+
+/// [`any_value`] for every other message (see [`key_value_in_general`]).
+#[inline(never)]
+fn any_value_in_general(message: &[u8], depth: u32) -> Option<Option<OtlpValueRef<'_>>> {
     let mut value: Option<Option<OtlpValueRef<'_>>> = None;
     let mut r = Reader::new(message);
     while let Some((field, wire)) = r.key()? {

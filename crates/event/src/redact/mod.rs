@@ -89,6 +89,18 @@ pub mod field {
     pub const ERROR_MESSAGE: &str = "error.message";
     /// `safety.block_reason`.
     pub const SAFETY_BLOCK_REASON: &str = "safety.block_reason";
+
+    /// All of them, in the order [`Redactor`](super::Redactor) keeps their
+    /// methods.
+    pub(crate) const ALL: [&str; 7] = [
+        ACTOR_ID,
+        ACTOR_IP,
+        ACTOR_SESSION,
+        CONVERSATION_ID,
+        TARGET_ID,
+        ERROR_MESSAGE,
+        SAFETY_BLOCK_REASON,
+    ];
 }
 
 impl From<Method> for RedactionMethod {
@@ -195,6 +207,10 @@ pub struct Redactor {
     /// The enabled detectors, one bit each (see `detect::mask`).
     detectors_on: u16,
     detector_methods: [Method; DETECTOR_COUNT],
+    /// [`method_for`](Self::method_for) each of [`field::ALL`], looked up
+    /// once: every event has these fields, and matching their names against
+    /// the policy's patterns each time was most of the typed fields' cost.
+    typed_methods: [Option<Method>; 7],
 }
 
 impl std::fmt::Debug for Redactor {
@@ -253,7 +269,7 @@ impl Redactor {
         for d in Detector::ALL {
             detector_methods[d.index()] = policy.detectors.method(d);
         }
-        Ok(Redactor {
+        let mut redactor = Redactor {
             rules: policy
                 .rules
                 .iter()
@@ -265,9 +281,12 @@ impl Redactor {
             fallback: policy.fallback_method(),
             detectors_on,
             detector_methods,
+            typed_methods: [None; 7],
             policy,
             keys,
-        })
+        };
+        redactor.typed_methods = field::ALL.map(|f| redactor.method_for(f));
+        Ok(redactor)
     }
 
     /// Compiles `policy` with the keys its `keys` section names (loaded from
@@ -410,7 +429,17 @@ impl Redactor {
     }
 
     fn redact_inner<'a>(&self, field: &str, value: &'a str, scan: bool) -> RedactedField<'a> {
-        match self.method_for(field) {
+        self.redact_with(field, value, self.method_for(field), scan)
+    }
+
+    fn redact_with<'a>(
+        &self,
+        field: &str,
+        value: &'a str,
+        method: Option<Method>,
+        scan: bool,
+    ) -> RedactedField<'a> {
+        match method {
             Some(m) => self.apply_inner(field, value, &m, scan),
             None if scan => self.scan(field, Cow::Borrowed(value), Vec::new()),
             None => RedactedField::clear(value),
@@ -675,37 +704,19 @@ impl Redactor {
             sealed: sealed_content,
             redactions,
         };
-        let slots: [(&str, &mut Option<String>, usize, bool); 7] = [
-            (field::ACTOR_ID, &mut actor.id, MAX_SHORT_BYTES, false),
-            (field::ACTOR_IP, &mut actor.ip, MAX_SHORT_BYTES, false),
-            (
-                field::ACTOR_SESSION,
-                &mut actor.session,
-                MAX_SHORT_BYTES,
-                false,
-            ),
-            (
-                field::CONVERSATION_ID,
-                &mut gen_ai.conversation_id,
-                MAX_SHORT_BYTES,
-                false,
-            ),
-            (field::TARGET_ID, &mut target.id, MAX_SHORT_BYTES, true),
-            (
-                field::ERROR_MESSAGE,
-                &mut error.message,
-                MAX_MESSAGE_BYTES,
-                true,
-            ),
-            (
-                field::SAFETY_BLOCK_REASON,
-                &mut safety.block_reason,
-                MAX_MESSAGE_BYTES,
-                true,
-            ),
+        // In the order of `field::ALL`.
+        let slots: [(&mut Option<String>, usize, bool); 7] = [
+            (&mut actor.id, MAX_SHORT_BYTES, false),
+            (&mut actor.ip, MAX_SHORT_BYTES, false),
+            (&mut actor.session, MAX_SHORT_BYTES, false),
+            (&mut gen_ai.conversation_id, MAX_SHORT_BYTES, false),
+            (&mut target.id, MAX_SHORT_BYTES, true),
+            (&mut error.message, MAX_MESSAGE_BYTES, true),
+            (&mut safety.block_reason, MAX_MESSAGE_BYTES, true),
         ];
-        for (name, slot, max, scan) in slots {
-            self.redact_slot(name, slot, max, scan, &mut sink);
+        for (i, (slot, max, scan)) in slots.into_iter().enumerate() {
+            let method = self.typed_methods[i];
+            self.redact_slot(field::ALL[i], method, slot, max, scan, &mut sink);
         }
     }
 
@@ -779,6 +790,7 @@ impl Redactor {
     fn redact_slot(
         &self,
         name: &str,
+        method: Option<Method>,
         slot: &mut Option<String>,
         max: usize,
         scan: bool,
@@ -790,7 +802,7 @@ impl Redactor {
         if is_inline_digest(v) {
             return;
         }
-        let r = self.redact_inner(name, v, scan);
+        let r = self.redact_with(name, v, method, scan);
         if r.is_clear() && v.len() <= max {
             return;
         }
@@ -1357,6 +1369,36 @@ mod tests {
         let once = ev.clone();
         r.redact_event(&mut ev);
         assert_eq!(ev, once);
+    }
+
+    #[test]
+    fn typed_fields_take_the_method_their_name_has() {
+        let mut rules = Policy::default();
+        rules.rules.push(Rule::new("actor.*", Method::Drop));
+        rules.rules.push(Rule::new(
+            "safety.block_reason",
+            Method::Truncate { max_chars: 3 },
+        ));
+        for policy in [
+            Policy::default(),
+            rules,
+            Policy::allowlist(["actor.ip", "error.*"]),
+        ] {
+            let r = with_policy(policy);
+            let methods: Vec<_> = field::ALL.iter().map(|f| r.method_for(f)).collect();
+            assert_eq!(r.typed_methods.to_vec(), methods);
+        }
+        let mut ev = event();
+        ev.safety.block_reason = Some("jailbreak".into());
+        ev.actor.session = Some("s-1".into());
+        let mut p = Policy::default();
+        p.rules.push(Rule::new(
+            "safety.block_reason",
+            Method::Truncate { max_chars: 4 },
+        ));
+        with_policy(p).redact_event(&mut ev);
+        assert_eq!(ev.safety.block_reason.as_deref(), Some("jail"));
+        assert_eq!(ev.actor.session.as_deref(), Some("s-1"));
     }
 
     #[test]
