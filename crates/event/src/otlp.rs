@@ -726,6 +726,13 @@ fn get_str(attribute: &str, v: &OtlpValueRef<'_>) -> Result<String, MappingError
     }
 }
 
+fn borrow_str<'a>(attribute: &str, v: &OtlpValueRef<'a>) -> Result<&'a str, MappingError> {
+    match v {
+        OtlpValueRef::Str(s) => Ok(s),
+        other => Err(wrong(attribute, "string", other)),
+    }
+}
+
 fn get_int(attribute: &str, v: &OtlpValueRef<'_>) -> Result<i64, MappingError> {
     match v {
         OtlpValueRef::Int(i) => Ok(*i),
@@ -908,8 +915,10 @@ fn set<T>(slot: &mut Option<T>, attribute: &str, value: T) -> Result<(), Mapping
 
 /// Everything read from the record's attributes before assembly.
 #[derive(Default)]
-struct Parts {
-    event_id: Option<String>,
+struct Parts<'a> {
+    /// Parsed once every attribute was read (a bad id is reported after a
+    /// repeated attribute, as it always was).
+    event_id: Option<&'a str>,
     tenant: Option<String>,
     category: Option<Category>,
     action: Option<String>,
@@ -935,7 +944,7 @@ struct Parts {
     trace_id_text: Option<String>,
     span_id_text: Option<String>,
     parent_span_id: Option<String>,
-    event_name_attr: Option<String>,
+    event_name_attr: Option<&'a str>,
     attributes: BTreeMap<String, String>,
 }
 
@@ -947,11 +956,11 @@ fn once(seen: &mut bool, attribute: &str) -> Result<(), MappingError> {
     Ok(())
 }
 
-impl Parts {
-    fn take(&mut self, key: &str, v: &OtlpValueRef<'_>) -> Result<(), MappingError> {
+impl<'a> Parts<'a> {
+    fn take(&mut self, key: &str, v: &OtlpValueRef<'a>) -> Result<(), MappingError> {
         let opt_str = |key: &str| get_str(key, v).map(Some);
         match key {
-            keys::EVENT_ID => set(&mut self.event_id, key, get_str(key, v)?),
+            keys::EVENT_ID => set(&mut self.event_id, key, borrow_str(key, v)?),
             keys::TENANT => set(&mut self.tenant, key, get_str(key, v)?),
             keys::CATEGORY => set(&mut self.category, key, get_enum(key, v)?),
             keys::ACTION => set(&mut self.action, key, get_str(key, v)?),
@@ -1087,7 +1096,7 @@ impl Parts {
             keys::TRACE_ID_TEXT => set(&mut self.trace_id_text, key, get_str(key, v)?),
             keys::SPAN_ID_TEXT => set(&mut self.span_id_text, key, get_str(key, v)?),
             keys::PARENT_SPAN_ID => set(&mut self.parent_span_id, key, get_str(key, v)?),
-            keys::EVENT_NAME => set(&mut self.event_name_attr, key, get_str(key, v)?),
+            keys::EVENT_NAME => set(&mut self.event_name_attr, key, borrow_str(key, v)?),
             _ => {
                 let (name, value) = if let Some(name) = key.strip_prefix(keys::ATTR_PREFIX) {
                     (name, v.to_text())
@@ -1123,8 +1132,15 @@ fn service_from_resource(resource: &[(&str, OtlpValueRef<'_>)]) -> Result<Servic
             keys::HOST_NAME => &mut host,
             _ => continue,
         };
-        let attribute = format!("resource {k}");
-        set(slot, &attribute, get_str(&attribute, v)?)?;
+        // The error's name for the attribute is only made for an error
+        // (formatting it for every record was a tenth of the mapping).
+        let attribute = || format!("resource {k}");
+        let OtlpValueRef::Str(text) = v else {
+            return Err(wrong(&attribute(), "string", v));
+        };
+        if slot.replace((*text).to_owned()).is_some() {
+            return Err(duplicate(&attribute()));
+        }
     }
     Ok(Service {
         name: name.ok_or_else(|| missing(keys::SERVICE_NAME))?,
@@ -1189,7 +1205,7 @@ pub fn from_otlp_ref(
 
     // The category: audit.category, else the event name; both must agree.
     let name = if log.event_name.is_empty() {
-        p.event_name_attr.as_deref().unwrap_or("")
+        p.event_name_attr.unwrap_or("")
     } else {
         log.event_name
     };
@@ -1217,10 +1233,10 @@ pub fn from_otlp_ref(
     };
 
     let event_id_text = p.event_id.ok_or_else(|| missing(keys::EVENT_ID))?;
-    let event_id = Uuid::try_parse(&event_id_text).map_err(|e| {
+    let event_id = Uuid::try_parse(event_id_text).map_err(|e| {
         invalid(
             keys::EVENT_ID,
-            format!("{:?} is not a UUID: {e}", cut(&event_id_text)),
+            format!("{:?} is not a UUID: {e}", cut(event_id_text)),
         )
     })?;
 

@@ -259,6 +259,21 @@ fn service_comes_from_the_resource_when_the_record_has_none() {
         from_otlp(&bad, &log).unwrap_err().to_string(),
         "resource service.name has type int; expected string"
     );
+    let twice = vec![
+        ("host.name".to_owned(), OtlpValue::Str("a".into())),
+        ("service.name".to_owned(), OtlpValue::Str("svc".into())),
+        ("host.name".to_owned(), OtlpValue::Str("b".into())),
+    ];
+    assert_eq!(
+        from_otlp(&twice, &log).unwrap_err().attribute(),
+        "resource host.name"
+    );
+    let mut ok = twice;
+    ok.pop();
+    assert_eq!(
+        from_otlp(&ok, &log).unwrap().service.host.as_deref(),
+        Some("a")
+    );
 }
 
 /// Applies `change` to the full event's record and returns the mapping error.
