@@ -252,32 +252,48 @@ fn push_attribute<'a>(
     message: &'a [u8],
     attributes: &mut Vec<(&'a str, OtlpValueRef<'a>)>,
 ) -> Option<&'a str> {
-    if let [0x0a, key_len, rest @ ..] = message
-        && *key_len < 0x80
-        && let Some((key, [0x12, value_len, value @ ..])) = rest.split_at_checked(*key_len as usize)
-        && *value_len < 0x80
-        && value.len() == *value_len as usize
+    if let Some((key, value)) = short_key_value(message)
+        && let Some(value) = scalar_value(value)
     {
         let key = std::str::from_utf8(key).ok()?;
-        match value {
-            [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => {
-                let text = std::str::from_utf8(text).ok()?;
-                attributes.extend(std::iter::once((key, OtlpValueRef::Str(text))));
-                return Some(key);
-            }
-            [0x18, int @ ..] if one_varint(int).is_some() => {
-                let int = one_varint(int)? as i64;
-                attributes.extend(std::iter::once((key, OtlpValueRef::Int(int))));
-                return Some(key);
-            }
-            _ => {}
-        }
+        attributes.extend(std::iter::once((key, value)));
+        return Some(key);
     }
     let (key, value) = key_value(message, 0)?;
     if let Some(value) = value {
         attributes.push((key, value));
     }
     Some(key)
+}
+
+/// The key's and the value's bytes of a `KeyValue` of the usual shape: a
+/// key then a value, each shorter than 128 bytes, and nothing else.
+#[inline]
+fn short_key_value(message: &[u8]) -> Option<(&[u8], &[u8])> {
+    if let [0x0a, key_len, rest @ ..] = message
+        && *key_len < 0x80
+        && let Some((key, [0x12, value_len, value @ ..])) =
+            rest.split_at_checked(usize::from(*key_len))
+        && *value_len < 0x80
+        && value.len() == usize::from(*value_len)
+    {
+        return Some((key, value));
+    }
+    None
+}
+
+/// The value of an `AnyValue` of the usual shape: one text shorter than 128
+/// bytes, or one int, filling the message. `None` for anything else (and
+/// for text that is not UTF-8), which [`any_value_in_general`] reads.
+#[inline]
+fn scalar_value(message: &[u8]) -> Option<OtlpValueRef<'_>> {
+    match message {
+        [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => {
+            std::str::from_utf8(text).ok().map(OtlpValueRef::Str)
+        }
+        [0x18, int @ ..] => one_varint(int).map(|v| OtlpValueRef::Int(v as i64)),
+        _ => None,
+    }
 }
 
 /// The varint that is all of `bytes`, if it is one.
@@ -298,12 +314,7 @@ fn key_value(message: &[u8], depth: u32) -> Option<(&str, Option<OtlpValueRef<'_
     // Nearly every attribute is a short key then a short value, in that
     // order: read without the general loop (whose per-field bookkeeping was
     // most of the reader's time).
-    if let [0x0a, key_len, rest @ ..] = message
-        && *key_len < 0x80
-        && let Some((key, [0x12, value_len, value @ ..])) = rest.split_at_checked(*key_len as usize)
-        && *value_len < 0x80
-        && value.len() == *value_len as usize
-    {
+    if let Some((key, value)) = short_key_value(message) {
         return Some((std::str::from_utf8(key).ok()?, any_value(value, depth)?));
     }
     key_value_in_general(message, depth)
@@ -339,16 +350,8 @@ fn any_value(message: &[u8], depth: u32) -> Option<Option<OtlpValueRef<'_>>> {
     }
     // The usual values, one scalar field filling the message, without the
     // general loop.
-    match message {
-        [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => {
-            return Some(Some(OtlpValueRef::Str(std::str::from_utf8(text).ok()?)));
-        }
-        [0x18, int @ ..] => {
-            if let Some(v) = one_varint(int) {
-                return Some(Some(OtlpValueRef::Int(v as i64)));
-            }
-        }
-        _ => {}
+    if let Some(v) = scalar_value(message) {
+        return Some(Some(v));
     }
     any_value_in_general(message, depth)
 }
