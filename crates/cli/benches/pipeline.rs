@@ -28,7 +28,7 @@ use criterion::{Criterion, Throughput, criterion_main};
 use otel_audit_cli::synth::{SynthSpec, generate};
 use otel_audit_event::{Chain, Record, merkle};
 use otel_audit_storage::{
-    ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions, encode_file, records_to_batch, scan_batch,
+    ENCODER_CHUNK_ROWS, FileEncoder, WriterOptions, encode_file, rows_to_batch, scan_batch,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -196,7 +196,7 @@ fn bench(c: &mut Criterion) {
     };
     let encoded = encode_file(&records, &WriterOptions::default()).unwrap();
     let encoded3 = encode_file(&records, &zstd3).unwrap();
-    let batch = records_to_batch(&records).unwrap();
+    let batch = rows_to_batch(&records).unwrap();
     let baseline_bytes = {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
@@ -239,7 +239,7 @@ fn bench(c: &mut Criterion) {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
             .build();
         b.iter(|| {
-            let batch = records_to_batch(&records).unwrap();
+            let batch = rows_to_batch(&records).unwrap();
             let mut buf = Vec::new();
             let mut w =
                 ArrowWriter::try_new(&mut buf, batch.schema(), Some(props.clone())).unwrap();

@@ -439,7 +439,8 @@ impl Sink {
 
     /// [`accept`](Self::accept) for the usual record, its chain's next going
     /// into the open file, done without `await`: through `accept` and `take`
-    /// a record was copied into each one's future on its way to the file. `Ok(Some(chain))` when the chain now needs
+    /// a record was copied into each one's future on its way to the file.
+    /// `Ok(Some(chain))` when the chain now needs
     /// [`follow_up`](Self::follow_up) (a full chunk or file, or held records
     /// that are now next); the record back when it is not such a record.
     // The record comes back by value on purpose: boxing it would allocate

@@ -683,10 +683,13 @@ pub fn chain_and_seq(canonical: &[u8]) -> Option<(&str, u64)> {
         .find_map(|len| {
             let (before, id) = rest.split_at(rest.len() - len);
             let head = before.last_chunk::<5>()?;
-            let ok = head[0] == 1
-                && head[1..] == (len as u32).to_be_bytes()
-                && !matches!(id[0], b'.' | b'-');
-            ok.then(|| Some((std::str::from_utf8(id).ok()?, seq)))?
+            if head[0] != 1
+                || head[1..] != (len as u32).to_be_bytes()
+                || matches!(id[0], b'.' | b'-')
+            {
+                return None;
+            }
+            Some((std::str::from_utf8(id).ok()?, seq))
         })
 }
 

@@ -26,11 +26,6 @@ fn list_field(item: DataType) -> Arc<Field> {
     Arc::new(Field::new("element", item, false))
 }
 
-/// Converts records into one batch of the stored schema, in the given order.
-pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    rows_to_batch(records)
-}
-
 /// Converts rows (records, or rows held as their canonical bytes) into one
 /// batch of the stored schema, in the given order.
 pub fn rows_to_batch<R: StoredRow>(rows: &[R]) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -186,9 +181,7 @@ impl BatchBuilder {
             str_field(b, 0).append_value(&d.field);
             str_field(b, 1).append_value(d.algorithm.as_str());
             str_field(b, 2).append_option(d.key_id.as_deref());
-            b.field_builder::<FixedSizeBinaryBuilder>(3)
-                .expect("digest builder")
-                .append_value(d.digest)?;
+            fixed_field(b, 3).append_value(d.digest)?;
             b.append(true);
         }
         self.digests.append(true);
@@ -307,8 +300,7 @@ impl BatchBuilder {
             str_field(b, 1).append_value(d.text("content_digests.algorithm")?);
             str_field(b, 2).append_option(d.opt_text("content_digests.key_id")?);
             let digest = d.digest("content_digests.digest")?;
-            b.field_builder::<FixedSizeBinaryBuilder>(3)
-                .expect("digest builder")
+            fixed_field(b, 3)
                 .append_value(digest)
                 .expect("32 bytes, the column's width");
             b.append(true);
@@ -465,6 +457,11 @@ fn str_field(b: &mut StructBuilder, i: usize) -> &mut StringBuilder {
 fn bin_field(b: &mut StructBuilder, i: usize) -> &mut BinaryBuilder {
     b.field_builder::<BinaryBuilder>(i)
         .expect("struct field is binary")
+}
+
+fn fixed_field(b: &mut StructBuilder, i: usize) -> &mut FixedSizeBinaryBuilder {
+    b.field_builder::<FixedSizeBinaryBuilder>(i)
+        .expect("struct field is fixed-size binary")
 }
 
 /// Typed access to one batch's columns, by the stored schema's positions.

@@ -46,7 +46,7 @@ mod store;
 pub mod verify;
 mod writer;
 
-pub use batch::{BatchBuilder, batch_to_records, records_to_batch, rows_to_batch};
+pub use batch::{BatchBuilder, batch_to_records, rows_to_batch};
 pub use digest::{DigestChain, DigestFile, SealedDigest, StoredDigest};
 pub use error::{DecodeError, ReadError, SinkError, StoreError};
 pub use keys::{DigestSigner, KeyError, PublicKeys, SignatureCheck};

@@ -111,6 +111,31 @@ fn range_in(whole: &[u8], part: &[u8]) -> (u32, u32) {
     (start as u32, (start + part.len()) as u32)
 }
 
+/// Where `chain_id` is in `canonical`, which must end with it and `seq` as
+/// the encoding writes them (`1 | len u32 | chain_id | 1 | seq i64`).
+fn chain_range(
+    canonical: &[u8],
+    chain_id: &str,
+    seq: u64,
+) -> Result<(u32, u32), DecodeCanonicalError> {
+    let id = chain_id.as_bytes();
+    let found = canonical.split_last_chunk::<9>().and_then(|(rest, tail)| {
+        let start = rest.len().checked_sub(id.len())?;
+        let head = rest[..start].last_chunk::<5>()?;
+        let ok = tail[0] == 1
+            && tail[1..] == (seq as i64).to_be_bytes()
+            && head[0] == 1
+            && head[1..] == u32::try_from(id.len()).ok()?.to_be_bytes()
+            && rest[start..] == *id;
+        ok.then_some((start as u32, rest.len() as u32))
+    });
+    found.ok_or(DecodeCanonicalError::Invalid {
+        field: "chain_id",
+        offset: canonical.len().saturating_sub(9 + id.len()),
+        reason: "the bytes do not end with the row's chain id and seq",
+    })
+}
+
 impl CanonicalRow {
     /// The row whose canonical bytes are `canonical`, reading the few fields
     /// the writer needs (tenant, receive time, chain and seq); the rest is
@@ -121,6 +146,42 @@ impl CanonicalRow {
         canonical: Bytes,
         prev_hash: [u8; 32],
         hash: [u8; 32],
+    ) -> Result<Self, DecodeCanonicalError> {
+        let (chain_id, seq) = match chain_and_seq(&canonical) {
+            Some((id, seq)) => (range_in(&canonical, id.as_bytes()), seq),
+            // Not a path-token chain id, which the tail does not tell
+            // exactly: decoded in full.
+            None => {
+                let r = otel_audit_event::decode_canonical(&canonical, prev_hash, hash)?;
+                (chain_range(&canonical, &r.chain_id, r.seq)?, r.seq)
+            }
+        };
+        Self::with_chain(canonical, prev_hash, hash, chain_id, seq)
+    }
+
+    /// [`new`](Self::new) for a row whose chain and seq the caller knows,
+    /// having just encoded it (the WAL, for every record submitted): the end
+    /// of the bytes is checked to hold them instead of being searched for
+    /// them.
+    pub fn in_chain(
+        canonical: Bytes,
+        prev_hash: [u8; 32],
+        hash: [u8; 32],
+        chain_id: &str,
+        seq: u64,
+    ) -> Result<Self, DecodeCanonicalError> {
+        let range = chain_range(&canonical, chain_id, seq)?;
+        Self::with_chain(canonical, prev_hash, hash, range, seq)
+    }
+
+    /// The row, its chain id at `chain_id` in the bytes; reads the tenant and
+    /// the receive time.
+    fn with_chain(
+        canonical: Bytes,
+        prev_hash: [u8; 32],
+        hash: [u8; 32],
+        chain_id: (u32, u32),
+        seq: u64,
     ) -> Result<Self, DecodeCanonicalError> {
         let mut d = CanonicalReader::new(&canonical);
         d.text("event_id")?;
@@ -135,17 +196,6 @@ impl CanonicalRow {
         d.opt_integer("duration_ns")?;
         d.text("severity")?;
         let tenant = range_in(&canonical, d.text("tenant")?.as_bytes());
-        let (chain_id, seq) = match chain_and_seq(&canonical) {
-            Some((id, seq)) => (range_in(&canonical, id.as_bytes()), seq),
-            // Not a path-token chain id, which the tail does not tell
-            // exactly: decoded in full (the id ends 9 bytes before the end).
-            None => {
-                let r = otel_audit_event::decode_canonical(&canonical, prev_hash, hash)?;
-                let end = canonical.len() - 9;
-                let start = end - r.chain_id.len();
-                ((start as u32, end as u32), r.seq)
-            }
-        };
         Ok(CanonicalRow {
             canonical,
             prev_hash,
@@ -161,8 +211,14 @@ impl CanonicalRow {
     pub fn from_record(record: &Record) -> Self {
         let mut bytes = Vec::with_capacity(768);
         record.canonical_bytes(&mut bytes);
-        CanonicalRow::new(Bytes::from(bytes), record.prev_hash, record.hash)
-            .expect("the encoder's output decodes")
+        CanonicalRow::in_chain(
+            Bytes::from(bytes),
+            record.prev_hash,
+            record.hash,
+            &record.chain_id,
+            record.seq,
+        )
+        .expect("the encoder's output decodes")
     }
 
     /// The canonical bytes.

@@ -665,7 +665,6 @@ mod tests {
     use otel_audit_event::{AuditEvent, Category, Chain};
 
     use super::*;
-    use crate::batch::records_to_batch;
 
     fn run(n: u64) -> Vec<Record> {
         let t = Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap();
@@ -691,7 +690,7 @@ mod tests {
         let props = WriterProperties::into_builder(writer_properties(opts, "").unwrap())
             .set_key_value_metadata(Some(footer.to_key_values()))
             .build();
-        let batch = records_to_batch(records).unwrap();
+        let batch = rows_to_batch(records).unwrap();
         let mut buf = Vec::new();
         let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use otel_audit_event::{Record, row_hash};
 use otel_audit_storage::{
     NoProgress, ProblemKind, Store, StoreOptions, VerifyError, VerifyOptions, VerifyReport,
-    read_file, records_to_batch, verify,
+    read_file, rows_to_batch, verify,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
@@ -69,7 +69,7 @@ async fn report(f: &Fixture) -> VerifyReport {
 /// Writes `rows` as a Parquet file at `path` with footer `kv`, as someone with
 /// write access and the Parquet tools would.
 fn write_parquet(f: &Fixture, path: &str, rows: &[Record], kv: Vec<KeyValue>) {
-    let batch = records_to_batch(rows).unwrap();
+    let batch = rows_to_batch(rows).unwrap();
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(kv))
         .build();

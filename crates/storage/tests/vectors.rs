@@ -12,7 +12,7 @@ use otel_audit_event::{Chain, row_hash};
 use otel_audit_storage::reader::{TextColumns, open_decoder};
 use otel_audit_storage::{
     BatchBuilder, CanonicalRow, FileEncoder, StoredRow, WriterOptions, batch_to_records,
-    canonical_from_batch, encode_file, records_to_batch, rows_to_batch, scan_batch,
+    canonical_from_batch, encode_file, rows_to_batch, scan_batch,
 };
 
 use common::{event, t0};
@@ -24,7 +24,7 @@ fn vectors_dir() -> PathBuf {
 #[test]
 fn arrow_encoder_agrees_with_model_encoder() {
     let recs = common::records(40);
-    let batch = records_to_batch(&recs).unwrap();
+    let batch = rows_to_batch(&recs).unwrap();
     let mut links = Vec::new();
     scan_batch(&batch, &mut links).unwrap();
     for (i, r) in recs.iter().enumerate() {
@@ -43,7 +43,7 @@ fn arrow_encoder_agrees_with_model_encoder() {
 #[test]
 fn arrow_encoder_agrees_on_varied_rows() {
     let recs = varied_records();
-    let batch = records_to_batch(&recs).unwrap();
+    let batch = rows_to_batch(&recs).unwrap();
     for (offset, len) in [(0, recs.len()), (37, 500), (999, 1), (5, 0)] {
         let slice = batch.slice(offset, len);
         let mut links = Vec::new();
@@ -113,7 +113,7 @@ fn page_decompression_agrees_with_parquet_reader() {
 
     let recs = varied_records();
     let ours = encode_file(&recs, &WriterOptions::default()).unwrap().bytes;
-    let batch = records_to_batch(&recs).unwrap();
+    let batch = rows_to_batch(&recs).unwrap();
     let rewrite = |version: WriterVersion| {
         let props = WriterProperties::builder()
             .set_writer_version(version)
@@ -185,10 +185,7 @@ fn canonical_rows_make_the_same_batch_and_file() {
         );
         assert_eq!(row.to_record().unwrap(), *r);
     }
-    assert_eq!(
-        rows_to_batch(&rows).unwrap(),
-        records_to_batch(recs).unwrap()
-    );
+    assert_eq!(rows_to_batch(&rows).unwrap(), rows_to_batch(recs).unwrap());
     let opts = WriterOptions::default();
     let from_records = encode_file(recs, &opts).unwrap();
     let mut encoder = FileEncoder::new(&rows[0], &opts).unwrap();
@@ -216,6 +213,18 @@ fn canonical_rows_of_odd_chain_ids_and_bad_bytes() {
     assert_eq!(row.to_record().unwrap(), r);
     let mut bytes = Vec::new();
     r.canonical_bytes(&mut bytes);
+    // Told its chain and seq, a row is checked to end with them.
+    let whole = bytes::Bytes::from(bytes.clone());
+    let known = CanonicalRow::in_chain(whole.clone(), r.prev_hash, r.hash, &r.chain_id, r.seq);
+    assert_eq!(known.unwrap(), row);
+    for (id, seq) in [
+        (r.chain_id.as_str(), r.seq + 1),
+        (&r.chain_id[1..], r.seq),
+        ("x", r.seq),
+    ] {
+        let err = CanonicalRow::in_chain(whole.clone(), r.prev_hash, r.hash, id, seq).unwrap_err();
+        assert!(err.to_string().contains("chain_id"), "{id:?} {seq}: {err}");
+    }
     bytes.truncate(20);
     let err = CanonicalRow::new(bytes.into(), r.prev_hash, r.hash).unwrap_err();
     assert!(err.to_string().contains("event_id"), "{err}");

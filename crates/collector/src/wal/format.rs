@@ -419,17 +419,26 @@ pub(crate) fn decode_entry(
 }
 
 /// The row of `entry`, read from `shared` (the bytes the entry was split
-/// from), sharing them. Its hash is checked once, by the open scan; replay
-/// re-reads the same CRC-checked frames.
+/// from), sharing them; `tail` is its chain and seq when the end of its bytes
+/// told them ([`chain_and_seq`](otel_audit_event::chain_and_seq)). Its hash
+/// is checked once, by the open scan; replay re-reads the same CRC-checked
+/// frames.
 pub(crate) fn entry_row(
     shared: &Bytes,
     entry: &Entry<'_>,
+    tail: Option<(&str, u64)>,
     path: &Path,
     offset: u64,
     index: usize,
 ) -> Result<CanonicalRow, WalError> {
     let bytes = shared.slice(entry.start..entry.start + entry.canonical.len());
-    CanonicalRow::new(bytes, entry.prev_hash, entry.hash).map_err(|source| WalError::Decode {
+    match tail {
+        Some((chain_id, seq)) => {
+            CanonicalRow::in_chain(bytes, entry.prev_hash, entry.hash, chain_id, seq)
+        }
+        None => CanonicalRow::new(bytes, entry.prev_hash, entry.hash),
+    }
+    .map_err(|source| WalError::Decode {
         path: path.to_owned(),
         offset,
         index,

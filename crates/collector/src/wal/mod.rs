@@ -741,8 +741,8 @@ impl Drop for Inner {
 #[derive(Debug, Default)]
 pub struct Entries {
     bytes: Vec<u8>,
-    /// Each record's canonical bytes in `bytes`, with its hashes, in order.
-    records: Vec<(std::ops::Range<usize>, [u8; 32], [u8; 32])>,
+    /// Each record, in order.
+    records: Vec<EntryRecord>,
     /// Per chain: (chain, first seq, first prev_hash, last head).
     chains: Vec<(String, u64, [u8; 32], ChainHead)>,
     /// The first record that could not be taken (unlinked, too large):
@@ -755,6 +755,20 @@ pub struct Entries {
     system: bool,
 }
 
+/// A record of [`Entries`]: what its row is made of when submitted
+/// ([`Wal::submit_rows`]), kept as it is pushed so that its bytes need not
+/// be read again.
+#[derive(Debug)]
+struct EntryRecord {
+    /// Its canonical bytes in `Entries::bytes`.
+    span: std::ops::Range<usize>,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    seq: u64,
+    /// Its chain, an index into `Entries::chains`.
+    chain: usize,
+}
+
 /// Where the canonical bytes of the entry being built begin.
 #[derive(Debug, Clone, Copy)]
 struct Open(usize);
@@ -764,6 +778,7 @@ impl Entries {
     pub fn with_capacity(records: usize) -> Entries {
         Entries {
             bytes: Vec::with_capacity(records * 768),
+            records: Vec::with_capacity(records),
             ..Entries::default()
         }
     }
@@ -826,27 +841,36 @@ impl Entries {
     /// record in these entries.
     fn end(&mut self, open: Open, r: &Record) -> Result<(), WalError> {
         finish_entry(&mut self.bytes, open.0, r)?;
-        self.records
-            .push((open.0..self.bytes.len(), r.prev_hash, r.hash));
         let head = ChainHead {
             seq: r.seq,
             hash: r.hash,
         };
-        match self.chains.iter_mut().find(|c| c.0 == r.chain_id) {
-            Some(c) => {
-                if r.seq != c.3.seq.wrapping_add(1) || r.prev_hash != c.3.hash {
+        let chain = match self.chains.iter().position(|c| c.0 == r.chain_id) {
+            Some(i) => {
+                let last = self.chains[i].3;
+                if r.seq != last.seq.wrapping_add(1) || r.prev_hash != last.hash {
                     return Err(WalError::Unlinked {
                         chain_id: r.chain_id.clone(),
                         seq: r.seq,
-                        expected_seq: c.3.seq.wrapping_add(1),
+                        expected_seq: last.seq.wrapping_add(1),
                     });
                 }
-                c.3 = head;
+                self.chains[i].3 = head;
+                i
             }
-            None => self
-                .chains
-                .push((r.chain_id.clone(), r.seq, r.prev_hash, head)),
-        }
+            None => {
+                self.chains
+                    .push((r.chain_id.clone(), r.seq, r.prev_hash, head));
+                self.chains.len() - 1
+            }
+        };
+        self.records.push(EntryRecord {
+            span: open.0..self.bytes.len(),
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            seq: r.seq,
+            chain,
+        });
         Ok(())
     }
 }
@@ -952,9 +976,16 @@ impl Wal {
         let entries = Bytes::from(entries);
         if let Some(rows) = rows {
             rows.reserve(records.len());
-            for (index, (span, prev_hash, hash)) in records.into_iter().enumerate() {
-                let row = CanonicalRow::new(entries.slice(span), prev_hash, hash)
-                    .map_err(|source| WalError::NotCanonical { index, source })?;
+            for (index, r) in records.into_iter().enumerate() {
+                let chain_id = &chains[r.chain].0;
+                let row = CanonicalRow::in_chain(
+                    entries.slice(r.span),
+                    r.prev_hash,
+                    r.hash,
+                    chain_id,
+                    r.seq,
+                )
+                .map_err(|source| WalError::NotCanonical { index, source })?;
                 rows.push(row);
             }
         }
@@ -1525,8 +1556,7 @@ mod tests {
 
     /// Bytes of disk a file holds.
     fn allocated(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(path).unwrap().blocks() * 512
+        reserve::allocated_bytes(&std::fs::metadata(path).unwrap())
     }
 
     #[test]

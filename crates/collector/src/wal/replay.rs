@@ -35,8 +35,8 @@ pub struct TruncatedTail {
 /// The records to replay after [`Wal::open`]: every record not yet released,
 /// in append order (so each chain's in seq order), read lazily from the
 /// segments one frame at a time, as rows in their canonical bytes (each
-/// frame's rows share one buffer; [`CanonicalRow::to_record`] decodes one). Also the heads of all chains, for
-/// `Chain::resume`.
+/// frame's rows share one buffer; [`CanonicalRow::to_record`] decodes one).
+/// Also the heads of all chains, for `Chain::resume`.
 ///
 /// Records come back as stored: `time` and `received_at` at microsecond
 /// precision (what the canonical encoding and so the hash cover).
@@ -156,19 +156,21 @@ impl Replay {
                     valid_frame_after: None,
                 })?;
                 for (index, entry) in entries.iter().enumerate() {
-                    if released_by_tail(&self.released, entry.canonical) {
+                    // A record the store holds is skipped on its tail: a
+                    // catch-up reads every unreleased record of the WAL to
+                    // find the few the sink missed, and skipping the others
+                    // there costs half of making their rows (130 against
+                    // 260 ns a record). A chain id that is no path token,
+                    // which the tail does not tell, is known from the row.
+                    let tail = chain_and_seq(entry.canonical);
+                    if tail.is_some_and(|(id, seq)| is_released(&self.released, id, seq)) {
                         continue;
                     }
-                    // Read again from the row (a chain id that is no path
-                    // token, which the tail does not tell, is only known here).
-                    let r = entry_row(&shared, entry, &reader.path, offset, index)?;
-                    let released = self
-                        .released
-                        .get(r.chain_id())
-                        .is_some_and(|rel| r.seq() <= rel.seq);
-                    if !released {
-                        self.ready.push_back(r);
+                    let r = entry_row(&shared, entry, tail, &reader.path, offset, index)?;
+                    if tail.is_none() && is_released(&self.released, r.chain_id(), r.seq()) {
+                        continue;
                     }
+                    self.ready.push_back(r);
                 }
                 Ok(true)
             }
@@ -199,16 +201,10 @@ impl Iterator for Replay {
     }
 }
 
-/// Whether the record of these canonical bytes is at or below its chain's
-/// head in `released`, told from the end of the bytes ([`chain_and_seq`]):
-/// a catch-up reads every unreleased record of the WAL to find the few the
-/// sink missed, and skipping the others on their tail costs half of making
-/// their rows (130 against 260 ns a record). `false` (also for a chain id
-/// that is not a path token, which the tail does not tell) leaves the
-/// record to its row, which is checked again.
-fn released_by_tail(released: &BTreeMap<String, ChainHead>, canonical: &[u8]) -> bool {
-    chain_and_seq(canonical)
-        .is_some_and(|(id, seq)| released.get(id).is_some_and(|head| seq <= head.seq))
+/// Whether row `seq` of chain `chain_id` is at or below its chain's head in
+/// `released`.
+fn is_released(released: &BTreeMap<String, ChainHead>, chain_id: &str, seq: u64) -> bool {
+    released.get(chain_id).is_some_and(|head| seq <= head.seq)
 }
 
 /// Per-chain checks across all segments during the open scan.
@@ -629,6 +625,9 @@ mod tests {
                 records.push(chain.append(chrono::Utc::now(), e).unwrap());
             }
         }
+        let released_by_tail = |released: &BTreeMap<String, ChainHead>, bytes: &[u8]| {
+            chain_and_seq(bytes).is_some_and(|(id, seq)| is_released(released, id, seq))
+        };
         let mut bytes = Vec::new();
         let mut skipped = 0;
         for mask in 0..(1u32 << ids.len()) {

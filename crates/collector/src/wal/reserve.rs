@@ -179,7 +179,7 @@ impl Reserve {
 }
 
 /// Disk blocks a file holds (not its length: a sparse file holds none).
-fn allocated_bytes(meta: &fs::Metadata) -> u64 {
+pub(crate) fn allocated_bytes(meta: &fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     meta.blocks().saturating_mul(512)
 }
