@@ -1345,6 +1345,45 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         "a key ending in half a character",
         request_of_record(&rec_bytes),
     ));
+    // An attribute of the usual shape (a short key, one short text), read
+    // with one UTF-8 check of the whole: invalid in the key, in the text,
+    // a text beginning or ending in the middle of a character.
+    for (what, key, text) in [
+        (
+            "a short key that is not UTF-8",
+            &b"k\xffey"[..],
+            &b"value"[..],
+        ),
+        (
+            "a short text that is not UTF-8",
+            &b"key"[..],
+            &b"val\xfeue"[..],
+        ),
+        (
+            "a text starting mid-character",
+            &b"key"[..],
+            &b"\xa9t\xc3\xa9"[..],
+        ),
+        (
+            "a text ending in half a character",
+            &b"key"[..],
+            &b"t\xc3"[..],
+        ),
+        (
+            "a key ending in half a character before its text",
+            &b"k\xc3"[..],
+            &b"v"[..],
+        ),
+    ] {
+        let mut value = Vec::new();
+        prost::encoding::bytes::encode(1, &text.to_vec(), &mut value);
+        let mut kv_bytes = Vec::new();
+        prost::encoding::bytes::encode(1, &key.to_vec(), &mut kv_bytes);
+        prost::encoding::bytes::encode(2, &value, &mut kv_bytes);
+        let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
+        prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
+        cases.push((what, request_of_record(&rec_bytes)));
+    }
     // A value whose oneof is set twice (protobuf keeps the last): an int
     // then a string, a string then a string.
     for (what, value) in [

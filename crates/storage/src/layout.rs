@@ -31,8 +31,13 @@ impl Partition {
     /// Whether `record` belongs to this partition (as `Partition::of(record)
     /// == *self`, without building one: this runs for every row written).
     pub fn holds<R: StoredRow + ?Sized>(&self, record: &R) -> bool {
-        let t = record.received_at();
-        record.is_of_tenant(&self.tenant) && self.hour == t.hour() && self.date == t.date_naive()
+        self.holds_time(record.received_at()) && record.is_of_tenant(&self.tenant)
+    }
+
+    /// Whether `t` is in this partition's hour: [`holds`](Self::holds) for
+    /// a caller that knows the row's tenant is this partition's.
+    pub fn holds_time(&self, t: DateTime<Utc>) -> bool {
+        self.hour == t.hour() && self.date == t.date_naive()
     }
 
     /// The partition of `tenant` at instant `t`.

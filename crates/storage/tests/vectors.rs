@@ -11,8 +11,8 @@ use arrow_schema::DataType;
 use otel_audit_event::{Chain, row_hash};
 use otel_audit_storage::reader::{TextColumns, open_decoder};
 use otel_audit_storage::{
-    BatchBuilder, CanonicalRow, FileEncoder, StoredRow, WriterOptions, batch_to_records,
-    canonical_from_batch, encode_file, rows_to_batch, scan_batch,
+    BatchBuilder, CanonicalRow, FileEncoder, StoredRow, TaggedChainId, WriterOptions,
+    batch_to_records, canonical_from_batch, encode_file, rows_to_batch, scan_batch,
 };
 
 use common::{event, t0};
@@ -217,12 +217,26 @@ fn canonical_rows_of_odd_chain_ids_and_bad_bytes() {
     let whole = bytes::Bytes::from(bytes.clone());
     let known = CanonicalRow::in_chain(whole.clone(), r.prev_hash, r.hash, &r.chain_id, r.seq);
     assert_eq!(known.unwrap(), row);
+    assert_eq!(row.chain_tag(), None);
+    // A tag is made for one id, never twice; the row made with it carries it,
+    // equals the untagged row and is checked as `in_chain` checks.
+    let tagged = TaggedChainId::new(&r.chain_id);
+    let again = TaggedChainId::new(&r.chain_id);
+    assert_ne!(tagged.tag(), again.tag());
+    let with_tag =
+        CanonicalRow::in_tagged_chain(whole.clone(), r.prev_hash, r.hash, tagged, r.seq).unwrap();
+    assert_eq!(with_tag.chain_tag(), Some(tagged.tag()));
+    assert_eq!(with_tag, row);
     for (id, seq) in [
         (r.chain_id.as_str(), r.seq + 1),
         (&r.chain_id[1..], r.seq),
         ("x", r.seq),
     ] {
         let err = CanonicalRow::in_chain(whole.clone(), r.prev_hash, r.hash, id, seq).unwrap_err();
+        assert!(err.to_string().contains("chain_id"), "{id:?} {seq}: {err}");
+        let tag = TaggedChainId::new(id);
+        let err = CanonicalRow::in_tagged_chain(whole.clone(), r.prev_hash, r.hash, tag, seq)
+            .unwrap_err();
         assert!(err.to_string().contains("chain_id"), "{id:?} {seq}: {err}");
     }
     bytes.truncate(20);

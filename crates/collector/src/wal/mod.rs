@@ -164,7 +164,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
-use otel_audit_storage::CanonicalRow;
+use otel_audit_storage::{CanonicalRow, TaggedChainId};
 use tokio::sync::oneshot;
 
 pub use replay::{Replay, TruncatedTail};
@@ -976,13 +976,16 @@ impl Wal {
         let entries = Bytes::from(entries);
         if let Some(rows) = rows {
             rows.reserve(records.len());
+            // A tag per chain of the submit, so that the sink knows a row's
+            // chain without reading its bytes (see `ChainTag`).
+            let tagged: Vec<TaggedChainId<'_>> =
+                chains.iter().map(|c| TaggedChainId::new(&c.0)).collect();
             for (index, r) in records.into_iter().enumerate() {
-                let chain_id = &chains[r.chain].0;
-                let row = CanonicalRow::in_chain(
+                let row = CanonicalRow::in_tagged_chain(
                     entries.slice(r.span),
                     r.prev_hash,
                     r.hash,
-                    chain_id,
+                    tagged[r.chain],
                     r.seq,
                 )
                 .map_err(|source| WalError::NotCanonical { index, source })?;
