@@ -113,6 +113,9 @@ struct OpenFile {
     /// The hash of every row (row `i` has seq `first_seq + i`), to compare
     /// with a file found under the same name after a restart.
     hashes: Vec<[u8; 32]>,
+    /// The tag of a row found to be of the partition's tenant (see
+    /// [`OpenFile::takes`]).
+    tenant_tag: Option<ChainTag>,
     /// The encoder's memory after its last chunk. It changes only when a
     /// chunk is encoded, and asking the Parquet writer walks every buffered
     /// page of every column: once per row, that was 3% of the collector's
@@ -130,6 +133,24 @@ impl OpenFile {
 
     fn memory_bytes(&self) -> u64 {
         self.encoded_bytes + self.hashes.len() as u64 * 32
+    }
+
+    /// Whether the chain's next row `r` goes into this file: whether it is
+    /// of the file's partition. A row tagged as a row found to be of the
+    /// partition's tenant is of it too (see [`ChainTag`]), and only its
+    /// time is compared: the sink then never reads a row's bytes, whose
+    /// first read is a cache miss (they were written on another core),
+    /// cheaper where the encoder reads them in order.
+    fn takes(&mut self, r: &CanonicalRow) -> bool {
+        let tag = r.chain_tag();
+        if tag.is_some() && tag == self.tenant_tag {
+            return self.partition.holds_time(r.received_at());
+        }
+        let held = self.partition.holds(r);
+        if held && tag.is_some() {
+            self.tenant_tag = tag;
+        }
+        held
     }
 
     /// Adds the chain's next row; [`Sink::after_push`] does what it calls for.
@@ -468,15 +489,12 @@ impl Sink {
         if r.seq() != state.next || state.held_upto.is_some() {
             return Err(r);
         }
-        // The row's tenant is its chain's (the chain refuses others, and the
-        // encoder checks every row against its file's partition).
-        let Some(file) = state
-            .open
-            .as_mut()
-            .filter(|f| f.partition().holds_time(r.received_at()))
-        else {
+        let Some(file) = state.open.as_mut() else {
             return Err(r);
         };
+        if !file.takes(&r) {
+            return Err(r);
+        }
         state.next = r.seq() + 1;
         file.push(r);
         let due = file.chunk_full()
@@ -610,6 +628,8 @@ impl Sink {
                 pending: Vec::with_capacity(ENCODER_CHUNK_ROWS),
                 spare: Vec::new(),
                 hashes: Vec::new(),
+                // The partition is this row's.
+                tenant_tag: r.chain_tag(),
                 encoded_bytes,
             });
         }
@@ -1057,7 +1077,7 @@ enum Put {
 #[cfg(test)]
 mod tests {
     use otel_audit_event::{AuditEvent, Category, Chain};
-    use otel_audit_storage::TaggedChainId;
+    use otel_audit_storage::TaggedChain;
 
     use super::*;
 
@@ -1088,7 +1108,7 @@ mod tests {
     /// when submitted, untagged when replayed.
     fn rows_of(chain_id: &str, n: usize, tagged: bool) -> Vec<CanonicalRow> {
         let mut chain = Chain::new(chain_id, "acme").expect("chain id");
-        let tag = TaggedChainId::new(chain_id);
+        let tag = TaggedChain::new(chain_id, "acme");
         (0..n)
             .map(|_| {
                 let e = AuditEvent::new("acme", "svc", Category::Admin, "user.create");

@@ -35,7 +35,8 @@ impl Partition {
     }
 
     /// Whether `t` is in this partition's hour: [`holds`](Self::holds) for
-    /// a caller that knows the row's tenant is this partition's.
+    /// a row known to be of its tenant (see
+    /// [`ChainTag`](crate::ChainTag)).
     pub fn holds_time(&self, t: DateTime<Utc>) -> bool {
         self.hour == t.hour() && self.date == t.date_naive()
     }

@@ -54,7 +54,7 @@ pub use layout::{DataFile, LayoutError, Partition};
 pub use reader::{
     FoundEvent, ListedFile, Listing, TimeRange, find_event, list_files, read_file, read_records,
 };
-pub use row::{CanonicalRow, ChainTag, StoredRow, TaggedChainId};
+pub use row::{CanonicalRow, ChainTag, StoredRow, TaggedChain};
 pub use rowhash::{RowLink, canonical_from_batch, scan_batch};
 pub use store::{Store, StoreOptions, store_error_hint};
 pub use verify::{

@@ -35,6 +35,11 @@ pub trait StoredRow {
     fn is_of_tenant(&self, tenant: &str) -> bool {
         self.tenant() == tenant
     }
+    /// The tag of the chain the row was made with, if any (see
+    /// [`ChainTag`]): rows with equal tags are of the same chain and tenant.
+    fn chain_tag(&self) -> Option<ChainTag> {
+        None
+    }
     /// When the collector received it (decides the partition).
     fn received_at(&self) -> DateTime<Utc>;
     /// Appends the row's columns to `b`.
@@ -122,31 +127,38 @@ impl std::fmt::Debug for CanonicalRow {
     }
 }
 
-/// A number that stands for one chain id in this process, carried by the
-/// rows made with a [`TaggedChainId`]: code that follows many rows (the
-/// collector's sink) tells their chains apart by tag instead of reading
-/// each row's id from its bytes, a cache miss on every row when the bytes
-/// were written on another core. Equal tags mean equal chain ids: a tag is
-/// made only with its [`TaggedChainId`] and never again. Different tags
-/// mean nothing (one id may have several); compare the ids then.
+/// A number that stands for one chain, its id and tenant, in this process,
+/// carried by the rows made with a [`TaggedChain`]. Code that follows many
+/// rows (the collector's sink, [`FileEncoder`](crate::FileEncoder)) tells
+/// their chain and tenant by tag instead of reading them from each row's
+/// bytes: the first read of a row is a cache miss when its bytes were
+/// written on another core, and cheaper where the columns read the row in
+/// order than where the tenant or the id alone is read.
+///
+/// Equal tags mean equal chain ids and tenants: a tag is made only with its
+/// [`TaggedChain`], never again, and given to a row only once its bytes are
+/// checked to hold that chain id and tenant. Different tags mean nothing
+/// (one chain may have several); compare the texts then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChainTag(NonZeroU64);
 
-/// A chain id and the [`ChainTag`] made for it.
+/// A chain id, its tenant, and the [`ChainTag`] made for them.
 #[derive(Debug, Clone, Copy)]
-pub struct TaggedChainId<'a> {
+pub struct TaggedChain<'a> {
     id: &'a str,
+    tenant: &'a str,
     tag: ChainTag,
 }
 
-impl<'a> TaggedChainId<'a> {
-    /// `id` with a new tag, unlike that of any other `TaggedChainId` made in
-    /// this process.
-    pub fn new(id: &'a str) -> Self {
+impl<'a> TaggedChain<'a> {
+    /// Chain `id` of `tenant` with a new tag, unlike that of any other
+    /// `TaggedChain` made in this process.
+    pub fn new(id: &'a str, tenant: &'a str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TaggedChainId {
+        TaggedChain {
             id,
+            tenant,
             tag: ChainTag(NonZeroU64::new(n).expect("2^64 tags are never made")),
         }
     }
@@ -154,6 +166,11 @@ impl<'a> TaggedChainId<'a> {
     /// The chain id.
     pub fn id(&self) -> &'a str {
         self.id
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &'a str {
+        self.tenant
     }
 
     /// Its tag.
@@ -232,26 +249,27 @@ impl CanonicalRow {
         Self::with_chain(canonical, prev_hash, hash, range, seq)
     }
 
-    /// [`in_chain`](Self::in_chain), the row carrying `chain`'s tag (see
-    /// [`ChainTag`]).
+    /// [`in_chain`](Self::in_chain) for `chain`'s id, also checking that
+    /// the row is of its tenant; the row carries its tag (see [`ChainTag`]).
     pub fn in_tagged_chain(
         canonical: Bytes,
         prev_hash: [u8; 32],
         hash: [u8; 32],
-        chain: TaggedChainId<'_>,
+        chain: TaggedChain<'_>,
         seq: u64,
     ) -> Result<Self, DecodeCanonicalError> {
         let row = Self::in_chain(canonical, prev_hash, hash, chain.id, seq)?;
+        if !row.is_of_tenant(chain.tenant) {
+            return Err(DecodeCanonicalError::Invalid {
+                field: "tenant",
+                offset: row.tenant.0 as usize,
+                reason: "the row is not of its chain's tenant",
+            });
+        }
         Ok(CanonicalRow {
             tag: Some(chain.tag),
             ..row
         })
-    }
-
-    /// The tag of the chain id the row was made with, if it was made with
-    /// one ([`in_tagged_chain`](Self::in_tagged_chain)).
-    pub fn chain_tag(&self) -> Option<ChainTag> {
-        self.tag
     }
 
     /// The row, its chain id at `chain_id` in the bytes; reads the tenant and
@@ -342,6 +360,9 @@ impl StoredRow for CanonicalRow {
     }
     fn is_of_tenant(&self, tenant: &str) -> bool {
         self.bytes(self.tenant) == tenant.as_bytes()
+    }
+    fn chain_tag(&self) -> Option<ChainTag> {
+        self.tag
     }
     fn received_at(&self) -> DateTime<Utc> {
         self.received_at

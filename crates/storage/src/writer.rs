@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::batch::rows_to_batch;
 use crate::error::SinkError;
 use crate::layout::{DataFile, Partition};
-use crate::row::StoredRow;
+use crate::row::{ChainTag, StoredRow};
 use crate::schema::meta;
 use crate::store::Store;
 
@@ -356,6 +356,9 @@ pub struct FileEncoder {
     /// Set when the Parquet writer failed mid-write: the file may hold part of
     /// a chunk, so nothing more is accepted.
     broken: bool,
+    /// The tag of a row found to be of the file's chain: rows with it are
+    /// of the chain without reading their ids (see [`ChainTag`]).
+    chain_tag: Option<ChainTag>,
 }
 
 impl FileEncoder {
@@ -400,6 +403,7 @@ impl FileEncoder {
             last: None,
             merkle: MerkleAccumulator::default(),
             broken: false,
+            chain_tag: None,
         })
     }
 
@@ -420,16 +424,25 @@ impl FileEncoder {
     }
 
     /// Checks that `records` continue the file's run: same chain, next seq,
-    /// `prev_hash` = the previous row's hash, same partition.
-    fn check_links<R: StoredRow>(&self, records: &[R]) -> Result<(), SinkError> {
+    /// `prev_hash` = the previous row's hash, same partition. Returns the
+    /// tag of the file's chain, if a row had one.
+    fn check_links<R: StoredRow>(&self, records: &[R]) -> Result<Option<ChainTag>, SinkError> {
         let fail = |reason: String| SinkError::NotContiguous {
             path: self.path.clone(),
             reason,
         };
         let mut prev = self.last;
+        let mut known = self.chain_tag;
         for r in records {
             let seq_r = r.seq();
-            if !r.is_of_chain(&self.file.chain_id) {
+            // A row tagged as a row found to be of the file's chain and
+            // tenant is of them too, and its bytes are not read: this pass
+            // would otherwise be the first to touch every row (see
+            // `ChainTag`), a cache miss each, before the columns read the
+            // rows in order.
+            let tag = r.chain_tag();
+            let by_tag = tag.is_some() && tag == known;
+            if !by_tag && !r.is_of_chain(&self.file.chain_id) {
                 return Err(fail(format!(
                     "seq {seq_r} of chain {} follows chain {}",
                     r.chain_id(),
@@ -456,16 +469,24 @@ impl FileEncoder {
                 }
                 _ => {}
             }
-            if !self.file.partition.holds(r) {
+            let partition = &self.file.partition;
+            let held = match by_tag {
+                true => partition.holds_time(r.received_at()),
+                false => partition.holds(r),
+            };
+            if !held {
                 return Err(fail(format!(
                     "seq {seq_r} belongs to partition {}, not {}",
                     Partition::of(r).dir(),
-                    self.file.partition.dir()
+                    partition.dir()
                 )));
+            }
+            if !by_tag {
+                known = tag.or(known);
             }
             prev = Some((seq_r, *r.hash()));
         }
-        Ok(())
+        Ok(known)
     }
 
     /// Appends rows; they must continue the run: same chain, seq + 1,
@@ -479,7 +500,7 @@ impl FileEncoder {
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        self.check_links(records)?;
+        self.chain_tag = self.check_links(records)?;
         let batch = rows_to_batch(records).map_err(|e| self.encode_error(e.into()))?;
         if let Err(e) = self.writer.write(&batch) {
             self.broken = true;

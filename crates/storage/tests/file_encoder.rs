@@ -9,8 +9,9 @@ use chrono::Duration;
 use otel_audit_event::{Chain, Record};
 use otel_audit_storage::reader::decode;
 use otel_audit_storage::{
-    EncodedFile, FileEncoder, FooterMeta, NoProgress, SinkError, Store, VerifyOptions,
-    WriteOutcome, WriterOptions, batch_to_records, encode_file, put_file, verify,
+    CanonicalRow, EncodedFile, FileEncoder, FooterMeta, NoProgress, SinkError, Store, StoredRow,
+    TaggedChain, VerifyOptions, WriteOutcome, WriterOptions, batch_to_records, encode_file,
+    put_file, verify,
 };
 use parquet::file::metadata::KeyValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -267,6 +268,60 @@ fn rows_that_do_not_continue_the_run_are_refused_and_the_file_stays_usable() {
         enc.file().path()
     );
     assert_eq!(enc.finish().unwrap().footer.prev_hash, records[19].hash);
+}
+
+/// `records` as the collector's WAL hands them over: tagged with `tag`.
+fn tagged(records: &[Record], tag: TaggedChain<'_>) -> Vec<CanonicalRow> {
+    records
+        .iter()
+        .map(|r| {
+            let bytes = Bytes::copy_from_slice(CanonicalRow::from_record(r).canonical());
+            CanonicalRow::in_tagged_chain(bytes, r.prev_hash, r.hash, tag, r.seq).unwrap()
+        })
+        .collect()
+}
+
+/// Rows told to the file's chain by their tag: a row of another chain
+/// never has that tag, so it is still refused; rows of the chain with
+/// another tag or none are read and taken.
+#[test]
+fn tagged_rows_of_another_chain_are_refused() {
+    let records = run(12);
+    let mut other = Chain::new("c2.acme", "acme").unwrap();
+    let other_chain: Vec<Record> = (0..12)
+        .map(|i| other.append(t0(), event("acme", i)).unwrap())
+        .collect();
+    // A tag is only given to rows of its chain.
+    let first = TaggedChain::new("c1.acme", "acme");
+    let bytes = Bytes::copy_from_slice(CanonicalRow::from_record(&other_chain[0]).canonical());
+    let r = &other_chain[0];
+    assert!(CanonicalRow::in_tagged_chain(bytes, r.prev_hash, r.hash, first, 0).is_err());
+    let mut enc = FileEncoder::new(&records[0], &WriterOptions::default()).unwrap();
+    enc.push(&tagged(&records[..4], first)).unwrap();
+    for (what, chunk) in [
+        (
+            "a tag of its own",
+            tagged(&other_chain[4..5], TaggedChain::new("c2.acme", "acme")),
+        ),
+        ("no tag", vec![CanonicalRow::from_record(&other_chain[4])]),
+    ] {
+        let err = enc.push(&chunk).unwrap_err().to_string();
+        assert!(
+            err.contains("seq 4 of chain c2.acme follows chain c1.acme"),
+            "{what}: {err}"
+        );
+    }
+    // The chain's next rows under a second tag, then untagged, then the first.
+    enc.push(&tagged(&records[4..8], TaggedChain::new("c1.acme", "acme")))
+        .unwrap();
+    let untagged: Vec<CanonicalRow> = records[8..10]
+        .iter()
+        .map(CanonicalRow::from_record)
+        .collect();
+    enc.push(&untagged).unwrap();
+    enc.push(&tagged(&records[10..], first)).unwrap();
+    let file = enc.finish().unwrap();
+    assert_eq!(file.footer, footer_of(&records));
 }
 
 /// Not monotonic: the in-progress row group's buffers are released when it is

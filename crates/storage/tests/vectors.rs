@@ -11,7 +11,7 @@ use arrow_schema::DataType;
 use otel_audit_event::{Chain, row_hash};
 use otel_audit_storage::reader::{TextColumns, open_decoder};
 use otel_audit_storage::{
-    BatchBuilder, CanonicalRow, FileEncoder, StoredRow, TaggedChainId, WriterOptions,
+    BatchBuilder, CanonicalRow, FileEncoder, StoredRow, TaggedChain, WriterOptions,
     batch_to_records, canonical_from_batch, encode_file, rows_to_batch, scan_batch,
 };
 
@@ -220,13 +220,18 @@ fn canonical_rows_of_odd_chain_ids_and_bad_bytes() {
     assert_eq!(row.chain_tag(), None);
     // A tag is made for one id, never twice; the row made with it carries it,
     // equals the untagged row and is checked as `in_chain` checks.
-    let tagged = TaggedChainId::new(&r.chain_id);
-    let again = TaggedChainId::new(&r.chain_id);
+    let tagged = TaggedChain::new(&r.chain_id, &r.event.tenant);
+    let again = TaggedChain::new(&r.chain_id, &r.event.tenant);
     assert_ne!(tagged.tag(), again.tag());
     let with_tag =
         CanonicalRow::in_tagged_chain(whole.clone(), r.prev_hash, r.hash, tagged, r.seq).unwrap();
     assert_eq!(with_tag.chain_tag(), Some(tagged.tag()));
     assert_eq!(with_tag, row);
+    let other_tenant = TaggedChain::new(&r.chain_id, "other");
+    let err =
+        CanonicalRow::in_tagged_chain(whole.clone(), r.prev_hash, r.hash, other_tenant, r.seq)
+            .unwrap_err();
+    assert!(err.to_string().contains("tenant"), "{err}");
     for (id, seq) in [
         (r.chain_id.as_str(), r.seq + 1),
         (&r.chain_id[1..], r.seq),
@@ -234,7 +239,7 @@ fn canonical_rows_of_odd_chain_ids_and_bad_bytes() {
     ] {
         let err = CanonicalRow::in_chain(whole.clone(), r.prev_hash, r.hash, id, seq).unwrap_err();
         assert!(err.to_string().contains("chain_id"), "{id:?} {seq}: {err}");
-        let tag = TaggedChainId::new(id);
+        let tag = TaggedChain::new(id, &r.event.tenant);
         let err = CanonicalRow::in_tagged_chain(whole.clone(), r.prev_hash, r.hash, tag, seq)
             .unwrap_err();
         assert!(err.to_string().contains("chain_id"), "{id:?} {seq}: {err}");

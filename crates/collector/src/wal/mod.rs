@@ -164,7 +164,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
-use otel_audit_storage::{CanonicalRow, TaggedChainId};
+use otel_audit_storage::{CanonicalRow, TaggedChain};
 use tokio::sync::oneshot;
 
 pub use replay::{Replay, TruncatedTail};
@@ -743,8 +743,8 @@ pub struct Entries {
     bytes: Vec<u8>,
     /// Each record, in order.
     records: Vec<EntryRecord>,
-    /// Per chain: (chain, first seq, first prev_hash, last head).
-    chains: Vec<(String, u64, [u8; 32], ChainHead)>,
+    /// The chains of the records, in order of their first record.
+    chains: Vec<EntryChain>,
     /// The first record that could not be taken (unlinked, too large):
     /// reported by `submit_entries`, which then writes nothing.
     error: Option<WalError>,
@@ -753,6 +753,17 @@ pub struct Entries {
     rewinds: Option<u64>,
     /// See [`Entries::may_use_reserve`].
     system: bool,
+}
+
+/// A chain of [`Entries`]: its first and last record, checked against the
+/// WAL's heads when submitted.
+#[derive(Debug)]
+struct EntryChain {
+    id: String,
+    tenant: String,
+    first_seq: u64,
+    first_prev: [u8; 32],
+    last: ChainHead,
 }
 
 /// A record of [`Entries`]: what its row is made of when submitted
@@ -845,9 +856,9 @@ impl Entries {
             seq: r.seq,
             hash: r.hash,
         };
-        let chain = match self.chains.iter().position(|c| c.0 == r.chain_id) {
+        let chain = match self.chains.iter().position(|c| c.id == r.chain_id) {
             Some(i) => {
-                let last = self.chains[i].3;
+                let last = self.chains[i].last;
                 if r.seq != last.seq.wrapping_add(1) || r.prev_hash != last.hash {
                     return Err(WalError::Unlinked {
                         chain_id: r.chain_id.clone(),
@@ -855,12 +866,17 @@ impl Entries {
                         expected_seq: last.seq.wrapping_add(1),
                     });
                 }
-                self.chains[i].3 = head;
+                self.chains[i].last = head;
                 i
             }
             None => {
-                self.chains
-                    .push((r.chain_id.clone(), r.seq, r.prev_hash, head));
+                self.chains.push(EntryChain {
+                    id: r.chain_id.clone(),
+                    tenant: r.event.tenant.clone(),
+                    first_seq: r.seq,
+                    first_prev: r.prev_hash,
+                    last: head,
+                });
                 self.chains.len() - 1
             }
         };
@@ -978,8 +994,10 @@ impl Wal {
             rows.reserve(records.len());
             // A tag per chain of the submit, so that the sink knows a row's
             // chain without reading its bytes (see `ChainTag`).
-            let tagged: Vec<TaggedChainId<'_>> =
-                chains.iter().map(|c| TaggedChainId::new(&c.0)).collect();
+            let tagged: Vec<TaggedChain<'_>> = chains
+                .iter()
+                .map(|c| TaggedChain::new(&c.id, &c.tenant))
+                .collect();
             for (index, r) in records.into_iter().enumerate() {
                 let row = CanonicalRow::in_tagged_chain(
                     entries.slice(r.span),
@@ -1034,22 +1052,22 @@ impl Wal {
                 max_bytes: max_queue,
             });
         }
-        for (chain, first_seq, first_prev, _) in &chains {
-            if let Some(h) = st.heads.get(chain.as_str())
-                && (*first_seq != h.seq.wrapping_add(1) || *first_prev != h.hash)
+        for c in &chains {
+            if let Some(h) = st.heads.get(c.id.as_str())
+                && (c.first_seq != h.seq.wrapping_add(1) || c.first_prev != h.hash)
             {
                 return Err(WalError::Unlinked {
-                    chain_id: chain.clone(),
-                    seq: *first_seq,
+                    chain_id: c.id.clone(),
+                    seq: c.first_seq,
                     expected_seq: h.seq.wrapping_add(1),
                 });
             }
         }
-        for (chain, _, _, last) in &chains {
-            match st.heads.get_mut(chain.as_str()) {
-                Some(h) => *h = *last,
+        for c in &chains {
+            match st.heads.get_mut(c.id.as_str()) {
+                Some(h) => *h = c.last,
                 None => {
-                    st.heads.insert(chain.clone(), *last);
+                    st.heads.insert(c.id.clone(), c.last);
                 }
             }
         }
@@ -1057,7 +1075,7 @@ impl Wal {
         st.queue.push(Pending {
             entries,
             count,
-            chains: chains.into_iter().map(|(c, _, _, h)| (c, h)).collect(),
+            chains: chains.into_iter().map(|c| (c.id, c.last)).collect(),
             system,
             tx,
         });
