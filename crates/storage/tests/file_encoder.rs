@@ -9,9 +9,8 @@ use chrono::Duration;
 use otel_audit_event::{Chain, Record};
 use otel_audit_storage::reader::decode;
 use otel_audit_storage::{
-    CanonicalRow, EncodedFile, FileEncoder, FooterMeta, NoProgress, SinkError, Store, StoredRow,
-    TaggedChain, VerifyOptions, WriteOutcome, WriterOptions, batch_to_records, encode_file,
-    put_file, verify,
+    CanonicalRow, EncodedFile, FileEncoder, FooterMeta, NoProgress, SinkError, Store, TaggedChain,
+    VerifyOptions, WriteOutcome, WriterOptions, batch_to_records, encode_file, put_file, verify,
 };
 use parquet::file::metadata::KeyValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
