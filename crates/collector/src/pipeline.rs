@@ -395,19 +395,20 @@ impl Pipeline {
         let mut received = Vec::with_capacity(guards.len());
         // Per tenant, the events chained (the metric counts them once durable).
         let mut accepted = Vec::with_capacity(guards.len());
-        for (guard, events) in guards.iter_mut().zip(batches) {
+        for (guard, events) in guards.iter_mut().zip(&batches) {
             let now = Utc::now().max(guard.last_received);
             received.push(now);
             let mut chained = 0u64;
             for (index, event) in events {
                 // The canonical bytes are encoded once: the chain hashes them
                 // where the WAL entry holds them, and the sink takes them
-                // from there. The event is dropped here, on the thread that
-                // made it.
-                match entries.push(|out| guard.chain.append_into(now, event, out)) {
+                // from there. The events are dropped on the thread that made
+                // them, without being moved, once the chains are unlocked
+                // (declared before the guards, `batches` is dropped after).
+                match entries.push_event(&mut guard.chain, now, event) {
                     Ok(_) => chained += 1,
                     Err(e) => rejected.push(Rejection {
-                        index,
+                        index: *index,
                         reason: "validation",
                         message: e.to_string(),
                     }),

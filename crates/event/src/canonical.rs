@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::chain::Link;
 use crate::model::AuditEvent;
 
 /// The version of the stored format this crate writes and verifies.
@@ -40,6 +41,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// Where the row is in its chain.
+    pub fn link(&self) -> Link {
+        Link {
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+
     /// Appends this row's canonical bytes to `out`.
     pub fn canonical_bytes(&self, out: &mut Vec<u8>) {
         encode(self, out);
@@ -188,13 +198,24 @@ impl Enc<'_> {
 }
 
 fn encode(r: &Record, out: &mut Vec<u8>) {
-    let e = &r.event;
+    encode_row(&r.event, &r.received_at, &r.chain_id, r.seq, out);
+}
+
+/// The canonical bytes of the row of `e` received at `received_at`, at
+/// `seq` of chain `chain_id`.
+pub(crate) fn encode_row(
+    e: &AuditEvent,
+    received_at: &DateTime<Utc>,
+    chain_id: &str,
+    seq: u64,
+    out: &mut Vec<u8>,
+) {
     let mut w = Enc(out);
     // Column order of the stored schema (docs/FORMAT.md, "Columns").
     let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     w.str(e.event_id.hyphenated().encode_lower(&mut uuid_text));
     w.time(&e.time);
-    w.time(&r.received_at);
+    w.time(received_at);
     w.opt_i64(e.duration_ns);
     w.str(e.severity.as_str());
     w.str(&e.tenant);
@@ -262,9 +283,9 @@ fn encode(r: &Record, out: &mut Vec<u8>) {
         w.opt_str(x.detector.as_deref());
         w.opt_str(x.key_id.as_deref());
     }
-    w.str(&r.chain_id);
+    w.str(chain_id);
     // Validated to fit: seq is stored as a signed 64-bit column.
-    w.i64(r.seq as i64);
+    w.i64(seq as i64);
 }
 
 /// Why bytes are not the canonical encoding of a row. Every variant names the

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::canonical::{GENESIS_HASH, Record, row_hash};
+use crate::canonical::{GENESIS_HASH, Record, encode_row, row_hash};
 use crate::error::ChainError;
 use crate::model::AuditEvent;
 use crate::validate::{MAX_CHAIN_ID_BYTES, MAX_TENANT_BYTES, check_path_token};
@@ -112,6 +112,27 @@ impl Chain {
         event: AuditEvent,
         out: &mut Vec<u8>,
     ) -> Result<Record, ChainError> {
+        let link = self.link_into(received_at, &event, out)?;
+        Ok(Record {
+            received_at,
+            event,
+            chain_id: self.chain_id.clone(),
+            seq: link.seq,
+            prev_hash: link.prev_hash,
+            hash: link.hash,
+        })
+    }
+
+    /// [`append_into`](Self::append_into) for a caller that keeps the event
+    /// and needs only where the row went: no [`Record`] is built, so the
+    /// event (some 800 bytes) is not moved into one, and the chain id is not
+    /// copied for it.
+    pub fn link_into(
+        &mut self,
+        received_at: DateTime<Utc>,
+        event: &AuditEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<Link, ChainError> {
         event.validate().map_err(|source| ChainError::Invalid {
             event_id: event.event_id,
             source,
@@ -120,7 +141,7 @@ impl Chain {
             return Err(ChainError::TenantMismatch {
                 chain_id: self.chain_id.clone(),
                 chain_tenant: self.tenant.clone(),
-                event_tenant: event.tenant,
+                event_tenant: event.tenant.clone(),
                 event_id: event.event_id,
             });
         }
@@ -129,19 +150,26 @@ impl Chain {
                 chain_id: self.chain_id.clone(),
             });
         }
-        let mut record = Record {
-            received_at,
-            event,
-            chain_id: self.chain_id.clone(),
+        let start = out.len();
+        encode_row(event, &received_at, &self.chain_id, self.next_seq, out);
+        let link = Link {
             seq: self.next_seq,
             prev_hash: self.head,
-            hash: [0; 32],
+            hash: row_hash(&self.head, &out[start..]),
         };
-        let start = out.len();
-        record.canonical_bytes(out);
-        record.hash = row_hash(&record.prev_hash, &out[start..]);
-        self.head = record.hash;
+        self.head = link.hash;
         self.next_seq += 1;
-        Ok(record)
+        Ok(link)
     }
+}
+
+/// Where a row went in its chain ([`Chain::link_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Its position in the chain.
+    pub seq: u64,
+    /// The hash of the row before it.
+    pub prev_hash: [u8; 32],
+    /// Its own hash, over the canonical bytes it was given.
+    pub hash: [u8; 32],
 }

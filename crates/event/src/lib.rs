@@ -34,7 +34,7 @@ pub use canonical::{
     CanonicalReader, DecodeCanonicalError, FORMAT_VERSION, GENESIS_HASH, ROW_HASH_DOMAIN, Record,
     begin_row_hash, chain_and_seq, decode_canonical, finish_row_hashes, row_hash,
 };
-pub use chain::{Chain, validate_chain_id};
+pub use chain::{Chain, Link, validate_chain_id};
 pub use error::{ChainError, ParseEnumError, ValidationError};
 pub use model::{
     Actor, ActorType, AuditEvent, Category, ContentDigest, DigestAlgorithm, ErrorInfo, GenAi,

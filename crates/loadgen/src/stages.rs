@@ -15,7 +15,7 @@
 //! 2. `+ policy`: the server-side policy of the embedded default (HMAC of
 //!    content), applied to every event.
 //! 3. `+ chain`: each event validated, encoded canonically and hashed into
-//!    its tenant's chain (`Chain::append_into`), the bytes left where the
+//!    its tenant's chain (`Chain::link_into`), the bytes left where the
 //!    WAL would take them.
 //! 4. `+ encode`: the rows as Parquet, from their canonical bytes (the
 //!    events dropped where they were chained, as the pipeline does), a
@@ -180,12 +180,17 @@ fn run(
             canonical.clear();
             // Each record's hashes and where its bytes are in `canonical`.
             let mut chained = Vec::new();
-            for (_, mut event) in converted.events {
-                redactor.redact_event(&mut event);
-                if stage == Stage::Policy {
-                    std::hint::black_box(event);
-                    continue;
-                }
+            // As the pipeline does: the policy on every event, then each
+            // chained where it lies, and all dropped after.
+            let mut events = converted.events;
+            for (_, event) in &mut events {
+                redactor.redact_event(event);
+            }
+            if stage == Stage::Policy {
+                std::hint::black_box(events);
+                continue;
+            }
+            for (_, event) in &events {
                 let chain = match chains.get_mut(&event.tenant) {
                     Some(c) => c,
                     None => chains.entry(event.tenant.clone()).or_insert(Chain::new(
@@ -194,17 +199,13 @@ fn run(
                     )?),
                 };
                 let start = canonical.len();
-                let record = chain.append_into(received_at, event, &mut canonical)?;
-                if stage == Stage::Chain {
-                    std::hint::black_box(record);
-                    continue;
-                }
-                // As the pipeline does: the event is dropped where it was
-                // made, and the sink takes the bytes the WAL wrote.
-                chained.push((start..canonical.len(), record.prev_hash, record.hash));
+                let link = chain.link_into(received_at, event, &mut canonical)?;
+                // The sink takes the bytes the WAL wrote.
+                chained.push((start..canonical.len(), link.prev_hash, link.hash));
             }
+            drop(events);
             if stage != Stage::Encode {
-                std::hint::black_box(&canonical);
+                std::hint::black_box((&canonical, chained));
                 continue;
             }
             let shared = Bytes::from(std::mem::take(&mut canonical));

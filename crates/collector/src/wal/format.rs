@@ -8,7 +8,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use otel_audit_event::Record;
+use otel_audit_event::{Link, Record};
 use otel_audit_storage::CanonicalRow;
 
 use super::{ChainHead, WalError};
@@ -121,7 +121,7 @@ pub(crate) fn create_segment(dir: &Path, number: u64) -> Result<(File, PathBuf),
 pub(crate) fn finish_entry(
     out: &mut [u8],
     canonical_start: usize,
-    record: &Record,
+    record: &Link,
 ) -> Result<(), WalError> {
     let len = out.len() - canonical_start;
     let len32 = u32::try_from(len).map_err(|_| WalError::TooLarge {

@@ -163,7 +163,10 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use otel_audit_event::{DecodeCanonicalError, Record, row_hash};
+use chrono::{DateTime, Utc};
+use otel_audit_event::{
+    AuditEvent, Chain, ChainError, DecodeCanonicalError, Link, Record, row_hash,
+};
 use otel_audit_storage::{CanonicalRow, TaggedChain};
 use tokio::sync::oneshot;
 
@@ -828,10 +831,37 @@ impl Entries {
                     row_hash(&record.prev_hash, &self.bytes[open.0..]),
                     record.hash
                 );
-                if let Err(e) = self.end(open, &record) {
+                let (id, tenant) = (&record.chain_id, &record.event.tenant);
+                if let Err(e) = self.end(open, id, tenant, record.link()) {
                     self.error.get_or_insert(e);
                 }
                 Ok(record)
+            }
+            Err(e) => {
+                self.bytes.truncate(open.0 - ENTRY_HEADER_BYTES);
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds `event` as the next record of `chain`, received at
+    /// `received_at` ([`Chain::link_into`]): [`push`](Self::push) for a
+    /// caller that keeps its events and drops them after, which spares
+    /// moving each one (some 800 bytes) into a `Record`. When the chain
+    /// refuses the event, nothing is added and its error is returned.
+    pub fn push_event(
+        &mut self,
+        chain: &mut Chain,
+        received_at: DateTime<Utc>,
+        event: &AuditEvent,
+    ) -> Result<Link, ChainError> {
+        let open = self.begin();
+        match chain.link_into(received_at, event, &mut self.bytes) {
+            Ok(link) => {
+                if let Err(e) = self.end(open, chain.id(), chain.tenant(), link) {
+                    self.error.get_or_insert(e);
+                }
+                Ok(link)
             }
             Err(e) => {
                 self.bytes.truncate(open.0 - ENTRY_HEADER_BYTES);
@@ -848,21 +878,28 @@ impl Entries {
     }
 
     /// Completes the entry `begin` opened, whose canonical bytes are the
-    /// buffer's tail, and checks that `r` links to its chain's previous
-    /// record in these entries.
-    fn end(&mut self, open: Open, r: &Record) -> Result<(), WalError> {
-        finish_entry(&mut self.bytes, open.0, r)?;
+    /// buffer's tail, a row of chain `chain_id` of `tenant` linked as
+    /// `link`, and checks that it links to its chain's previous record in
+    /// these entries.
+    fn end(
+        &mut self,
+        open: Open,
+        chain_id: &str,
+        tenant: &str,
+        link: Link,
+    ) -> Result<(), WalError> {
+        finish_entry(&mut self.bytes, open.0, &link)?;
         let head = ChainHead {
-            seq: r.seq,
-            hash: r.hash,
+            seq: link.seq,
+            hash: link.hash,
         };
-        let chain = match self.chains.iter().position(|c| c.id == r.chain_id) {
+        let chain = match self.chains.iter().position(|c| c.id == chain_id) {
             Some(i) => {
                 let last = self.chains[i].last;
-                if r.seq != last.seq.wrapping_add(1) || r.prev_hash != last.hash {
+                if link.seq != last.seq.wrapping_add(1) || link.prev_hash != last.hash {
                     return Err(WalError::Unlinked {
-                        chain_id: r.chain_id.clone(),
-                        seq: r.seq,
+                        chain_id: chain_id.to_owned(),
+                        seq: link.seq,
                         expected_seq: last.seq.wrapping_add(1),
                     });
                 }
@@ -871,10 +908,10 @@ impl Entries {
             }
             None => {
                 self.chains.push(EntryChain {
-                    id: r.chain_id.clone(),
-                    tenant: r.event.tenant.clone(),
-                    first_seq: r.seq,
-                    first_prev: r.prev_hash,
+                    id: chain_id.to_owned(),
+                    tenant: tenant.to_owned(),
+                    first_seq: link.seq,
+                    first_prev: link.prev_hash,
                     last: head,
                 });
                 self.chains.len() - 1
@@ -882,9 +919,9 @@ impl Entries {
         };
         self.records.push(EntryRecord {
             span: open.0..self.bytes.len(),
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-            seq: r.seq,
+            prev_hash: link.prev_hash,
+            hash: link.hash,
+            seq: link.seq,
             chain,
         });
         Ok(())
@@ -942,7 +979,7 @@ impl Wal {
                     seq: r.seq,
                 });
             }
-            entries.end(open, r)?;
+            entries.end(open, &r.chain_id, &r.event.tenant, r.link())?;
         }
         self.submit_entries(entries)
     }
