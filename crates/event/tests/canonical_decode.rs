@@ -688,3 +688,49 @@ fn chain_and_seq_reads_the_tail_exactly_for_every_id_length() {
     r.chain_id = "x".repeat(otel_audit_event::MAX_CHAIN_ID_BYTES + 1);
     assert_eq!(chain_and_seq(&encode(&r)), None);
 }
+
+/// `Chain::link_into` (the collector's way, the event kept by the caller)
+/// gives the bytes, links and errors `append_into` gives.
+#[test]
+fn linking_an_event_in_place_is_appending_it() {
+    use otel_audit_event::Chain;
+    let mut rng = Rng(7);
+    let (mut by_record, mut in_place) = (
+        Chain::new("c1.acme", "acme").unwrap(),
+        Chain::new("c1.acme", "acme").unwrap(),
+    );
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let received = DateTime::from_timestamp_micros(1_760_000_000_000_000).unwrap();
+    let mut appended = 0;
+    for i in 0..300u128 {
+        // Valid events, another tenant's, and random ones (mostly invalid).
+        let mut event = match i % 3 {
+            0 => random_record(&mut rng).event,
+            _ => {
+                let mut e = full_record().event;
+                e.attributes.remove("");
+                e
+            }
+        };
+        event.event_id = Uuid::from_u128(0x0194_0000_0000_7000_8000_0000_0000_0000 | i);
+        if i % 7 != 0 {
+            event.tenant = "acme".into();
+        }
+        let (before_a, before_b) = (a.len(), b.len());
+        let link = in_place.link_into(received, &event, &mut b);
+        match by_record.append_into(received, event, &mut a) {
+            Ok(record) => {
+                assert_eq!(link.unwrap(), record.link(), "{i}");
+                appended += 1;
+            }
+            Err(e) => {
+                assert_eq!(link.unwrap_err().to_string(), e.to_string(), "{i}");
+                assert_eq!((a.len(), b.len()), (before_a, before_b), "{i}");
+            }
+        }
+        assert_eq!(a, b, "{i}");
+    }
+    assert!(appended > 150 && appended < 300, "{appended}");
+    assert_eq!(in_place.next_seq(), appended);
+    assert_eq!(in_place.head(), by_record.head());
+}
