@@ -16,6 +16,24 @@ pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     sha::digest(&node_blocks(left, right))
 }
 
+/// The root of the perfect subtree over four consecutive row hashes
+/// (`node(node(leaf a, leaf b), node(leaf c, leaf d))`), its leaves and
+/// first nodes hashed two at a time: for a writer that adds rows to a tree
+/// as they come, four at a time where the tree's size allows.
+///
+/// ```
+/// use otel_audit_event::merkle::{merkle_root, subtree_of_four};
+/// let rows = [[1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]];
+/// assert_eq!(subtree_of_four(&rows), merkle_root(&rows));
+/// ```
+pub fn subtree_of_four(row_hashes: &[[u8; 32]; 4]) -> [u8; 32] {
+    let [a, b, c, d] = row_hashes;
+    let (la, lb) = sha::digest2(&leaf_block(a), &leaf_block(b));
+    let (lc, ld) = sha::digest2(&leaf_block(c), &leaf_block(d));
+    let (left, right) = sha::digest2(&node_blocks(&la, &lb), &node_blocks(&lc, &ld));
+    node_hash(&left, &right)
+}
+
 /// The Merkle tree hash of `row_hashes` (RFC 6962 §2.1): the empty tree is
 /// `SHA-256("")`; otherwise split at the largest power of two below n.
 ///

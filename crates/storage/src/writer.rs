@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use otel_audit_event::merkle::{leaf_hash, merkle_root, node_hash};
+use otel_audit_event::merkle::{leaf_hash, merkle_root, node_hash, subtree_of_four};
 use otel_audit_event::{FORMAT_VERSION, Record};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, add_encoded_arrow_schema_to_metadata};
@@ -300,7 +300,43 @@ struct MerkleAccumulator {
 
 impl MerkleAccumulator {
     fn push(&mut self, row_hash: &[u8; 32]) {
-        let (mut node, mut size) = (leaf_hash(row_hash), 1u64);
+        self.push_subtree(leaf_hash(row_hash), 1);
+    }
+
+    /// Pushes the rows' hashes in order: four at a time while the tree's
+    /// size is a multiple of four (their perfect subtree is then a subtree
+    /// of the tree, and its hashes go two at a time: see
+    /// [`subtree_of_four`]), one at a time around that.
+    fn push_all<'a>(&mut self, mut row_hashes: impl Iterator<Item = &'a [u8; 32]>) {
+        while let Some(h) = row_hashes.next() {
+            self.push(h);
+            if !self.leaves().is_multiple_of(4) {
+                continue;
+            }
+            loop {
+                let mut four = [[0u8; 32]; 4];
+                let mut n = 0;
+                for (slot, h) in four.iter_mut().zip(row_hashes.by_ref()) {
+                    *slot = *h;
+                    n += 1;
+                }
+                if n < 4 {
+                    four[..n].iter().for_each(|h| self.push(h));
+                    return;
+                }
+                self.push_subtree(subtree_of_four(&four), 4);
+            }
+        }
+    }
+
+    /// Leaves pushed so far.
+    fn leaves(&self) -> u64 {
+        self.subtrees.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Adds a perfect subtree of `size` leaves at the right, joining it with
+    /// the subtrees of its size on its left.
+    fn push_subtree(&mut self, mut node: [u8; 32], mut size: u64) {
         while let Some(&(left, left_size)) = self.subtrees.last()
             && left_size == size
         {
@@ -509,9 +545,7 @@ impl FileEncoder {
         if self.last.is_none() {
             self.prev_hash = *first.prev_hash();
         }
-        for r in records {
-            self.merkle.push(r.hash());
-        }
+        self.merkle.push_all(records.iter().map(StoredRow::hash));
         self.rows += records.len() as u64;
         self.last = Some((last.seq(), *last.hash()));
         Ok(())
@@ -731,6 +765,21 @@ mod tests {
             assert_eq!(acc.root(), merkle_root(&hashes[..=n]), "{} rows", n + 1);
             // One subtree per set bit of the row count.
             assert_eq!(acc.subtrees.len(), (n + 1).count_ones() as usize);
+        }
+        // Chunks of every size from every start (four at a time where the
+        // size allows), as the encoder pushes them.
+        for start in 0..9 {
+            for chunk in [1, 2, 3, 4, 5, 7, 8, 13, 64] {
+                let mut acc = MerkleAccumulator::default();
+                hashes[..start].iter().for_each(|h| acc.push(h));
+                let mut n = start;
+                for c in hashes[start..].chunks(chunk).take(6) {
+                    acc.push_all(c.iter());
+                    n += c.len();
+                    assert_eq!(acc.root(), merkle_root(&hashes[..n]), "{start} + {chunk}s");
+                    assert_eq!(acc.leaves(), n as u64);
+                }
+            }
         }
     }
 
