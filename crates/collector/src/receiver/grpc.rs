@@ -72,6 +72,7 @@ pub async fn serve_grpc<I: Ingest>(
         limit,
     }));
     tonic::transport::Server::builder()
+        .max_frame_size(MAX_FRAME_BYTES)
         .layer(guard)
         .add_service(logs)
         .add_service(traces)
@@ -81,6 +82,15 @@ pub async fn serve_grpc<I: Ingest>(
     tracing::info!("OTLP/gRPC receiver stopped");
     Ok(())
 }
+
+/// The largest HTTP/2 frame the receiver accepts (hyper's default is 16
+/// KiB, HTTP/2's least). An export request is some hundreds of KiB; each
+/// frame of it costs a pass through h2, hyper and tonic, and with 16 KiB
+/// frames those passes cost the collector about 2% of its CPU under load
+/// (1.01-1.03 x events per CPU-second at 256 KiB, five alternating pairs).
+/// Flow control still bounds what a connection may send ahead (hyper's
+/// 1 MiB windows), so this adds no memory beyond one frame per connection.
+const MAX_FRAME_BYTES: u32 = 256 * 1024;
 
 /// When the guard saw the request's headers: the handler, which runs once
 /// tonic has read and decoded the body, measures the time in between.
