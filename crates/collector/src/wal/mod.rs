@@ -1299,6 +1299,15 @@ impl Wal {
             // Frames are appended only after `bytes` is updated to the durable
             // length, so reading up to it never meets a half-written frame.
             .filter(|(n, _)| **n <= st.durable.segment)
+            // Nor a segment all of whose records are skipped: a sink that
+            // took everything (at every shutdown, before its last flush)
+            // read the whole unreleased WAL back for nothing, 2% of the
+            // collector's CPU in a load test.
+            .filter(|(_, info)| {
+                info.chains
+                    .iter()
+                    .any(|(c, &max)| skip.get(c).is_none_or(|s| s.seq < max))
+            })
             .map(|(n, info)| (*n, info.path.clone(), info.bytes))
             .collect();
         let heads = st
@@ -1469,6 +1478,59 @@ mod tests {
     fn set_paused(wal: &Wal, paused: bool) {
         wal.inner.shared.lock().paused = paused;
         wal.inner.shared.wake.notify_all();
+    }
+
+    /// `read_durable` gives every durable record after the heads given,
+    /// and opens no segment all of whose records are before them.
+    #[test]
+    fn reading_back_skips_segments_taken_already() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(options(dir.path())).unwrap();
+        let mut a = Chain::new("c1.acme", "acme").unwrap();
+        let mut b = Chain::new("c1.beta", "beta").unwrap();
+        // 64 KiB segments of records of about 500 bytes: several segments,
+        // chain b only in the first.
+        let first_b: Vec<Record> = (0..5).map(|i| record(&mut b, i)).collect();
+        wal.submit(&first_b).unwrap().wait().unwrap();
+        for i in 0..400 {
+            wal.submit(&[record(&mut a, i)]).unwrap().wait().unwrap();
+        }
+        let segments = wal.inner.shared.lock().segments.len();
+        assert!(segments >= 3, "{segments} segments");
+        let read = |after: &[(&str, u64)]| {
+            let after = after
+                .iter()
+                .map(|(c, seq)| {
+                    let head = ChainHead {
+                        seq: *seq,
+                        hash: [0; 32],
+                    };
+                    (c.to_string(), head)
+                })
+                .collect();
+            let reader = wal.read_durable(&after);
+            let opened = reader.segments.len();
+            let rows: Vec<(String, u64)> = reader
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.chain_id().to_owned(), r.seq())
+                })
+                .collect();
+            (opened, rows)
+        };
+        let (opened, rows) = read(&[("c1.acme", 399), ("c1.beta", 4)]);
+        assert_eq!((opened, rows), (0, vec![]));
+        let (opened, rows) = read(&[("c1.acme", 399), ("c1.beta", 2)]);
+        assert_eq!(opened, 1);
+        assert_eq!(rows, [("c1.beta".to_owned(), 3), ("c1.beta".to_owned(), 4)]);
+        let (opened, rows) = read(&[("c1.acme", 395), ("c1.beta", 4)]);
+        assert_eq!(opened, 1, "only the last segment");
+        assert_eq!(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            [396, 397, 398, 399]
+        );
+        let (opened, rows) = read(&[("c1.beta", 4)]);
+        assert_eq!((opened, rows.len()), (segments, 400));
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct Replay {
     heads: BTreeMap<String, ChainHead>,
     record_count: u64,
     truncated: Option<TruncatedTail>,
-    segments: VecDeque<(u64, PathBuf, u64)>,
+    /// The segments still to read.
+    pub(super) segments: VecDeque<(u64, PathBuf, u64)>,
     released: BTreeMap<String, ChainHead>,
     reader: Option<FrameReader>,
     payload: Vec<u8>,
