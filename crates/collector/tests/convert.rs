@@ -1339,11 +1339,15 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         std::str::from_utf8(&kv_bytes).is_ok(),
         "UTF-8 across the boundary"
     );
-    let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
-    prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
+    // The rich record with one more attribute, `KeyValue` bytes as given.
+    let with_attribute = |kv_bytes: &Vec<u8>| {
+        let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
+        prost::encoding::bytes::encode(6, kv_bytes, &mut rec_bytes);
+        request_of_record(&rec_bytes)
+    };
     cases.push((
         "a key ending in half a character",
-        request_of_record(&rec_bytes),
+        with_attribute(&kv_bytes),
     ));
     // An attribute of the usual shape (a short key, one short text), read
     // with one UTF-8 check of the whole: invalid in the key, in the text,
@@ -1380,9 +1384,7 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         let mut kv_bytes = Vec::new();
         prost::encoding::bytes::encode(1, &key.to_vec(), &mut kv_bytes);
         prost::encoding::bytes::encode(2, &value, &mut kv_bytes);
-        let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
-        prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
-        cases.push((what, request_of_record(&rec_bytes)));
+        cases.push((what, with_attribute(&kv_bytes)));
     }
     // A value whose oneof is set twice (protobuf keeps the last): an int
     // then a string, a string then a string.
@@ -1393,9 +1395,7 @@ fn requests_the_reader_does_not_handle_are_left_to_prost() {
         let mut kv_bytes = Vec::new();
         prost::encoding::bytes::encode(1, &b"twice".to_vec(), &mut kv_bytes);
         prost::encoding::bytes::encode(2, &value.to_vec(), &mut kv_bytes);
-        let mut rec_bytes = audit_record(&rich_event()).encode_to_vec();
-        prost::encoding::bytes::encode(6, &kv_bytes, &mut rec_bytes);
-        cases.push((what, request_of_record(&rec_bytes)));
+        cases.push((what, with_attribute(&kv_bytes)));
     }
     cases.push(("truncated", one[..one.len() - 3].to_vec()));
     for (what, bytes) in cases {
