@@ -734,10 +734,18 @@ impl Sink {
         let file = state.open.take().expect("checked above");
         let hashes = file.hashes;
         let encoder = file.encoder.expect("settled: the encoder is back");
-        let encoded = tokio::task::spawn_blocking(move || encoder.finish())
-            .await
-            .expect("encoding task panicked")
-            .map_err(|e| self.cannot_encode(id, e))?;
+        // The file's digest entry (a SHA-256 of its bytes) is made with it on
+        // the blocking pool: for a file of some MiB that is 10-20 ms of CPU,
+        // which an async worker, shared with the receivers, should not spend.
+        let digested = self.options.digests.is_some() && owns(&self.options.instance_id, id);
+        let (encoded, digest_file) = tokio::task::spawn_blocking(move || {
+            let encoded = encoder.finish()?;
+            let entry = digested.then(|| DigestFile::of(&encoded));
+            Ok((encoded, entry))
+        })
+        .await
+        .expect("encoding task panicked")
+        .map_err(|e| self.cannot_encode(id, e))?;
         if let Some(state) = self.chains.get_mut(id) {
             state.last_file_bytes = encoded.bytes.len();
         }
@@ -746,7 +754,7 @@ impl Sink {
         let hash_at = |seq: u64| hashes[(seq - first_seq) as usize];
         match self.put(&encoded, &hashes).await? {
             Put::Stored(outcome) => {
-                if self.options.digests.is_some() && owns(&self.options.instance_id, id) {
+                if let Some(entry) = digest_file {
                     let period = self.digest_period();
                     self.digests
                         .entry(id.to_owned())
@@ -754,7 +762,7 @@ impl Sink {
                             let tenant = &encoded.file.partition.tenant;
                             DigestChain::new(id, tenant, period, Utc::now())
                         })
-                        .add_file(DigestFile::of(&encoded));
+                        .add_file(entry);
                 }
                 if outcome == WriteOutcome::Written {
                     let tenant = &encoded.file.partition.tenant;
