@@ -421,8 +421,8 @@ impl Pipeline {
             return Ok(None);
         }
         // A list the sink emptied has room already.
-        let mut records = self.feed.list(chained as usize);
-        let appending = match self.wal.submit_rows(entries, &mut records) {
+        let mut rows = self.feed.list(chained as usize);
+        let appending = match self.wal.submit_rows(entries, &mut rows) {
             Ok(a) => {
                 for (g, t) in guards.iter_mut().zip(received) {
                     g.last_received = t;
@@ -441,7 +441,7 @@ impl Pipeline {
         drop(guards);
         Ok(Some(Submitted {
             appending,
-            rows: records,
+            rows,
             accepted,
         }))
     }

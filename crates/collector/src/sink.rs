@@ -142,13 +142,12 @@ impl OpenFile {
     /// first read is a cache miss (they were written on another core),
     /// cheaper where the encoder reads them in order.
     fn takes(&mut self, r: &CanonicalRow) -> bool {
-        let tag = r.chain_tag();
-        if tag.is_some() && tag == self.tenant_tag {
+        if r.has_tag(self.tenant_tag) {
             return self.partition.holds_time(r.received_at());
         }
         let held = self.partition.holds(r);
-        if held && tag.is_some() {
-            self.tenant_tag = tag;
+        if held {
+            self.tenant_tag = r.chain_tag().or(self.tenant_tag);
         }
         held
     }
@@ -295,13 +294,12 @@ fn state_of<'a>(
     recent: &mut RecentChain,
     r: &CanonicalRow,
 ) -> Option<&'a mut ChainState> {
-    let tag = r.chain_tag();
-    if tag.is_none() || tag != recent.tag {
+    if !r.has_tag(recent.tag) {
         if !r.is_of_chain(&recent.id) {
             recent.id.clear();
             recent.id.push_str(r.chain_id());
         }
-        recent.tag = tag;
+        recent.tag = r.chain_tag();
     }
     chains.get_mut(recent.id.as_str())
 }

@@ -52,14 +52,20 @@ impl Record {
 
     /// Appends this row's canonical bytes to `out`.
     pub fn canonical_bytes(&self, out: &mut Vec<u8>) {
-        encode(self, out);
+        encode_row(
+            &self.event,
+            &self.received_at,
+            &self.chain_id,
+            self.seq,
+            out,
+        );
     }
 
     /// Recomputes the row hash from the row's content and its stored `prev_hash`.
     /// `scratch` is reused between calls to avoid an allocation per row.
     pub fn compute_hash(&self, scratch: &mut Vec<u8>) -> [u8; 32] {
         scratch.clear();
-        encode(self, scratch);
+        self.canonical_bytes(scratch);
         row_hash(&self.prev_hash, scratch)
     }
 }
@@ -195,10 +201,6 @@ impl Enc<'_> {
     fn list(&mut self, n: usize) {
         self.head(n);
     }
-}
-
-fn encode(r: &Record, out: &mut Vec<u8>) {
-    encode_row(&r.event, &r.received_at, &r.chain_id, r.seq, out);
 }
 
 /// The canonical bytes of the row of `e` received at `received_at`, at

@@ -40,6 +40,11 @@ pub trait StoredRow {
     fn chain_tag(&self) -> Option<ChainTag> {
         None
     }
+    /// Whether the row carries `tag` (never when `tag` is `None`): then it
+    /// is of the chain and tenant every row with that tag is of.
+    fn has_tag(&self, tag: Option<ChainTag>) -> bool {
+        tag.is_some() && self.chain_tag() == tag
+    }
     /// When the collector received it (decides the partition).
     fn received_at(&self) -> DateTime<Utc>;
     /// Appends the row's columns to `b`.

@@ -307,26 +307,23 @@ impl MerkleAccumulator {
     /// size is a multiple of four (their perfect subtree is then a subtree
     /// of the tree, and its hashes go two at a time: see
     /// [`subtree_of_four`]), one at a time around that.
-    fn push_all<'a>(&mut self, mut row_hashes: impl Iterator<Item = &'a [u8; 32]>) {
-        while let Some(h) = row_hashes.next() {
-            self.push(h);
-            if !self.leaves().is_multiple_of(4) {
+    fn push_all<'a>(&mut self, row_hashes: impl IntoIterator<Item = &'a [u8; 32]>) {
+        let mut singles = (4 - self.leaves() % 4) % 4;
+        let (mut four, mut n) = ([[0u8; 32]; 4], 0);
+        for h in row_hashes {
+            if singles > 0 {
+                self.push(h);
+                singles -= 1;
                 continue;
             }
-            loop {
-                let mut four = [[0u8; 32]; 4];
-                let mut n = 0;
-                for (slot, h) in four.iter_mut().zip(row_hashes.by_ref()) {
-                    *slot = *h;
-                    n += 1;
-                }
-                if n < 4 {
-                    four[..n].iter().for_each(|h| self.push(h));
-                    return;
-                }
+            four[n] = *h;
+            n += 1;
+            if n == 4 {
                 self.push_subtree(subtree_of_four(&four), 4);
+                n = 0;
             }
         }
+        four[..n].iter().for_each(|h| self.push(h));
     }
 
     /// Leaves pushed so far.
@@ -476,8 +473,7 @@ impl FileEncoder {
             // would otherwise be the first to touch every row (see
             // `ChainTag`), a cache miss each, before the columns read the
             // rows in order.
-            let tag = r.chain_tag();
-            let by_tag = tag.is_some() && tag == known;
+            let by_tag = r.has_tag(known);
             if !by_tag && !r.is_of_chain(&self.file.chain_id) {
                 return Err(fail(format!(
                     "seq {seq_r} of chain {} follows chain {}",
@@ -506,9 +502,10 @@ impl FileEncoder {
                 _ => {}
             }
             let partition = &self.file.partition;
-            let held = match by_tag {
-                true => partition.holds_time(r.received_at()),
-                false => partition.holds(r),
+            let held = if by_tag {
+                partition.holds_time(r.received_at())
+            } else {
+                partition.holds(r)
             };
             if !held {
                 return Err(fail(format!(
@@ -518,7 +515,7 @@ impl FileEncoder {
                 )));
             }
             if !by_tag {
-                known = tag.or(known);
+                known = r.chain_tag().or(known);
             }
             prev = Some((seq_r, *r.hash()));
         }

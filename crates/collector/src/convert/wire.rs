@@ -301,12 +301,7 @@ fn short_text_attribute<'a>(
     key_len: usize,
     value: &[u8],
 ) -> Option<(&'a str, &'a str)> {
-    let [0x0a, len, text @ ..] = value else {
-        return None;
-    };
-    if *len >= 0x80 || usize::from(*len) != text.len() {
-        return None;
-    }
+    let text = short_text(value)?;
     let whole = std::str::from_utf8(message).ok()?;
     Some((
         whole.get(2..2 + key_len)?,
@@ -320,10 +315,19 @@ fn short_text_attribute<'a>(
 #[inline]
 fn scalar_value(message: &[u8]) -> Option<OtlpValueRef<'_>> {
     match message {
-        [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => {
-            std::str::from_utf8(text).ok().map(OtlpValueRef::Str)
-        }
         [0x18, int @ ..] => one_varint(int).map(|v| OtlpValueRef::Int(v as i64)),
+        _ => std::str::from_utf8(short_text(message)?)
+            .ok()
+            .map(OtlpValueRef::Str),
+    }
+}
+
+/// The bytes of an `AnyValue` that is one text shorter than 128 bytes
+/// filling the message, not yet checked as UTF-8.
+#[inline]
+fn short_text(message: &[u8]) -> Option<&[u8]> {
+    match message {
+        [0x0a, len, text @ ..] if *len < 0x80 && usize::from(*len) == text.len() => Some(text),
         _ => None,
     }
 }
